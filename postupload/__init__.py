@@ -1,0 +1,3 @@
+"""postupload: post-upload automation for Cloudinary."""
+
+QUEUE_NAME = "postupload"

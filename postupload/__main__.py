@@ -1,0 +1,3 @@
+from postupload.cli import main
+
+main()

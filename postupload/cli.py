@@ -1,0 +1,265 @@
+"""The `postupload` command. Each command is a thin shell over the modules it names."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+
+from postupload import QUEUE_NAME
+from postupload.config import DEV_ACCOUNT, Account, Settings
+from postupload.errors import PostuploadError, RuleSetError
+from postupload.redis_server import RedisServer, free_port
+
+EXAMPLE_NOTIFICATION = Path("examples/upload.json")
+
+
+class Group(click.Group):
+    """Turns our own errors into one clear line and exit status 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RuleSetError as error:
+            for problem in error.problems:
+                click.echo(str(problem), err=True)
+            raise SystemExit(1) from None
+        except PostuploadError as error:
+            click.echo(f"postupload: error: {error}", err=True)
+            raise SystemExit(1) from None
+
+
+@click.group(cls=Group)
+def main() -> None:
+    """postupload: Cloudinary notifications in, rule-driven follow-up work out."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
+    )
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, help="Port to listen on.")
+@click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
+def web(host: str, port: int, workers: int) -> None:
+    """The web process: receives, verifies and queues notifications (gunicorn)."""
+    from gunicorn.app.base import BaseApplication
+
+    from postupload.web import create_app
+
+    app = create_app(Settings.from_env())
+
+    class Server(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("threads", 4)
+            self.cfg.set("accesslog", "-")
+
+        def load(self) -> Any:
+            return app
+
+    Server().run()
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Stop once the queues are empty.")
+@click.option("--queues", default=QUEUE_NAME, show_default=True, help="Comma-separated queue names.")
+def worker(burst: bool, queues: str) -> None:
+    """The worker process: matches notifications against the rules and runs their actions."""
+    from postupload.queue import connect
+    from postupload.worker import run_worker
+
+    settings = Settings.from_env()
+    names = [name.strip() for name in queues.split(",") if name.strip()]
+    run_worker(settings, connect(settings.require_redis_url()), names, burst)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8090, show_default=True, help="Port to listen on (0: any free port).")
+@click.option("--notify-url", help="Where to POST the notifications Cloudinary would send.")
+@click.option(
+    "--asset",
+    "assets",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Preload the asset that this notification file describes (repeatable).",
+)
+def emulator(host: str, port: int, notify_url: str | None, assets: tuple[Path, ...]) -> None:
+    """The Cloudinary API emulator, for the account of CLOUDINARY_URL (else the development account)."""
+    from postupload.emulator import Emulator
+
+    account = Settings.from_env().account or DEV_ACCOUNT
+    service = Emulator(account, notify_url)
+    for path in assets:
+        service.add_asset(json.loads(path.read_bytes()))
+    server = service.serve(host, port)
+    click.echo(f"Cloudinary emulator for cloud {account.cloud_name} on http://{host}:{server.server_port}")
+    server.serve_forever()
+
+
+@main.command()
+@click.option("--port", default=8000, show_default=True, help="Port of the web process.")
+def run(port: int) -> None:
+    """Everything for local use: embedded Redis, web, worker; the emulator when CLOUDINARY_URL is unset."""
+    settings = Settings.from_env()
+    env = dict(os.environ)
+    children: list[subprocess.Popen[bytes]] = []
+    redis_server = None
+    webhook_url = f"http://127.0.0.1:{port}/webhooks/cloudinary"
+    me = [sys.executable, "-m", "postupload"]
+    try:
+        if settings.redis_url is None:
+            redis_server = RedisServer(Path("var/redis")).start()
+            env["REDIS_URL"] = redis_server.url
+        account = settings.account
+        if account is None:
+            emulator_port = free_port()
+            account = Account(
+                **{**DEV_ACCOUNT.__dict__, "upload_prefix": f"http://127.0.0.1:{emulator_port}"}
+            )
+            env["CLOUDINARY_URL"] = account.to_url()
+            seed = ["--asset", str(EXAMPLE_NOTIFICATION)] if EXAMPLE_NOTIFICATION.exists() else []
+            command = [*me, "emulator", "--port", str(emulator_port), "--notify-url", webhook_url, *seed]
+            children.append(subprocess.Popen(command, env=env))
+        children.append(subprocess.Popen([*me, "web", "--port", str(port)], env=env))
+        children.append(subprocess.Popen([*me, "worker"], env=env))
+        _wait_for(f"http://127.0.0.1:{port}/healthz", children)
+        _banner(webhook_url, env, account)
+        _supervise(children)
+    finally:
+        for child in reversed(children):
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if redis_server is not None:
+            redis_server.stop()
+
+
+def _wait_for(url: str, children: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(child.poll() is not None for child in children):
+            raise PostuploadError("a process stopped while starting; see its messages above")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise PostuploadError(f"the web process did not answer on {url} within {timeout} s")
+
+
+def _banner(webhook_url: str, env: dict[str, str], account: Account) -> None:
+    lines = [
+        "",
+        f"postupload is running. POST Cloudinary notifications to {webhook_url}",
+        f"  Redis: {env['REDIS_URL']}",
+        f"  Cloudinary: cloud {account.cloud_name}"
+        + (
+            f" (emulator at {account.upload_prefix})" if account is not None and account.upload_prefix else ""
+        ),
+        "Send a signed sample notification:",
+        f"  CLOUDINARY_URL='{env['CLOUDINARY_URL']}' .venv/bin/postupload notify {EXAMPLE_NOTIFICATION} "
+        f"--url {webhook_url}",
+    ]
+    if account.upload_prefix:
+        lines.append(f"See the calls it caused: curl {account.upload_prefix}/emulator/calls")
+    lines.append("Stop with Ctrl-C.\n")
+    click.echo("\n".join(lines))
+
+
+def _supervise(children: list[subprocess.Popen[bytes]]) -> None:
+    """Wait until Ctrl-C, SIGTERM, or any child stopping; the caller then stops the rest."""
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping:
+            for child in children:
+                if child.poll() is not None:
+                    click.echo(f"process {child.args!r} stopped with {child.returncode}; stopping", err=True)
+                    return
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    click.echo("stopping")
+
+
+# --- trials ---------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", default="http://127.0.0.1:8000/webhooks/cloudinary", show_default=True)
+@click.option("--algorithm", type=click.Choice(["sha1", "sha256"]), default="sha1", show_default=True)
+def notify(file: Path, url: str, algorithm: str) -> None:
+    """POST FILE's exact bytes as a notification signed with CLOUDINARY_URL's api_secret."""
+    from postupload.signature import sign_notification
+
+    body = file.read_bytes()
+    secret = Settings.from_env().require_account().api_secret
+    timestamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        "X-Cld-Timestamp": timestamp,
+        "X-Cld-Signature": sign_notification(body, timestamp, secret, algorithm),
+    }
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=30) as answer:
+            click.echo(f"{answer.status} {answer.read().decode(errors='replace')}")
+    except urllib.error.HTTPError as answer:
+        click.echo(f"{answer.code} {answer.read().decode(errors='replace')}", err=True)
+        raise SystemExit(1) from None
+    except OSError as error:
+        raise PostuploadError(f"cannot reach {url}: {error}") from None
+
+
+# --- rules ----------------------------------------------------------------------------------------
+
+
+@main.group()
+def rules() -> None:
+    """Check, test and explain rule files."""
+
+
+@rules.command()
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def check(directory: Path | None, output: str) -> None:
+    """Validate every rule file of DIRECTORY (default POSTUPLOAD_RULES_DIR); exit 1 on any problem."""
+    from postupload.ruleset import load_ruleset
+
+    directory = directory or Settings.from_env().rules_dir
+    try:
+        ruleset = load_ruleset(directory)
+    except RuleSetError as error:
+        if output == "json":
+            click.echo(json.dumps({"ok": False, "problems": [p.__dict__ for p in error.problems]}, indent=2))
+            raise SystemExit(1) from None
+        raise
+    if output == "json":
+        click.echo(json.dumps({"ok": True, "rules": len(ruleset.rules), "files": ruleset.files}, indent=2))
+    else:
+        click.echo(f"{directory}: {len(ruleset.rules)} rules in {len(ruleset.files)} files, all valid")

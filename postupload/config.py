@@ -1,0 +1,136 @@
+"""The one reader of the environment. Nothing else in postupload looks at os.environ."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
+
+from postupload.errors import ConfigError
+
+ALGORITHMS = frozenset({"sha1", "sha256"})
+URL_FORM = "cloudinary://API_KEY:API_SECRET@CLOUD_NAME[?upload_prefix=http://host:port]"
+
+
+@dataclass(frozen=True)
+class Account:
+    """One Cloudinary product environment: the credentials the SDK needs for each call."""
+
+    cloud_name: str
+    api_key: str
+    api_secret: str = field(repr=False)
+    upload_prefix: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str, variable: str = "CLOUDINARY_URL") -> Account:
+        """Parse `cloudinary://KEY:SECRET@CLOUD?upload_prefix=...` as the official SDK reads it."""
+        parts = urlsplit(url.strip())
+        if parts.scheme != "cloudinary" or not (parts.username and parts.password and parts.hostname):
+            raise ConfigError(variable, f"expected {URL_FORM}, got a value of another form")
+        query = parse_qs(parts.query)
+        prefix = query.get("upload_prefix", [None])[0]
+        if prefix is not None and urlsplit(prefix).scheme not in {"http", "https"}:
+            raise ConfigError(variable, f"upload_prefix must be an http(s) URL, got {prefix!r}")
+        # hostname is lower-cased by urlsplit; cloud names are case-sensitive, so read netloc.
+        cloud_name = parts.netloc.rsplit("@", 1)[1]
+        return cls(cloud_name, parts.username, parts.password, prefix)
+
+    def to_url(self) -> str:
+        """The CLOUDINARY_URL that describes this account."""
+        url = f"cloudinary://{quote(self.api_key)}:{quote(self.api_secret)}@{self.cloud_name}"
+        return f"{url}?upload_prefix={self.upload_prefix}" if self.upload_prefix else url
+
+    def sdk_options(self) -> dict[str, str]:
+        """Per-call SDK options: the SDK's own config is process-global, ours travels with each call."""
+        options = {"cloud_name": self.cloud_name, "api_key": self.api_key, "api_secret": self.api_secret}
+        if self.upload_prefix:
+            options["upload_prefix"] = self.upload_prefix
+        return options
+
+
+# The account that `postupload run` gives the emulator, web and worker when CLOUDINARY_URL is unset.
+DEV_ACCOUNT = Account("postupload-dev", "123456789012345", "dev-secret-not-for-production")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, read once from the environment."""
+
+    account: Account | None = None
+    redis_url: str | None = None
+    rules_dir: Path = Path("rules")
+    signature_tolerance: int = 7200
+    signature_algorithms: frozenset[str] = ALGORITHMS
+    console_token: str | None = None
+    max_body: int = 1_048_576
+    api_timeout: float = 30.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and check every variable; a bad value raises ConfigError naming it."""
+        env = os.environ if environ is None else environ
+        url = env.get("CLOUDINARY_URL") or None
+        return cls(
+            account=Account.from_url(url) if url else None,
+            redis_url=env.get("REDIS_URL") or None,
+            rules_dir=Path(env.get("POSTUPLOAD_RULES_DIR") or "rules"),
+            signature_tolerance=_int(env, "POSTUPLOAD_SIGNATURE_TOLERANCE", 7200),
+            signature_algorithms=_algorithms(env),
+            console_token=env.get("POSTUPLOAD_CONSOLE_TOKEN") or None,
+            max_body=_int(env, "POSTUPLOAD_MAX_BODY", 1_048_576, minimum=1),
+            api_timeout=_float(env, "POSTUPLOAD_API_TIMEOUT", 30.0),
+        )
+
+    def require_account(self) -> Account:
+        """The Cloudinary account, or a ConfigError saying how to give one."""
+        if self.account is None:
+            raise ConfigError("CLOUDINARY_URL", f"not set; set it to {URL_FORM}")
+        return self.account
+
+    def require_redis_url(self) -> str:
+        """The Redis URL, or a ConfigError saying how to give one."""
+        if self.redis_url is None:
+            raise ConfigError("REDIS_URL", "not set; set it to redis://host:port/db, or use `postupload run`")
+        return self.redis_url
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, f"expected a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(name, f"must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, f"expected a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(name, f"must be more than 0, got {raw}")
+    return value
+
+
+def _algorithms(env: Mapping[str, str]) -> frozenset[str]:
+    raw = env.get("POSTUPLOAD_SIGNATURE_ALGORITHMS")
+    if not raw:
+        return ALGORITHMS
+    names = frozenset(name.strip().lower() for name in raw.split(",") if name.strip())
+    unknown = names - ALGORITHMS
+    if unknown or not names:
+        raise ConfigError(
+            "POSTUPLOAD_SIGNATURE_ALGORITHMS",
+            f"expected a comma list of sha1, sha256; got {raw!r}",
+        )
+    return names

@@ -1,0 +1,81 @@
+"""One exception hierarchy; each exception carries the data its callers need to answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class PostuploadError(Exception):
+    """Base of every error postupload raises on purpose."""
+
+
+class ConfigError(PostuploadError):
+    """An environment variable holds a value we cannot use."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+
+
+class RequestRejected(PostuploadError):
+    """A webhook request that we answer with a 4xx; `code` is stable, `message` says what to do."""
+
+    status = 400
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class SignatureError(RequestRejected):
+    status = 401
+
+
+class BodyTooLarge(RequestRejected):
+    status = 413
+
+
+class UnsupportedMediaType(RequestRejected):
+    status = 415
+
+
+class BadNotification(RequestRejected):
+    status = 400
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a rule file, with enough position to find it."""
+
+    file: str
+    message: str
+    code: str
+    rule: str | None = None
+    path: str = ""
+    line: int = 0
+    column: int = 0
+
+    def __str__(self) -> str:
+        rule = f" rule {self.rule}:" if self.rule else ""
+        path = f" {self.path}:" if self.path else ""
+        return f"{self.file}:{self.line}:{self.column}:{rule}{path} {self.message} [{self.code}]"
+
+
+class RuleSetError(PostuploadError):
+    """A rule set that cannot be loaded; every problem found is listed."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        first = str(problems[0]) if problems else "no problems"
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(first + more)
+
+
+class ActionError(PostuploadError):
+    """An action that failed; `permanent` ones are not retried."""
+
+    def __init__(self, message: str, *, permanent: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.status = status

@@ -1,0 +1,114 @@
+"""The web process: verify, dedupe, enqueue, answer. It makes no Cloudinary call."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis
+from flask import Flask, Response, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from werkzeug.exceptions import HTTPException
+
+from postupload.config import Settings
+from postupload.errors import RequestRejected, UnsupportedMediaType
+from postupload.notification import notification_id, parse_notification
+from postupload.queue import connect, enqueue_notification, notification_queue
+from postupload.ruleset import RuleSource
+from postupload.signature import verify_notification
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, connection: redis.Redis | None = None) -> Flask:
+    """The Flask app; with no arguments, configured from the environment (gunicorn's entry)."""
+    settings = settings or Settings.from_env()
+    account = settings.require_account()
+    connection = connection or connect(settings.require_redis_url())
+    queue = notification_queue(connection)
+    rules = RuleSource(settings.rules_dir)
+    metrics = CollectorRegistry()
+    received = Counter(
+        "postupload_notifications_total", "Notifications received, by answer", ["answer"], registry=metrics
+    )
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body
+
+    @app.post("/webhooks/cloudinary")
+    def webhook() -> tuple[Response, int]:
+        if request.mimetype != "application/json":
+            raise UnsupportedMediaType(
+                "unsupported_media_type", f"Content-Type must be application/json, got {request.mimetype!r}"
+            )
+        body = request.get_data()
+        verify_notification(
+            body,
+            request.headers.get("X-Cld-Timestamp"),
+            request.headers.get("X-Cld-Signature"),
+            account.api_secret,
+            now=time.time(),
+            tolerance=settings.signature_tolerance,
+            algorithms=settings.signature_algorithms,
+        )
+        notification = parse_notification(body)
+        job_id = notification_id(body)
+        envelope = {
+            "id": job_id,
+            "received_at": time.time(),
+            "cloud_name": account.cloud_name,
+            "notification": notification,
+        }
+        try:
+            queued = enqueue_notification(queue, job_id, envelope)
+        except redis.RedisError as error:
+            log.error("notification %s not stored: %s", job_id, error)
+            received.labels("unavailable").inc()
+            return _error("store_unavailable", "the notification could not be stored; retry later", 503)
+        answer = "queued" if queued else "duplicate"
+        received.labels(answer).inc()
+        log.info("notification %s %s (%s)", job_id, answer, notification["notification_type"])
+        return jsonify({"status": answer, "id": job_id}), 200
+
+    @app.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        return jsonify({"status": "ok"}), 200
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        try:
+            connection.ping()
+        except redis.RedisError as error:
+            return _error("redis_unavailable", f"Redis does not answer: {error}", 503)
+        ruleset = rules.current()
+        if ruleset is None:
+            reason = str(rules.error) if rules.error else "no rule set loaded"
+            return _error("no_rule_set", f"no valid rule set: {reason}", 503)
+        body: dict[str, Any] = {"status": "ready", "rules": len(ruleset.rules)}
+        if rules.error is not None:
+            body["rules_error"] = str(rules.error)  # the last good set keeps running
+        return jsonify(body), 200
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics), mimetype=CONTENT_TYPE_LATEST)
+
+    @app.errorhandler(RequestRejected)
+    def rejected(error: RequestRejected) -> tuple[Response, int]:
+        received.labels(error.code).inc()
+        return _error(error.code, error.message, error.status)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> tuple[Response, int]:
+        status = error.code or 400
+        if status == 413:
+            message = f"body is larger than POSTUPLOAD_MAX_BODY ({settings.max_body} bytes)"
+            return _error("body_too_large", message, 413)
+        return _error(error.name.lower().replace(" ", "_"), error.description or error.name, status)
+
+    return app
+
+
+def _error(code: str, message: str, status: int) -> tuple[Response, int]:
+    return jsonify({"error": {"code": code, "message": message}}), status

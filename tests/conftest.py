@@ -1,0 +1,160 @@
+"""Fixtures: a real redis-server for the session, the emulator on a real port, signed requests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+
+from postupload.config import Account, Settings
+from postupload.emulator import Emulator
+from postupload.redis_server import RedisServer, free_port
+from postupload.signature import sign_notification
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("POSTUPLOAD_SHARED", ROOT.parent / "shared"))
+SAMPLES = SHARED / "samples"
+ACCOUNT = Account("test-cloud", "111222333444555", "test-secret")
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    assert (SAMPLES / "signatures.json").exists(), (
+        f"shared samples not found at {SAMPLES}; set POSTUPLOAD_SHARED"
+    )
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_conn(redis_server: RedisServer) -> redis.Redis:
+    connection = redis.Redis.from_url(redis_server.url)
+    connection.flushall()
+    return connection
+
+
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "rules"
+    directory.mkdir()
+    (directory / "10-sample.yaml").write_text(
+        """
+rules:
+  - name: sample-thumbnails
+    match: {resource_type: image, tags: [remove-background]}
+    actions:
+      - explicit:
+          eager: ["c_scale,w_200", {crop: crop, gravity: north, height: 200, width: 360}]
+"""
+    )
+    return directory
+
+
+@pytest.fixture
+def settings(redis_server: RedisServer, rules_dir: Path) -> Settings:
+    return Settings(account=ACCOUNT, redis_url=redis_server.url, rules_dir=rules_dir, api_timeout=5)
+
+
+def signed_headers(
+    body: bytes, secret: str = ACCOUNT.api_secret, *, timestamp: int | None = None, algorithm: str = "sha1"
+) -> dict[str, str]:
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    return {
+        "Content-Type": "application/json",
+        "X-Cld-Timestamp": stamp,
+        "X-Cld-Signature": sign_notification(body, stamp, secret, algorithm),
+    }
+
+
+class RunningEmulator:
+    """An in-process emulator behind a real HTTP server on a free port."""
+
+    def __init__(self, account: Account, notify_url: str | None = None) -> None:
+        self.service = Emulator(account, notify_url)
+        self.server = self.service.serve("127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.account = Account(account.cloud_name, account.api_key, account.api_secret, self.url)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def calls(self) -> list[dict[str, Any]]:
+        calls: list[dict[str, Any]] = requests.get(f"{self.url}/emulator/calls", timeout=5).json()["calls"]
+        return calls
+
+
+@pytest.fixture
+def emulator() -> Iterator[RunningEmulator]:
+    running = RunningEmulator(ACCOUNT)
+    yield running
+    running.server.shutdown()
+
+
+class Processes:
+    """Our own commands as real processes, stopped (by pid) at the end of the test."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{args[0]}-{len(self.started)}.log", "wb")  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, "-m", "postupload", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        self.started.append(process)
+        return process
+
+    def output(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')}" for p in sorted(self.logs.iterdir())
+        )
+
+    def stop(self) -> None:
+        for process in reversed(self.started):
+            if process.poll() is None:
+                process.terminate()
+        for process in self.started:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    running = Processes(dict(os.environ), logs)
+    yield running
+    running.stop()
+
+
+def wait_until(condition: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    return condition()
+
+
+__all__ = ["ACCOUNT", "ROOT", "Processes", "RunningEmulator", "free_port", "signed_headers", "wait_until"]
