@@ -135,23 +135,32 @@ def run(port: int) -> None:
             env["CLOUDINARY_URL"] = account.to_url()
             seed = ["--asset", str(EXAMPLE_NOTIFICATION)] if EXAMPLE_NOTIFICATION.exists() else []
             command = [*me, "emulator", "--port", str(emulator_port), "--notify-url", webhook_url, *seed]
-            children.append(subprocess.Popen(command, env=env))
-        children.append(subprocess.Popen([*me, "web", "--port", str(port)], env=env))
-        children.append(subprocess.Popen([*me, "worker"], env=env))
+            children.append(_start(command, env))
+        children.append(_start([*me, "web", "--port", str(port)], env))
+        children.append(_start([*me, "worker"], env))
         _wait_for(f"http://127.0.0.1:{port}/healthz", children)
         _banner(webhook_url, env, account)
         _supervise(children)
     finally:
-        for child in reversed(children):
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        for child in reversed(children):  # worker first (it finishes its job), Redis last
+            _stop(child)
         if redis_server is not None:
             redis_server.stop()
+
+
+def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # Own session: Ctrl-C reaches only us, and we stop the children in order (worker before Redis).
+    return subprocess.Popen(command, env=env, start_new_session=True)
+
+
+def _stop(child: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    if child.poll() is None:
+        child.terminate()
+    try:
+        child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 def _wait_for(url: str, children: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:

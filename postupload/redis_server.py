@@ -63,7 +63,8 @@ class RedisServer:
             "--logfile",
             str(log_file.resolve()),
         ]
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        # Its own session: a Ctrl-C meant for our process must not stop Redis before its clients.
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
