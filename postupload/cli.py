@@ -142,6 +142,8 @@ def run(port: int) -> None:
         _banner(webhook_url, env, account)
         _supervise(children)
     finally:
+        # A second Ctrl-C must not cut the clean-up short and leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for child in reversed(children):  # worker first (it finishes its job), Redis last
             _stop(child)
         if redis_server is not None:
