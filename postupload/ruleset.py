@@ -14,8 +14,9 @@ import jsonschema
 import yaml
 
 from postupload.errors import Problem, RuleSetError
+from postupload.matcher import Matcher
 from postupload.notification import Notification
-from postupload.patterns import Pattern, matches
+from postupload.patterns import Pattern, check_pattern
 
 RULE_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -29,6 +30,7 @@ class Rule:
     description: str = ""
     enabled: bool = True
     stop: bool = False
+    line: int = 0
 
     @property
     def effective_pattern(self) -> Pattern:
@@ -38,19 +40,22 @@ class Rule:
         return {"notification_type": ["upload"], **self.match}
 
 
-@dataclass(frozen=True)
+@dataclass
 class RuleSet:
     rules: list[Rule]
     files: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self._enabled = [rule for rule in self.rules if rule.enabled]
+        self._matcher = Matcher([rule.effective_pattern for rule in self._enabled])
+
     def match(self, notification: Notification) -> list[Rule]:
         """The enabled rules that match, in order, up to and including the first with `stop`."""
         matched: list[Rule] = []
-        for rule in self.rules:
-            if rule.enabled and matches(rule.effective_pattern, notification):
-                matched.append(rule)
-                if rule.stop:
-                    break
+        for index in self._matcher.match(notification):
+            matched.append(self._enabled[index])
+            if self._enabled[index].stop:
+                break
         return matched
 
 
@@ -75,62 +80,57 @@ def rule_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in RULE_SUFFIXES)
 
 
+Position = tuple[int, int]
+DocPath = tuple[str | int, ...]
+
+
 def load_ruleset(directory: Path) -> RuleSet:
     """Every rule file of `directory`, checked; RuleSetError lists every problem found."""
     if not directory.is_dir():
-        problem = Problem(str(directory), "rule directory does not exist", "E001")
-        raise RuleSetError([problem])
+        raise RuleSetError([Problem(str(directory), "rule directory does not exist", "E001")])
     problems: list[Problem] = []
     rules: list[Rule] = []
     files = rule_files(directory)
     for path in files:
-        document, file_problems = _read(path)
+        file_rules, file_problems = load_file(path)
+        rules += file_rules
         problems += file_problems
-        if document is not None:
-            rules += _rules_of(document, str(path))
     problems += _duplicate_names(rules)
     if problems:
-        raise RuleSetError(problems)
+        raise RuleSetError(sorted(problems, key=lambda p: (p.file, p.line, p.column)))
     return RuleSet(rules, [str(p) for p in files])
 
 
-def _read(path: Path) -> tuple[Any, list[Problem]]:
+def load_file(path: Path) -> tuple[list[Rule], list[Problem]]:
+    """The rules of one file and every problem with it, each with its line and column."""
+    file = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-        document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        document, positions = read_document(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:
-        return None, [Problem(str(path), f"cannot read: {error}", "E002")]
+        return [], [Problem(file, f"cannot read: {error}", "E002")]
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark
+        mark = error.problem_mark or error.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        message = f"YAML syntax: {error.problem}"
-        return None, [Problem(str(path), message, "E003", line=line, column=column)]
-    except (yaml.YAMLError, json.JSONDecodeError) as error:
-        return None, [Problem(str(path), f"syntax: {error}", "E003")]
-    schema_problems = [
-        Problem(
-            str(path),
-            error.message,
-            "E100",
-            rule=_rule_name(document, error.absolute_path),
-            path=error.json_path,
-        )
-        for error in _validator().iter_errors(document)
-    ]
-    return (None if schema_problems else document), schema_problems
+        message = f"syntax: {error.problem or error.context}"
+        return [], [Problem(file, message, "E003", line=line, column=column)]
+    except yaml.YAMLError as error:
+        return [], [Problem(file, f"syntax: {error}", "E003")]
 
+    def problem(at: DocPath, message: str, code: str) -> Problem:
+        line, column = _position(positions, at)
+        rule, inner = _rule_part(document, at)
+        return Problem(file, message, code, rule=rule, path=inner, line=line, column=column)
 
-def _rule_name(document: Any, path: Any) -> str | None:
-    parts = list(path)
-    if len(parts) >= 2 and parts[0] == "rules" and isinstance(parts[1], int):
-        rule = document["rules"][parts[1]]
-        name = rule.get("name") if isinstance(rule, dict) else None
-        return name if isinstance(name, str) else f"#{parts[1] + 1}"
-    return None
-
-
-def _rules_of(document: dict[str, Any], file: str) -> list[Rule]:
-    return [
+    schema_errors = sorted(_validator().iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
+    problems = [problem(tuple(error.absolute_path), error.message, "E100") for error in schema_errors]
+    raw_rules = document.get("rules") if isinstance(document, dict) else None
+    for index, raw in enumerate(raw_rules if isinstance(raw_rules, list) else []):
+        if isinstance(raw, dict) and isinstance(raw.get("match"), dict):
+            for found in check_pattern(raw["match"]):
+                problems.append(problem(("rules", index, "match", *found.path), found.message, found.code))
+    if problems:
+        return [], problems
+    rules = [
         Rule(
             name=raw["name"],
             match=raw["match"],
@@ -139,20 +139,72 @@ def _rules_of(document: dict[str, Any], file: str) -> list[Rule]:
             description=raw.get("description", ""),
             enabled=raw.get("enabled", True),
             stop=raw.get("stop", False),
+            line=_position(positions, ("rules", index))[0],
         )
-        for raw in document["rules"]
+        for index, raw in enumerate(document["rules"])
     ]
+    return rules, []
+
+
+def read_document(text: str) -> tuple[Any, dict[DocPath, Position]]:
+    """Parse YAML (JSON is read the same way) and note where each value starts, by its path."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        document = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    positions: dict[DocPath, Position] = {}
+    if node is not None:
+        _note_positions(node, (), positions)
+    return document, positions
+
+
+def _note_positions(node: yaml.Node, at: DocPath, positions: dict[DocPath, Position]) -> None:
+    positions[at] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            _note_positions(value, (*at, key.value), positions)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _note_positions(item, (*at, index), positions)
+
+
+def _position(positions: dict[DocPath, Position], at: DocPath) -> Position:
+    for length in range(len(at), -1, -1):  # the nearest enclosing value that has a place
+        if at[:length] in positions:
+            return positions[at[:length]]
+    return (0, 0)
+
+
+def _rule_part(document: Any, at: DocPath) -> tuple[str | None, str]:
+    """(rule name, path inside the rule) for a document path; the JSON path when not in a rule."""
+    if len(at) >= 2 and at[0] == "rules" and isinstance(at[1], int):
+        raw = document["rules"][at[1]]
+        name = raw.get("name") if isinstance(raw, dict) else None
+        return (name if isinstance(name, str) else f"#{at[1] + 1}"), _dotted(at[2:])
+    return None, _dotted(at) or "$"
+
+
+def _dotted(at: DocPath) -> str:
+    text = ""
+    for part in at:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
 
 
 def _duplicate_names(rules: list[Rule]) -> list[Problem]:
-    first_file: dict[str, str] = {}
+    first: dict[str, Rule] = {}
     problems = []
     for rule in rules:
-        if rule.name in first_file:
-            message = f"name is already used in {first_file[rule.name]}; rule names must be unique"
-            problems.append(Problem(rule.file, message, "E200", rule=rule.name, path="$.name"))
+        if rule.name in first:
+            other = first[rule.name]
+            message = f"name is already used at {other.file}:{other.line}; rule names must be unique"
+            problems.append(
+                Problem(rule.file, message, "E200", rule=rule.name, path="name", line=rule.line, column=1)
+            )
         else:
-            first_file[rule.name] = rule.file
+            first[rule.name] = rule
     return problems
 
 
