@@ -274,3 +274,75 @@ def check(directory: Path | None, output: str) -> None:
         click.echo(json.dumps({"ok": True, "rules": len(ruleset.rules), "files": ruleset.files}, indent=2))
     else:
         click.echo(f"{directory}: {len(ruleset.rules)} rules in {len(ruleset.files)} files, all valid")
+
+
+@rules.command("test")
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+def test_rules(directory: Path | None) -> None:
+    """Run the rule tests in DIRECTORY/tests against DIRECTORY's rules; exit 1 on any failure."""
+    from postupload.rule_tests import rule_test_files, run_file
+    from postupload.ruleset import load_ruleset
+
+    directory = directory or Settings.from_env().rules_dir
+    ruleset = load_ruleset(directory)
+    files = rule_test_files(directory)
+    if not files:
+        raise PostuploadError(f"no rule tests in {directory / 'tests'}; add *.yaml files with `tests:`")
+    passed = failed = 0
+    for path in files:
+        outcomes, problems = run_file(path, ruleset)
+        for problem in problems:
+            click.echo(str(problem), err=True)
+        failed += len(problems)
+        for outcome in outcomes:
+            if outcome.passed:
+                passed += 1
+                continue
+            failed += 1
+            click.echo(f"FAIL {outcome.file}:{outcome.line}: {outcome.name}")
+            click.echo("\n".join(outcome.differences))
+    click.echo(f"{passed} passed, {failed} failed")
+    if failed:
+        raise SystemExit(1)
+
+
+@rules.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--rules", "directory", type=click.Path(path_type=Path), help="Rule directory (default: env).")
+def explain(file: Path, directory: Path | None) -> None:
+    """For the notification in FILE: each rule, matched or not and why, and the calls it would cause."""
+    from postupload.explain import explain_notification
+    from postupload.ruleset import load_ruleset
+
+    try:
+        notification = json.loads(file.read_bytes())
+    except ValueError as error:
+        raise PostuploadError(f"{file}: not JSON ({error})") from None
+    if not isinstance(notification, dict):
+        raise PostuploadError(f"{file}: a notification is a JSON object")
+    ruleset = load_ruleset(directory or Settings.from_env().rules_dir)
+    click.echo(explain_notification(ruleset, notification))
+
+
+@rules.command("match")
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+def match_rules(directory: Path | None) -> None:
+    """Read notifications as JSON lines on stdin; write {"rules": [...]} (or {"error": ...}) for each."""
+    from postupload.ruleset import load_ruleset
+
+    ruleset = load_ruleset(directory or Settings.from_env().rules_dir)
+    errors = 0
+    for number, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        try:
+            notification = json.loads(line)
+            if not isinstance(notification, dict):
+                raise ValueError("a notification is a JSON object")
+        except ValueError as error:
+            errors += 1
+            click.echo(json.dumps({"error": f"line {number}: {error}"}))
+            continue
+        click.echo(json.dumps({"rules": [rule.name for rule in ruleset.match(notification)]}))
+    if errors:
+        raise SystemExit(1)

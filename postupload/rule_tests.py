@@ -1,0 +1,108 @@
+"""Rule unit tests (rules/tests/*.yaml), in the spirit of `promtool test rules`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from postupload.errors import Problem
+from postupload.plan import plan_actions
+from postupload.ruleset import RuleSet, read_document
+
+
+@dataclass
+class Outcome:
+    file: str
+    line: int
+    name: str
+    differences: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.differences
+
+
+def rule_test_files(directory: Path) -> list[Path]:
+    tests = directory / "tests"
+    return (
+        sorted(p for p in tests.glob("*") if p.suffix in (".yaml", ".yml", ".json")) if tests.is_dir() else []
+    )
+
+
+def run_file(path: Path, ruleset: RuleSet) -> tuple[list[Outcome], list[Problem]]:
+    """Run every test of one file; malformed tests come back as problems."""
+    try:
+        document, positions = read_document(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        return [], [Problem(str(path), f"cannot read tests: {error}", "T001")]
+    tests = document.get("tests") if isinstance(document, dict) else None
+    if not isinstance(tests, list):
+        return [], [
+            Problem(str(path), "a test file holds `tests:`, a list of tests", "T002", line=1, column=1)
+        ]
+    outcomes, problems = [], []
+    for index, test in enumerate(tests):
+        line = positions.get(("tests", index), (0, 0))[0]
+        try:
+            notification, expect = _parse(test, path)
+        except ValueError as error:
+            problems.append(
+                Problem(str(path), str(error), "T003", path=f"tests[{index}]", line=line, column=1)
+            )
+            continue
+        outcome = Outcome(str(path), line, str(test.get("name", f"#{index + 1}")))
+        outcome.differences = _compare(ruleset, notification, expect)
+        outcomes.append(outcome)
+    return outcomes, problems
+
+
+def _parse(test: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    if not isinstance(test, dict) or not isinstance(test.get("expect"), dict):
+        raise ValueError("each test has a name, a notification (or notification_file) and expect")
+    if "notification_file" in test:
+        source = path.parent / str(test["notification_file"])
+        try:
+            notification = json.loads(source.read_bytes())
+        except (OSError, ValueError) as error:
+            raise ValueError(f"notification_file {source}: {error}") from None
+    else:
+        notification = test.get("notification")
+    if not isinstance(notification, dict):
+        raise ValueError("notification must be an object (or give notification_file)")
+    expect = test["expect"]
+    if not isinstance(expect.get("rules"), list):
+        raise ValueError("expect.rules is required: the rule names that match, in order ([] for none)")
+    return notification, expect
+
+
+def _compare(ruleset: RuleSet, notification: dict[str, Any], expect: dict[str, Any]) -> list[str]:
+    matched = ruleset.match(notification)
+    differences = []
+    names = [rule.name for rule in matched]
+    if names != expect["rules"]:
+        differences += side_by_side("rules", [json.dumps(expect["rules"])], [json.dumps(names)])
+    if "actions" in expect:
+        got = [action.as_dict() for action in plan_actions(matched, notification)]
+        if got != expect["actions"]:
+            differences += side_by_side(
+                "actions",
+                [json.dumps(a, sort_keys=True) for a in expect["actions"]],
+                [json.dumps(a, sort_keys=True) for a in got],
+            )
+    return differences
+
+
+def side_by_side(title: str, expected: list[str], got: list[str]) -> list[str]:
+    """Expected and got in two columns, a mark on each line that differs."""
+    width = max([len("expected"), *map(len, expected)])
+    lines = [f"  {title}:", f"    {'expected'.ljust(width)}   got"]
+    for index in range(max(len(expected), len(got))):
+        left = expected[index] if index < len(expected) else ""
+        right = got[index] if index < len(got) else ""
+        mark = " " if left == right else "≠"
+        lines.append(f"  {mark} {left.ljust(width)} | {right}")
+    return lines
