@@ -3,7 +3,7 @@
 Each pattern is expanded into its `$or`-free alternatives. Per alternative, one "anchor" condition
 is chosen whose values can be looked up in a hash index (exact values, prefix, suffix,
 equals-ignore-case), preferring the values fewest alternatives share. Matching looks up the
-event's values at the indexed paths to find candidate alternatives, then checks only those with
+event's values at the indexed paths to find candidate patterns, then checks only those with
 the reference evaluator (patterns.py), so the answers are the reference's by construction.
 Alternatives with no indexable condition (only numeric, anything-but, exists, ...) are always checked.
 """
@@ -75,7 +75,8 @@ class Matcher:
     """Which of `patterns` match an event, as indices in the order given."""
 
     def __init__(self, patterns: list[Pattern]) -> None:
-        self.alternatives: list[tuple[int, Pattern]] = []
+        self.patterns = patterns
+        self.owner: list[int] = []  # alternative -> its pattern's position
         self.unanchored: list[int] = []
         self.paths: dict[tuple[str, ...], PathIndex] = {}
         conditions: list[list[tuple[tuple[str, ...], list[Key]]]] = []
@@ -84,7 +85,7 @@ class Matcher:
             if len(expanded) > MAX_ALTERNATIVES:
                 expanded = [pattern]
             for alternative in expanded:
-                self.alternatives.append((position, alternative))
+                self.owner.append(position)
                 conditions.append(list(_anchorable(alternative)))
         shared = Counter(key for options in conditions for _, keys in options for key in set(keys))
         for number, options in enumerate(conditions):
@@ -102,12 +103,18 @@ class Matcher:
         for path, index in self.paths.items():
             for value in _values_at(event, path):
                 index.candidates(value, candidates)
-        matched = {self.alternatives[n][0] for n in candidates if matches(self.alternatives[n][1], event)}
-        return sorted(matched)
+        # Check whole patterns: an alternative only proposes its pattern (see expand_or).
+        owners = sorted({self.owner[n] for n in candidates})
+        return [position for position in owners if matches(self.patterns[position], event)]
 
 
 def expand_or(pattern: Pattern) -> list[Pattern]:
-    """The `$or`-free patterns whose union is this pattern."""
+    """`$or`-free alternatives, one of which an event matching the pattern always matches.
+
+    Where an alternative names one field twice (a field both beside and inside a `$or`), the
+    merge keeps one of the two conditions: each is necessary, so it is still a sound anchor, and
+    candidates are checked against the whole pattern.
+    """
     choices: list[list[Pattern]] = []
     for key, value in pattern.items():
         if key == "$or":
