@@ -1,0 +1,127 @@
+"""Matching speed: our compiled matcher against moto's EventBridge matcher, same rules, same events.
+
+Run with `make bench` or `.venv/bin/python bench/match.py`. Figures are ratios measured in one
+process (machines here are noisy): notifications/s for each rule-set size, our speed over moto's,
+and our cost per notification at each size over our cost at 100 rules.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from moto.events.models import EventPattern
+
+from postupload.matcher import Matcher
+
+FORMATS = ["jpg", "png", "webp", "gif", "mp4", "pdf"]
+SIZES = [10, 100, 1_000, 10_000]
+
+
+def make_rules(count: int, rng: random.Random) -> list[dict[str, Any]]:
+    """Realistic rules: folders, tags, formats, sizes, context; operators mixed as ops write them."""
+    rules = []
+    for index in range(count):
+        pattern: dict[str, Any] = {"notification_type": ["upload"]}
+        kind = index % 6
+        if kind == 0:
+            pattern["public_id"] = [{"prefix": f"folder{index}/"}]
+            pattern["format"] = rng.sample(FORMATS, 2)
+        elif kind == 1:
+            pattern["tags"] = [f"tag{index}"]
+            pattern["width"] = [{"numeric": [">=", rng.choice([400, 800, 1200])]}]
+        elif kind == 2:
+            pattern["resource_type"] = ["image"]
+            pattern["context"] = {"custom": {"sku": [f"SKU-{index}"]}}
+        elif kind == 3:
+            pattern["original_filename"] = [{"suffix": f"-{index}"}]
+            pattern["bytes"] = [{"numeric": [">", 0, "<=", 5_000_000]}]
+        elif kind == 4:
+            pattern["asset_folder"] = [{"equals-ignore-case": f"Campaign{index}"}]
+            pattern["type"] = [{"anything-but": ["private", "authenticated"]}]
+        else:
+            pattern["public_id"] = [{"prefix": f"users/{index}/"}, {"prefix": f"team/{index}/"}]
+            pattern["resource_type"] = ["video"]
+        rules.append(pattern)
+    return rules
+
+
+def make_notifications(count: int, rules: int, rng: random.Random) -> list[dict[str, Any]]:
+    """Upload notifications, a share of them aimed at some rule's folder, tag, sku or name."""
+    notifications = []
+    for number in range(count):
+        target = rng.randrange(rules)
+        notification = {
+            "notification_type": rng.choice(["upload"] * 9 + ["eager"]),
+            "public_id": rng.choice(
+                [f"folder{target}/img{number}", f"users/{target}/clip{number}", f"misc/{number}"]
+            ),
+            "resource_type": rng.choice(["image", "image", "video", "raw"]),
+            "type": rng.choice(["upload", "upload", "private"]),
+            "format": rng.choice(FORMATS),
+            "width": rng.choice([320, 640, 1024, 2048]),
+            "height": 480,
+            "bytes": rng.randrange(1, 8_000_000),
+            "tags": rng.sample([f"tag{target}", "summer", "product", f"tag{rng.randrange(rules)}"], 2),
+            "original_filename": f"IMG-{rng.choice([target, number])}",
+            "asset_folder": f"campaign{rng.choice([target, number])}",
+            "asset_id": f"{number:032x}",
+            "version": 1_700_000_000 + number,
+            "url": f"http://res.cloudinary.com/demo/image/upload/v1/{number}.jpg",
+        }
+        if rng.random() < 0.3:
+            notification["context"] = {"custom": {"sku": f"SKU-{target}", "alt": "a shoe"}}
+        notifications.append(notification)
+    return notifications
+
+
+def rate(function: Any, items: list[Any], minimum: float = 0.5) -> tuple[float, list[Any]]:
+    """Items per second, repeating the pass until at least `minimum` seconds have gone by."""
+    answers: list[Any] = []
+    passes, started = 0, time.perf_counter()
+    while True:
+        answers = [function(item) for item in items]
+        passes += 1
+        elapsed = time.perf_counter() - started
+        if elapsed >= minimum:
+            return passes * len(items) / elapsed, answers
+
+
+def moto_match(patterns: list[EventPattern], event: dict[str, Any]) -> list[int]:
+    return [index for index, pattern in enumerate(patterns) if pattern.matches_event(event)]
+
+
+def main() -> None:
+    rng = random.Random(7)
+    print(
+        f"{'rules':>7} {'compile s':>10} {'ours n/s':>10} {'moto n/s':>10} {'ours/moto':>10} "
+        f"{'cost vs 100':>12} {'same answers':>13}"
+    )
+    cost_at_100 = None
+    for size in SIZES:
+        rules = make_rules(size, rng)
+        notifications = make_notifications(2_000, size, rng)
+        started = time.perf_counter()
+        matcher = Matcher(rules)
+        compile_seconds = time.perf_counter() - started
+        ours, our_answers = rate(matcher.match, notifications)
+        moto_rules = [EventPattern(None, rule) for rule in rules]
+        sample = notifications[: max(5, 20_000 // size)]
+        theirs, moto_answers = rate(lambda event, peer=moto_rules: moto_match(peer, event), sample, 0.3)
+        same = our_answers[: len(sample)] == moto_answers
+        cost = 1 / ours
+        cost_at_100 = cost if size == 100 else cost_at_100
+        relative = f"{cost / cost_at_100:.2f}x" if cost_at_100 else "-"
+        print(
+            f"{size:>7} {compile_seconds:>10.3f} {ours:>10,.0f} {theirs:>10,.0f} {ours / theirs:>9,.0f}x "
+            f"{relative:>12} {same!s:>13}"
+        )
+        matched = sum(1 for answer in our_answers if answer)
+        print(f"{'':>7} ({matched} of {len(notifications)} notifications match at least one rule)")
+        if not same:
+            raise SystemExit("the matchers disagree: see the generated rules and notifications")
+
+
+if __name__ == "__main__":
+    main()
