@@ -89,7 +89,7 @@ def rate(function: Any, items: list[Any], minimum: float = 0.5) -> tuple[float, 
 
 
 def moto_match(patterns: list[EventPattern], event: dict[str, Any]) -> list[int]:
-    return [index for index, pattern in enumerate(patterns) if pattern.matches_event(event)]
+    return [index for index, pattern in enumerate(patterns) if pattern.matches_event(event)]  # type: ignore[arg-type]
 
 
 def main() -> None:
