@@ -1,0 +1,196 @@
+"""Rule files as ops meet them: `rules check`, `rules test`, `rules explain`, `rules match`, reload."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from postupload.cli import main
+from postupload.ruleset import RuleSource, load_ruleset
+from tests.conftest import ROOT
+
+GOOD = """rules:
+  - name: thumbs
+    match:
+      public_id: [{prefix: products/}]
+    actions:
+      - explicit: {eager: "c_scale,w_200"}
+"""
+
+
+def run(*args: str, stdin: str | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), input=stdin)
+    return result.exit_code, result.output
+
+
+def test_shipped_rules_check_clean_and_their_tests_pass() -> None:
+    code, output = run("rules", "check", str(ROOT / "rules"))
+    assert code == 0, output
+    code, output = run("rules", "test", str(ROOT / "rules"))
+    assert code == 0, output
+    assert " passed, 0 failed" in output
+
+
+def test_check_reports_every_problem_with_file_line_column_rule_and_code(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(
+        """rules:
+  - name: one
+    match:
+      width: [{numeric: [">", "800"]}]
+      format: [{prefixx: jp}]
+    actions:
+      - explicit: {eager: "c_scale,w_200", bogus: 1}
+"""
+    )
+    (tmp_path / "b.yaml").write_text("rules:\n  - name: x\n    match: {a: [1\n")
+    code, output = run("rules", "check", str(tmp_path))
+    assert code == 1
+    lines = output.strip().splitlines()
+    assert (
+        f"{tmp_path}/a.yaml:4:25: rule one: match.width[0].numeric: numeric compares numbers only" in lines[0]
+    )
+    assert lines[0].endswith("[E304]")
+    assert (
+        f"{tmp_path}/a.yaml:5:26: rule one: match.format[0].prefixx: unknown operator 'prefixx'" in lines[1]
+    )
+    assert lines[2].startswith(f"{tmp_path}/a.yaml:7:") and "'bogus' was unexpected" in lines[2]
+    assert lines[3].startswith(f"{tmp_path}/b.yaml:4:1: syntax:") and lines[3].endswith("[E003]")
+    assert len(lines) == 4
+
+
+def test_check_json_for_machines(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("rules:\n  - name: Bad Name\n    match: {}\n    actions: []\n")
+    code, output = run("rules", "check", str(tmp_path), "--format", "json")
+    assert code == 1
+    report = json.loads(output)
+    assert report["ok"] is False
+    assert {problem["code"] for problem in report["problems"]} == {"E100"}
+    assert all(problem["line"] > 0 for problem in report["problems"])
+
+
+def test_duplicate_names_across_files(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(GOOD)
+    (tmp_path / "b.yml").write_text(GOOD)
+    code, output = run("rules", "check", str(tmp_path))
+    assert code == 1
+    assert f"{tmp_path}/b.yml:2:1: rule thumbs: name: name is already used at {tmp_path}/a.yaml:2" in output
+    assert "[E200]" in output
+
+
+def test_json_rule_files_are_read_too(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text(
+        json.dumps(
+            {
+                "rules": [
+                    {"name": "j", "match": {"format": ["png"]}, "actions": [{"explicit": {"eager": "w_1"}}]}
+                ]
+            }
+        )
+    )
+    assert [rule.name for rule in load_ruleset(tmp_path).rules] == ["j"]
+
+
+def rule_dir_with_test(tmp_path: Path, expect: str) -> Path:
+    (tmp_path / "a.yaml").write_text(GOOD)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "t.yaml").write_text(
+        f"""tests:
+  - name: a product
+    notification: {{notification_type: upload, public_id: products/a, resource_type: image, type: upload}}
+    expect:
+{expect}
+"""
+    )
+    return tmp_path
+
+
+def test_rule_test_failure_shows_expected_and_got(tmp_path: Path) -> None:
+    directory = rule_dir_with_test(
+        tmp_path, '      rules: [thumbs]\n      actions: [{rule: thumbs, explicit: {eager: "c_scale,w_300"}}]'
+    )
+    code, output = run("rules", "test", str(directory))
+    assert code == 1
+    assert f"FAIL {directory}/tests/t.yaml:2: a product" in output
+    assert (
+        '≠ {"explicit": {"eager": "c_scale,w_300"}, "rule": "thumbs"} | '
+        '{"explicit": {"eager": "c_scale,w_200"}, "rule": "thumbs"}' in output
+    )
+    assert "0 passed, 1 failed" in output
+
+
+def test_rule_test_pass(tmp_path: Path) -> None:
+    directory = rule_dir_with_test(tmp_path, "      rules: [thumbs]")
+    assert run("rules", "test", str(directory)) == (0, "1 passed, 0 failed\n")
+
+
+def test_explain_names_the_first_failing_field_and_the_calls(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(
+        GOOD
+        + """  - name: videos
+    match: {resource_type: video}
+    actions:
+      - explicit: {eager: "sp_hd/m3u8"}
+"""
+    )
+    notification = tmp_path / "notifications" / "n.json"  # not in the rule directory itself
+    notification.parent.mkdir()
+    notification.write_text(
+        json.dumps(
+            {
+                "notification_type": "upload",
+                "public_id": "products/a",
+                "resource_type": "image",
+                "type": "upload",
+            }
+        )
+    )
+    code, output = run("rules", "explain", str(notification), "--rules", str(tmp_path))
+    assert code == 0
+    assert "✓ thumbs: matched" in output
+    assert "✗ videos: resource_type: 'image' matches none of ['video']" in output
+    assert (
+        "cloudinary.uploader.explicit('products/a', resource_type='image', type='upload', "
+        "eager='c_scale,w_200')" in output
+    )
+
+
+def test_match_reads_json_lines(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(GOOD)
+    lines = "\n".join(
+        [
+            json.dumps({"notification_type": "upload", "public_id": "products/a"}),
+            json.dumps({"notification_type": "eager", "public_id": "products/a"}),
+            "{not json",
+        ]
+    )
+    code, output = run("rules", "match", str(tmp_path), stdin=lines)
+    assert code == 1
+    answers = [json.loads(line) for line in output.splitlines()]
+    assert answers[:2] == [{"rules": ["thumbs"]}, {"rules": []}]
+    assert "line 3" in answers[2]["error"]
+
+
+def test_a_bad_edit_keeps_the_last_good_set_and_a_good_one_is_picked_up(tmp_path: Path) -> None:
+    path = tmp_path / "a.yaml"
+    path.write_text(GOOD)
+    source = RuleSource(tmp_path, check_every=0)
+    first = source.current()
+    assert first is not None and [rule.name for rule in first.rules] == ["thumbs"]
+    path.write_text(GOOD.replace("prefix", "prefx"))
+    os.utime(path, ns=(1, 1))  # a different mtime even on coarse clocks
+    assert source.current() is first
+    assert source.error is not None and "unknown operator 'prefx'" in str(source.error)
+    path.write_text(GOOD.replace("thumbs", "thumbnails"))
+    current = source.current()
+    assert current is not None and [rule.name for rule in current.rules] == ["thumbnails"]
+    assert source.error is None
+
+
+@pytest.mark.parametrize("command", ["check", "test", "explain", "match"])
+def test_every_rules_command_has_help(command: str) -> None:
+    code, output = run("rules", command, "--help")
+    assert code == 0 and "Usage:" in output
