@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from functools import cache
@@ -19,6 +20,7 @@ from postupload.notification import Notification
 from postupload.patterns import Pattern, check_pattern
 
 RULE_SUFFIXES = (".yaml", ".yml", ".json")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -235,8 +237,16 @@ class RuleSource:
         self._fingerprint = fingerprint
         try:
             self.ruleset, self.error = load_ruleset(self.directory), None
+            log.info("rule set loaded from %s: %d rules", self.directory, len(self.ruleset.rules))
         except RuleSetError as error:
             self.error = error
+            kept = "keeping the last good set" if self.ruleset else "no rule set loaded"
+            log.error(
+                "rule set in %s is invalid, %s:\n%s",
+                self.directory,
+                kept,
+                "\n".join(str(problem) for problem in error.problems),
+            )
 
     def _fingerprint_now(self) -> object:
         try:
