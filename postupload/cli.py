@@ -45,6 +45,9 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
     )
+    # Check the environment before anything imports the cloudinary SDK, which parses
+    # CLOUDINARY_URL at import time and raises a bare ValueError on a bad one.
+    Settings.from_env()
 
 
 # --- processes ------------------------------------------------------------------------------------

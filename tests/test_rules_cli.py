@@ -194,3 +194,14 @@ def test_a_bad_edit_keeps_the_last_good_set_and_a_good_one_is_picked_up(tmp_path
 def test_every_rules_command_has_help(command: str) -> None:
     code, output = run("rules", command, "--help")
     assert code == 0 and "Usage:" in output
+
+
+def test_a_bad_cloudinary_url_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOUDINARY_URL", "https://key:secret@cloud")
+    result = CliRunner().invoke(main, ["worker", "--burst"])
+    assert result.exit_code == 1
+    assert (
+        "postupload: error: CLOUDINARY_URL: expected cloudinary://API_KEY:API_SECRET@CLOUD_NAME"
+        in result.output
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit)
