@@ -11,10 +11,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+from click.decorators import FC
 
 from postupload import QUEUE_NAME
 from postupload.config import DEV_ACCOUNT, Account, Settings
@@ -91,6 +93,16 @@ def worker(burst: bool, queues: str) -> None:
     run_worker(settings, connect(settings.require_redis_url()), names, burst)
 
 
+def _knob(name: str, default: float, kind: click.ParamType, text: str) -> Callable[[FC], FC]:
+    """A numeric emulator option, named as its field in `Faults` (and in POST /emulator/faults)."""
+    return click.option(
+        f"--{name.replace('_', '-')}", name, type=kind, default=default, show_default=True, help=text
+    )
+
+
+SHARE, SECONDS, COUNT = click.FloatRange(0, 1), click.FloatRange(0), click.IntRange(0)
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8090, show_default=True, help="Port to listen on (0: any free port).")
@@ -102,12 +114,68 @@ def worker(burst: bool, queues: str) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Preload the asset that this notification file describes (repeatable).",
 )
-def emulator(host: str, port: int, notify_url: str | None, assets: tuple[Path, ...]) -> None:
-    """The Cloudinary API emulator, for the account of CLOUDINARY_URL (else the development account)."""
-    from postupload.emulator import Emulator
+@_knob("admin_budget", 500, click.IntRange(1), "Admin API calls allowed per window.")
+@_knob("admin_window", 3600, click.IntRange(1), "Length of the Admin API window, seconds.")
+@_knob("latency", 0.0, SECONDS, "Seconds added to every API call.")
+@_knob("latency_jitter", 0.0, SECONDS, "Plus a random 0..this many seconds.")
+@_knob(
+    "error_rate", 0.0, SHARE, "Share of API calls answered 500, 502 (an HTML page) or 503, without effect."
+)
+@_knob("timeout_rate", 0.0, SHARE, "Share of API calls that take effect but never answer.")
+@_knob("hang", 30.0, SECONDS, "Seconds such an unanswered call holds the connection.")
+@_knob("rate_limit_burst", 0, COUNT, "The next N Admin API calls answer 420.")
+@_knob("drop_rate", 0.0, SHARE, "Share of notifications never sent.")
+@_knob("duplicate_rate", 0.0, SHARE, "Share of notifications sent twice.")
+@click.option("--seed", type=int, help="Seed for every random choice, for reproducible runs.")
+@click.option(
+    "--retry-delays",
+    default="180,360,540",
+    show_default=True,
+    help="Seconds between redeliveries of a notification not answered 200 (Cloudinary: about 3, 6, 9 min).",
+)
+@click.option(
+    "--signature-algorithm",
+    type=click.Choice(["sha1", "sha256"]),
+    default="sha1",
+    show_default=True,
+    help="Digest of the notification signatures (an account setting on Cloudinary).",
+)
+def emulator(
+    host: str,
+    port: int,
+    notify_url: str | None,
+    assets: tuple[Path, ...],
+    admin_budget: int,
+    admin_window: int,
+    retry_delays: str,
+    signature_algorithm: str,
+    **faults: Any,
+) -> None:
+    """The Cloudinary API emulator, for the account of CLOUDINARY_URL (else the development account).
 
+    Faults and latency can also be changed while it runs: POST a JSON object with any of the fault
+    options (error_rate, timeout_rate, hang, latency, latency_jitter, rate_limit_burst, drop_rate,
+    duplicate_rate, seed) to /emulator/faults. GET /emulator/state, /emulator/calls and
+    /emulator/notifications show what happened.
+    """
+    from postupload.emulator import Emulator, Faults
+
+    try:
+        delays = [float(item) for item in retry_delays.split(",") if item.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            "expected seconds separated by commas, e.g. 180,360,540", param_hint="--retry-delays"
+        ) from None
     account = Settings.from_env().account or DEV_ACCOUNT
-    service = Emulator(account, notify_url)
+    service = Emulator(
+        account,
+        notify_url,
+        faults=Faults(**faults),
+        admin_budget=admin_budget,
+        admin_window=admin_window,
+        retry_delays=delays,
+        signature_algorithm=signature_algorithm,
+    )
     for path in assets:
         service.add_asset(json.loads(path.read_bytes()))
     server = service.serve(host, port)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import requests
+from werkzeug.serving import make_server
 
 from postupload.config import Account, Settings
 from postupload.emulator import Emulator
@@ -83,21 +85,74 @@ def signed_headers(
 class RunningEmulator:
     """An in-process emulator behind a real HTTP server on a free port."""
 
-    def __init__(self, account: Account, notify_url: str | None = None) -> None:
-        self.service = Emulator(account, notify_url)
+    def __init__(self, account: Account, notify_url: str | None = None, **options: Any) -> None:
+        self.service = Emulator(account, notify_url, **options)
         self.server = self.service.serve("127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.account = Account(account.cloud_name, account.api_key, account.api_secret, self.url)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def calls(self) -> list[dict[str, Any]]:
         calls: list[dict[str, Any]] = requests.get(f"{self.url}/emulator/calls", timeout=5).json()["calls"]
         return calls
 
+    def sdk(self, **extra: Any) -> dict[str, Any]:
+        """Per-call options for the official SDK: this emulator's account and a timeout."""
+        return {**self.account.sdk_options(), "timeout": 5, **extra}
+
 
 @pytest.fixture
-def emulator() -> Iterator[RunningEmulator]:
-    running = RunningEmulator(ACCOUNT)
+def make_emulator() -> Iterator[Callable[..., RunningEmulator]]:
+    started: list[RunningEmulator] = []
+
+    def make(notify_url: str | None = None, **options: Any) -> RunningEmulator:
+        started.append(RunningEmulator(ACCOUNT, notify_url, **options))
+        return started[-1]
+
+    yield make
+    for running in started:
+        running.server.shutdown()
+
+
+@pytest.fixture
+def emulator(make_emulator: Callable[..., RunningEmulator]) -> RunningEmulator:
+    return make_emulator()
+
+
+class Receiver:
+    """A notification endpoint on a real port that keeps every request and answers `statuses` in turn."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.statuses: list[int] = []
+        self.lock = threading.Lock()
+        self.server = make_server("127.0.0.1", 0, self.wsgi, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/webhooks/cloudinary"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def wsgi(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length)
+        headers = {
+            key[5:].replace("_", "-").title(): value
+            for key, value in environ.items()
+            if key.startswith("HTTP_")
+        }
+        headers["Content-Type"] = environ.get("CONTENT_TYPE", "")
+        with self.lock:
+            self.received.append((headers, body))
+            status = self.statuses.pop(0) if self.statuses else 200
+        start_response(f"{status} X", [("Content-Type", "application/json")])
+        return [b"{}"]
+
+    def bodies(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [json.loads(body) for _, body in self.received]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver()
     yield running
     running.server.shutdown()
 
@@ -157,4 +212,13 @@ def wait_until(condition: Any, timeout: float = 10.0, interval: float = 0.05) ->
     return condition()
 
 
-__all__ = ["ACCOUNT", "ROOT", "Processes", "RunningEmulator", "free_port", "signed_headers", "wait_until"]
+__all__ = [
+    "ACCOUNT",
+    "ROOT",
+    "Processes",
+    "Receiver",
+    "RunningEmulator",
+    "free_port",
+    "signed_headers",
+    "wait_until",
+]
