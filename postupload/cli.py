@@ -276,16 +276,15 @@ def _supervise(children: list[subprocess.Popen[bytes]]) -> None:
         nonlocal stopping
         stopping = True
 
+    # Installed explicitly: a shell starting us in the background leaves SIGINT ignored.
     signal.signal(signal.SIGTERM, stop)
-    try:
-        while not stopping:
-            for child in children:
-                if child.poll() is not None:
-                    click.echo(f"process {child.args!r} stopped with {child.returncode}; stopping", err=True)
-                    return
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
+    signal.signal(signal.SIGINT, stop)
+    while not stopping:
+        for child in children:
+            if child.poll() is not None:
+                click.echo(f"process {child.args!r} stopped with {child.returncode}; stopping", err=True)
+                return
+        time.sleep(0.2)
     click.echo("stopping")
 
 
