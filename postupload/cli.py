@@ -18,7 +18,7 @@ from typing import Any
 import click
 from click.decorators import FC
 
-from postupload import QUEUE_NAME
+from postupload import BATCH_QUEUE_NAME, QUEUE_NAME
 from postupload.config import DEV_ACCOUNT, Account, Settings
 from postupload.errors import PostuploadError, RuleSetError
 from postupload.redis_server import RedisServer, free_port
@@ -82,7 +82,12 @@ def web(host: str, port: int, workers: int) -> None:
 
 @main.command()
 @click.option("--burst", is_flag=True, help="Stop once the queues are empty.")
-@click.option("--queues", default=QUEUE_NAME, show_default=True, help="Comma-separated queue names.")
+@click.option(
+    "--queues",
+    default=f"{BATCH_QUEUE_NAME},{QUEUE_NAME}",
+    show_default=True,
+    help="Comma-separated queue names, the first first.",
+)
 def worker(burst: bool, queues: str) -> None:
     """The worker process: matches notifications against the rules and runs their actions."""
     from postupload.queue import connect

@@ -66,6 +66,8 @@ class Settings:
     console_token: str | None = None
     max_body: int = 1_048_576
     api_timeout: float = 30.0
+    retries: int = 6
+    asset_action_cap: int = 100
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -81,6 +83,8 @@ class Settings:
             console_token=env.get("POSTUPLOAD_CONSOLE_TOKEN") or None,
             max_body=_int(env, "POSTUPLOAD_MAX_BODY", 1_048_576, minimum=1),
             api_timeout=_float(env, "POSTUPLOAD_API_TIMEOUT", 30.0),
+            retries=_int(env, "POSTUPLOAD_RETRIES", 6),
+            asset_action_cap=_int(env, "POSTUPLOAD_ASSET_ACTION_CAP", 100),
         )
 
     def require_account(self) -> Account:

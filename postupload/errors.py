@@ -79,3 +79,11 @@ class ActionError(PostuploadError):
         super().__init__(message)
         self.permanent = permanent
         self.status = status
+
+
+class RateLimitError(ActionError):
+    """The Admin API budget is spent (420/429): wait until `reset` (unix seconds), then try again."""
+
+    def __init__(self, message: str, reset: float) -> None:
+        super().__init__(message, permanent=False, status=420)
+        self.reset = reset

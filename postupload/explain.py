@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from postupload.notification import asset_ref
+from handlers import REGISTRY
+from handlers import explicit as explicit_handler
+from handlers.tags import COMMANDS as TAG_COMMANDS
+from postupload.notification import Target, targets
 from postupload.patterns import first_mismatch
 from postupload.plan import PlannedAction, plan_actions
 from postupload.ruleset import RuleSet
+
+TAG_FUNCTIONS = {"add": "add_tag", "remove": "remove_tag", "replace": "replace_tag"}
 
 
 def explain_notification(ruleset: RuleSet, notification: dict[str, Any]) -> str:
@@ -30,17 +35,48 @@ def explain_notification(ruleset: RuleSet, notification: dict[str, Any]) -> str:
                 lines.append(f"  - {rule.name}: would match, but {stopper} stopped the run {where}")
             else:
                 lines.append(f"  ✗ {rule.name}: {reason} {where}")
-    calls = plan_actions(matched, notification)
+    planned = plan_actions(matched, notification)
+    assets = targets(notification)
+    calls = [line for target in assets for line in describe_calls(planned, target)]
+    if planned and not assets:
+        calls = ["the notification names no asset (no public_id, no resources), so no call can be made"]
     lines.append(f"{len(matched)} of {len(ruleset.rules)} rules match; {len(calls)} API calls would be made:")
-    lines += [f"  {describe_call(call, notification)}" for call in calls] or ["  (none)"]
+    lines += [f"  {call}" for call in calls] or ["  (none)"]
     return "\n".join(lines)
 
 
-def describe_call(call: PlannedAction, notification: dict[str, Any]) -> str:
-    """The SDK call, as code: what `rules explain` shows and what the worker makes."""
-    if "public_id" not in notification:
-        return f"{call.action}: the notification has no public_id, so this call would fail"
-    resource_type, delivery_type, public_id = asset_ref(notification)
-    arguments = [repr(public_id), f"resource_type={resource_type!r}", f"type={delivery_type!r}"]
-    arguments += [f"{key}={value!r}" for key, value in call.params.items()]
-    return f"cloudinary.uploader.{call.action}({', '.join(arguments)})  # rule {call.rule}"
+def describe_calls(planned: list[PlannedAction], target: Target) -> list[str]:
+    """The SDK calls for one asset, as code, grouped as the worker makes them."""
+    where = [repr(target.public_id), f"resource_type={target.resource_type!r}", f"type={target.type!r}"]
+    lines = [f"# rule {a.rule}: {a.action} cannot be made: {a.error}" for a in planned if a.error]
+    ready = [action for action in planned if not action.error]
+    shared = [action for action in ready if REGISTRY[action.action].way == "explicit"]
+    for members, call in explicit_handler.share([action.params for action in shared]):
+        rules = ", ".join(dict.fromkeys(shared[index].rule for index in members))
+        lines.append(f"cloudinary.uploader.explicit({_arguments(where, call)})  # rule {rules}")
+    for action in ready:
+        way = REGISTRY[action.action].way
+        if way == "tags":
+            for command in TAG_COMMANDS:
+                if command in action.params:
+                    function = TAG_FUNCTIONS[command]
+                    arguments = [repr(action.params[command]), f"[{target.public_id!r}, ...]", *where[1:]]
+                    lines.append(
+                        f"cloudinary.uploader.{function}({', '.join(arguments)})  # rule {action.rule}; "
+                        "batched with other assets, up to 1000 a call"
+                    )
+        elif way == "upload":
+            (value,) = action.params.values()
+            function = REGISTRY[action.action].sdk_call
+            arguments = [repr(value), f"[{target.public_id!r}]", *where[1:]]
+            lines.append(f"{function}({', '.join(arguments)})  # rule {action.rule}")
+        elif way == "admin":
+            lines.append(
+                f"cloudinary.api.update({_arguments(where, action.params)})  # rule {action.rule}; "
+                "Admin API, within the shared rate-limit budget"
+            )
+    return lines
+
+
+def _arguments(where: list[str], call: dict[str, Any]) -> str:
+    return ", ".join([*where, *(f"{key}={value!r}" for key, value in call.items())])

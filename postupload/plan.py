@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from handlers import REGISTRY
+from postupload.errors import ActionError
 from postupload.notification import Notification
+from postupload.placeholders import fill
 from postupload.ruleset import Rule
 
 
@@ -16,18 +18,25 @@ class PlannedAction:
     index: int  # position of the action in its rule, part of its identity
     action: str
     params: dict[str, Any]
+    error: str | None = None  # why it cannot be made (a placeholder the notification cannot fill)
 
     def as_dict(self) -> dict[str, Any]:
-        """The shape rule tests write: {rule: NAME, ACTION: PARAMS}."""
+        """The shape rule tests write: {rule: NAME, ACTION: PARAMS} (or {rule, ACTION, error})."""
+        if self.error:
+            return {"rule": self.rule, self.action: None, "error": self.error}
         return {"rule": self.rule, self.action: self.params}
 
 
 def plan_actions(rules: list[Rule], notification: Notification) -> list[PlannedAction]:
-    """Every action of every matched rule, in order, with its parameters resolved."""
+    """Every action of every matched rule, in order, with its placeholders filled and parameters exact."""
     planned = []
     for rule in rules:
         for index, action in enumerate(rule.actions):
             ((name, params),) = action.items()
-            call = REGISTRY[name].plan(params, notification)
+            try:
+                call = REGISTRY[name].plan(fill(params, notification))
+            except ActionError as error:
+                planned.append(PlannedAction(rule.name, index, name, {}, str(error)))
+                continue
             planned.append(PlannedAction(rule.name, index, name, call))
     return planned

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import redis
-from rq import Queue
+from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
-from postupload import QUEUE_NAME
+from postupload import BATCH_QUEUE_NAME, QUEUE_NAME
 
 # Cloudinary retries for minutes and may deliver twice at any time; a day and an hour covers it.
 DEDUPE_TTL = 25 * 3600
@@ -27,11 +28,26 @@ def notification_queue(connection: redis.Redis, name: str = QUEUE_NAME) -> Queue
     return Queue(name, connection=connection, serializer=JSONSerializer)
 
 
+def retry_policy(attempts: int, base: float = 2.0) -> Retry | None:
+    """Exponential backoff (2, 4, 8, ... s) with jitter (x0.5 to x1.5), drawn per job so retries spread."""
+    if attempts < 1:
+        return None
+    intervals = [max(1, round(base * 2**step * random.uniform(0.5, 1.5))) for step in range(attempts)]
+    return Retry(max=attempts, interval=intervals)
+
+
+def batch_queue(connection: redis.Redis) -> Queue:
+    """Flushes of tag batches and notifications deferred to a rate-limit reset; workers take it first."""
+    return notification_queue(connection, BATCH_QUEUE_NAME)
+
+
 def dedupe_key(notification_id: str) -> str:
     return f"postupload:dedupe:{notification_id}"
 
 
-def enqueue_notification(queue: Queue, notification_id: str, envelope: dict[str, Any]) -> bool:
+def enqueue_notification(
+    queue: Queue, notification_id: str, envelope: dict[str, Any], retries: int = 6
+) -> bool:
     """Store the notification as a job unless an identical body was stored before; True if queued.
 
     The dedupe mark and the job are written in one MULTI/EXEC, so a failure leaves neither and
@@ -53,6 +69,7 @@ def enqueue_notification(queue: Queue, notification_id: str, envelope: dict[str,
                 result_ttl=RESULT_TTL,
                 failure_ttl=RESULT_TTL,
                 description=f"notification {envelope['notification'].get('notification_type')}",
+                retry=retry_policy(retries),
                 pipeline=pipe,
             )
             pipe.execute()

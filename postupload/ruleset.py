@@ -18,6 +18,7 @@ from postupload.errors import Problem, RuleSetError
 from postupload.matcher import Matcher
 from postupload.notification import Notification
 from postupload.patterns import Pattern, check_pattern
+from postupload.placeholders import placeholder_problems
 
 RULE_SUFFIXES = (".yaml", ".yml", ".json")
 log = logging.getLogger(__name__)
@@ -130,6 +131,11 @@ def load_file(path: Path) -> tuple[list[Rule], list[Problem]]:
         if isinstance(raw, dict) and isinstance(raw.get("match"), dict):
             for found in check_pattern(raw["match"]):
                 problems.append(problem(("rules", index, "match", *found.path), found.message, found.code))
+        actions = raw.get("actions") if isinstance(raw, dict) else None
+        for number, action in enumerate(actions if isinstance(actions, list) else []):
+            for name, params in action.items() if isinstance(action, dict) else []:
+                for message in placeholder_problems(params):
+                    problems.append(problem(("rules", index, "actions", number, name), message, "E401"))
     if problems:
         return [], problems
     rules = [

@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
             "notification": notification,
         }
         try:
-            queued = enqueue_notification(queue, job_id, envelope)
+            queued = enqueue_notification(queue, job_id, envelope, settings.retries)
         except redis.RedisError as error:
             log.error("notification %s not stored: %s", job_id, error)
             received.labels("unavailable").inc()

@@ -1,37 +1,54 @@
-"""The worker process: load the rule set, match, plan, run handlers. RQ calls `process_notification`."""
+"""The worker process: load the rule set, match, plan, execute. RQ calls the job functions here."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import redis
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
+from rq.executions import Execution
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from handlers import REGISTRY
+from postupload import history
 from postupload.cloudinary_api import CloudinaryClient
 from postupload.config import Settings
 from postupload.errors import ActionError, RuleSetError
+from postupload.executor import Executor, schedule_again
 from postupload.plan import plan_actions
-from postupload.queue import notification_queue
+from postupload.queue import JOB_FUNCTION, batch_queue, connect, notification_queue, retry_policy
 from postupload.ruleset import RuleSource
 
 log = logging.getLogger(__name__)
 
+HEARTBEAT_TTL = 15  # a job whose worker stops heartbeating this long is run again
+MAINTENANCE_INTERVAL = 10  # how often some worker looks for such jobs
+
 
 @dataclass
 class Runtime:
-    """What a job needs beyond its arguments: the rule set and a Cloudinary client."""
+    """What a job needs beyond its arguments: the rule set, a Cloudinary client, the executor."""
 
     rules: RuleSource
     client: CloudinaryClient
+    executor: Executor
+    connection: redis.Redis
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Runtime:
+    def from_settings(cls, settings: Settings, connection: redis.Redis | None = None) -> Runtime:
+        connection = connection or connect(settings.require_redis_url())
         client = CloudinaryClient(settings.require_account(), settings.api_timeout)
-        return cls(RuleSource(settings.rules_dir), client)
+        queue = batch_queue(connection)
+
+        def again(envelope: dict[str, Any], when: float) -> None:
+            schedule_again(queue, JOB_FUNCTION, envelope, when, retry=retry_policy(settings.retries))
+
+        executor = Executor(connection, client, queue, again, settings.asset_action_cap, settings.retries)
+        return cls(RuleSource(settings.rules_dir), client, executor, connection)
 
     def process(self, envelope: dict[str, Any]) -> dict[str, Any]:
         """Match one notification and run what its rules ask for; raise if any action failed."""
@@ -40,43 +57,119 @@ class Runtime:
             raise RuleSetError(self.rules.error.problems if self.rules.error else [])
         notification = envelope["notification"]
         matched = ruleset.match(notification)
-        outcomes = []
-        for planned in plan_actions(matched, notification):
-            try:
-                detail = REGISTRY[planned.action].run(planned.params, notification, self.client)
-                outcomes.append({"rule": planned.rule, "action": planned.action, "ok": True, **detail})
-            except ActionError as error:
-                log.warning("%s: rule %s %s failed: %s", envelope["id"], planned.rule, planned.action, error)
-                outcomes.append(
-                    {"rule": planned.rule, "action": planned.action, "ok": False, "error": str(error)}
-                )
-        result = {"id": envelope["id"], "rules": [rule.name for rule in matched], "actions": outcomes}
-        failed = [outcome for outcome in outcomes if not outcome["ok"]]
+        planned = plan_actions(matched, notification)
+        outcomes = self.executor.execute(envelope, planned)
+        result = {
+            "id": envelope["id"],
+            "rules": [rule.name for rule in matched],
+            "actions": [outcome.as_dict() for outcome in outcomes],
+        }
+        self._remember(envelope, result)
+        failed = [outcome for outcome in outcomes if outcome.status == "failed"]
         if failed:
-            raise ActionError(f"{len(failed)} of {len(outcomes)} actions failed: {failed}", permanent=False)
+            reasons = "; ".join(f"rule {o.rule} {o.action} on {o.public_id}: {o.error}" for o in failed)
+            permanent = all(outcome.permanent for outcome in failed)
+            raise ActionError(
+                f"{len(failed)} of {len(outcomes)} actions failed: {reasons}", permanent=permanent
+            )
         return result
+
+    def _remember(self, envelope: dict[str, Any], result: dict[str, Any]) -> None:
+        notification = envelope["notification"]
+        from postupload.notification import targets
+
+        with self.connection.pipeline(transaction=False) as pipe:
+            for target in targets(notification):
+                entry = {
+                    "event": "notification",
+                    "notification": envelope["id"],
+                    "notification_type": notification.get("notification_type"),
+                    "rules": result["rules"],
+                }
+                history.record(pipe, target.key, target.public_id, entry)
+            pipe.execute()
 
 
 _runtime: Runtime | None = None
 
 
-def process_notification(envelope: dict[str, Any]) -> dict[str, Any]:
-    """The RQ job function. Under `rq worker` (no `postupload worker`) it configures itself from the env."""
+def runtime() -> Runtime:
+    """The worker's runtime. Under a plain `rq worker` it configures itself from the environment."""
     global _runtime
     if _runtime is None:
         _runtime = Runtime.from_settings(Settings.from_env())
-    return _runtime.process(envelope)
+    return _runtime
+
+
+def process_notification(envelope: dict[str, Any]) -> dict[str, Any]:
+    """Job: one notification."""
+    return runtime().process(envelope)
+
+
+def flush_tags(batch_id: str) -> dict[str, Any]:
+    """Job: send one batch's pending tag changes."""
+    current = runtime()
+    return current.executor.batches.flush(batch_id, current.client)
+
+
+def apply_tag_item(spec_json: str, item: dict[str, Any]) -> dict[str, Any]:
+    """Job: one asset's tag change that Cloudinary refused as part of a batch."""
+    current = runtime()
+    return current.executor.batches.apply_single(spec_json, item, current.client)
+
+
+def no_retry_when_permanent(
+    job: Job, kind: type[BaseException], error: BaseException, tb: TracebackType
+) -> bool:
+    """RQ exception handler: a permanent failure (400, 401, 403, 404, a bad placeholder) is not retried."""
+    if isinstance(error, ActionError | RuleSetError) and getattr(error, "permanent", True):
+        job.retries_left = 0
+    return True  # go on to RQ's own handling: the failed registry, with the reason
+
+
+class Worker(SimpleWorker):
+    """RQ's SimpleWorker (no fork per job: the rule set and HTTP connections are reused) that keeps
+    heartbeating its job, so a worker killed mid-job is noticed within HEARTBEAT_TTL seconds and
+    its job is run again (RQ retries abandoned jobs), instead of after the job timeout."""
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return HEARTBEAT_TTL
+
+    def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_TTL / 3):
+                try:
+                    with self.connection.pipeline() as pipe:
+                        execution.heartbeat(queue.started_job_registry, HEARTBEAT_TTL, pipe)
+                        pipe.execute()
+                except redis.RedisError as error:  # the job itself will meet the same trouble
+                    log.warning("heartbeat for job %s failed: %s", job.id, error)
+
+        beating = threading.Thread(target=beat, name=f"heartbeat-{job.id}", daemon=True)
+        beating.start()
+        try:
+            return super().perform_job(job, queue, execution)
+        finally:
+            stop.set()
+            beating.join()
 
 
 def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[str], burst: bool) -> bool:
     """Work the queues until stopped (or, with burst, until they are empty)."""
     global _runtime
-    runtime = Runtime.from_settings(settings)
-    if runtime.rules.current() is None:
-        assert runtime.rules.error is not None
-        raise runtime.rules.error
-    _runtime = runtime
+    current = Runtime.from_settings(settings, connection)
+    if current.rules.current() is None:
+        assert current.rules.error is not None
+        raise current.rules.error
+    _runtime = current
     queues = [notification_queue(connection, name) for name in queue_names]
-    # SimpleWorker: no fork per job, so the loaded rule set and HTTP connections are reused.
-    worker = SimpleWorker(queues, connection=connection, serializer=JSONSerializer)
+    worker = Worker(
+        queues,
+        connection=connection,
+        serializer=JSONSerializer,
+        exception_handlers=[no_retry_when_permanent],
+        maintenance_interval=MAINTENANCE_INTERVAL,
+    )
     return worker.work(burst=burst, with_scheduler=True, logging_level="INFO")

@@ -1,0 +1,77 @@
+"""The Admin API budget, shared by every worker through Redis and fed by Cloudinary's own headers.
+
+Cloudinary counts Admin API calls per product environment per window and says, on every answer,
+how many are left and when the window resets (X-FeatureRateLimit-*). Each worker takes a call from
+the shared count before calling; when none is left it waits for the reset (the caller schedules the
+work for then). While the count is unknown (at start, or after a reset) one call at a time probes it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from postupload.cloudinary_api import RateLimit
+
+PROBE_WAIT = 1.0  # seconds to wait while another worker's call is learning the budget
+
+_TAKE = """
+local reset = tonumber(redis.call('hget', KEYS[1], 'reset') or '0')
+local now = tonumber(ARGV[1])
+if reset <= now then
+  if redis.call('set', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return '0' end
+  return '-1'
+end
+local remaining = tonumber(redis.call('hget', KEYS[1], 'remaining') or '0')
+if remaining > 0 then
+  redis.call('hincrby', KEYS[1], 'remaining', -1)
+  return '0'
+end
+return tostring(reset)
+"""
+
+_LEARN = """
+local reset = tonumber(redis.call('hget', KEYS[1], 'reset') or '0')
+local new_reset, new_remaining = tonumber(ARGV[1]), tonumber(ARGV[2])
+if new_reset > reset then
+  redis.call('hset', KEYS[1], 'reset', ARGV[1], 'remaining', ARGV[2])
+elseif new_reset == reset then
+  local remaining = tonumber(redis.call('hget', KEYS[1], 'remaining') or ARGV[2])
+  if new_remaining < remaining then redis.call('hset', KEYS[1], 'remaining', ARGV[2]) end
+end
+redis.call('del', KEYS[2])
+return 1
+"""
+
+
+class AdminBudget:
+    def __init__(self, connection: redis.Redis, cloud_name: str, probe_timeout: float = 60.0) -> None:
+        self.connection = connection
+        self.keys = [f"postupload:admin-budget:{cloud_name}", f"postupload:admin-budget:{cloud_name}:probe"]
+        self.probe_timeout_ms = int(probe_timeout * 1000)
+        self._take = connection.register_script(_TAKE)
+        self._learn = connection.register_script(_LEARN)
+
+    def take(self, now: float | None = None) -> float:
+        """0 if a call may go now (and it is counted), else the unix time to try again at."""
+        now = time.time() if now is None else now
+        answer = float(self._take(keys=self.keys, args=[now, self.probe_timeout_ms]))
+        if answer < 0:
+            return now + PROBE_WAIT
+        return answer
+
+    def learn(self, rate_limit: RateLimit | None) -> None:
+        """Record what an answer's headers said (a later window replaces; the same one only lowers)."""
+        if rate_limit is None:
+            self.connection.delete(self.keys[1])
+            return
+        self._learn(keys=self.keys, args=[rate_limit.reset, rate_limit.remaining])
+
+    def spent(self, reset: float) -> None:
+        """Cloudinary answered 420/429: nothing is left until `reset`."""
+        self._learn(keys=self.keys, args=[reset, 0])
+
+    def release(self) -> None:
+        """A call failed without telling us anything: let the next probe go."""
+        self.connection.delete(self.keys[1])
