@@ -1,10 +1,11 @@
 """Tag changes coalesced across notifications into Upload API `tags` calls of up to 1000 assets.
 
 A `tags` action does not call Cloudinary: it appends the asset to the pending list of its batch
-(same resource type, delivery type, command and tags) and makes sure a flush is scheduled about a
-second later. The flush takes the list in calls of up to `batch_size` ids, marks each action done,
-and removes what it sent only after Cloudinary answered, so a worker killed mid-flush loses nothing:
-the job is run again, and Cloudinary's tag commands are idempotent.
+(same resource type, delivery type, command and tags) and gives the batch a due time, FLUSH_AFTER
+seconds after its first pending asset (at once when a full call's worth is waiting). Every worker
+runs a flusher thread that claims due batches with a lease and sends them. Items leave the list
+only after Cloudinary answered, so a worker killed mid-flush loses nothing: the lease runs out,
+another flusher sends them again, and Cloudinary's tag commands are idempotent.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import secrets
+import random
+import threading
+import time
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import redis
@@ -28,21 +30,49 @@ from postupload.queue import retry_policy
 
 log = logging.getLogger(__name__)
 
-FLUSH_FUNCTION = "postupload.worker.flush_tags"
 SINGLE_FUNCTION = "postupload.worker.apply_tag_item"
-FLUSH_DELAY = timedelta(seconds=1)  # with the scheduler's 1 s tick: sent within 2 s of the first id
+FLUSH_AFTER = 1.85  # seconds after a batch's first pending asset; with POLL, sent within 2 s
+POLL = 0.1
 QUEUED_TTL = 8 * 24 * 3600
+DUE = "postupload:tag-batches:due"  # sorted set: batch id -> when to send it (or a flusher's lease end)
+SPECS = "postupload:tag-batches:specs"  # hash: batch id -> [resource_type, type, command, tags]
+ATTEMPTS = "postupload:tag-batches:attempts"  # hash: batch id -> failed sends in a row
 
-# Append unless this action is already queued (a job re-run or a duplicate): one atomic step.
+# Append unless this action was queued before (a job re-run, a duplicate), and make the batch due.
 _PUSH = """
-if redis.call('set', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
-  return redis.call('rpush', KEYS[1], ARGV[1])
+if redis.call('set', KEYS[2], '1', 'NX', 'EX', ARGV[2]) == false then return 0 end
+redis.call('hset', KEYS[4], ARGV[6], ARGV[7])
+local length = redis.call('rpush', KEYS[1], ARGV[1])
+if length >= tonumber(ARGV[5]) then
+  redis.call('zadd', KEYS[3], 'LT', ARGV[3], ARGV[6])
+else
+  redis.call('zadd', KEYS[3], 'NX', ARGV[4], ARGV[6])
 end
-return 0
+return length
 """
-_UNLOCK = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
+# Claim the most overdue batch for `lease` seconds.
+_CLAIM = """
+local due = redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1)
+if #due == 0 then return false end
+redis.call('zadd', KEYS[1], 'XX', ARGV[2], due[1])
+return due[1]
+"""
+# Done with a batch for now: forget it if nothing waits, else make it due again at ARGV[1].
+_RELEASE = """
+if redis.call('llen', KEYS[1]) == 0 then
+  redis.call('zrem', KEYS[2], ARGV[2])
+else
+  redis.call('zadd', KEYS[2], ARGV[1], ARGV[2])
+end
+return 1
+"""
+
+# Every batch waiting for its due time (not one a flusher holds a lease on) becomes due now.
+_DUE_NOW = """
+for _, id in ipairs(redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1])) do
+  redis.call('zadd', KEYS[1], 0, id)
+end
+return 1
 """
 
 
@@ -53,91 +83,111 @@ class Spec:
     command: str
     tags: tuple[str, ...]
 
-    @property
-    def id(self) -> str:
-        text = json.dumps([self.resource_type, self.type, self.command, list(self.tags)])
-        return hashlib.sha256(text.encode()).hexdigest()[:24]
-
     def as_json(self) -> str:
         return json.dumps([self.resource_type, self.type, self.command, list(self.tags)])
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(self.as_json().encode()).hexdigest()[:24]
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Spec:
         resource_type, delivery_type, command, tags = json.loads(text)
         return cls(resource_type, delivery_type, command, tuple(tags))
 
+    @property
+    def batch_size(self) -> int:
+        return tags_handler.batch_size(list(self.tags))
+
+
+def pending_key(batch_id: str) -> str:
+    return f"postupload:tag-batch:{batch_id}"
+
 
 class TagBatches:
-    SPECS = "postupload:tag-batches"
-
-    def __init__(
-        self, connection: redis.Redis, queue: Queue, lock_seconds: float = 40.0, retries: int = 6
-    ) -> None:
+    def __init__(self, connection: redis.Redis, queue: Queue, lease: float = 40.0, retries: int = 6) -> None:
         self.connection = connection
-        self.queue = queue
+        self.queue = queue  # where refused items go, as jobs of their own
+        self.lease = lease
         self.retries = retries
-        self.lock_seconds = max(5, int(lock_seconds))
         self._push = connection.register_script(_PUSH)
-        self._unlock = connection.register_script(_UNLOCK)
-
-    def _pending(self, batch_id: str) -> str:
-        return f"postupload:tag-batch:{batch_id}"
+        self._claim = connection.register_script(_CLAIM)
+        self._release = connection.register_script(_RELEASE)
+        self._due_now = connection.register_script(_DUE_NOW)
 
     def add(self, spec: Spec, item: dict[str, Any]) -> bool:
         """Queue one asset's change; False when this very action was queued before."""
-        batch_id = spec.id
-        self.connection.hset(self.SPECS, batch_id, spec.as_json())
-        queued_marker = f"postupload:queued:{item['key']}"
-        length = int(
-            self._push(keys=[self._pending(batch_id), queued_marker], args=[json.dumps(item), QUEUED_TTL])
-        )
-        if length == 0:
-            return False
-        if length % tags_handler.batch_size(list(spec.tags)) == 0:
-            self.queue.enqueue_call(
-                FLUSH_FUNCTION, args=(batch_id,), retry=retry_policy(self.retries)
-            )  # full: now
-        elif self.connection.set(f"postupload:tag-batch:{batch_id}:scheduled", 1, nx=True, ex=2):
-            self.schedule(batch_id)
-        return True
+        batch_id, now = spec.id, time.time()
+        keys = [pending_key(batch_id), f"postupload:queued:{item['key']}", DUE, SPECS]
+        args: list[Any] = [
+            json.dumps(item),
+            QUEUED_TTL,
+            now,
+            now + FLUSH_AFTER,
+            spec.batch_size,
+            batch_id,
+            spec.as_json(),
+        ]
+        return int(self._push(keys=keys, args=args)) > 0
 
-    def schedule(self, batch_id: str) -> None:
-        self.queue.enqueue_in(FLUSH_DELAY, FLUSH_FUNCTION, batch_id, retry=retry_policy(self.retries))
+    def flush_due(self, client: CloudinaryClient) -> int:
+        """Send every batch that is due (the flusher's one round); calls made."""
+        calls = 0
+        while True:
+            now = time.time()
+            claimed = self._claim(keys=[DUE], args=[now, now + self.lease])
+            if claimed is None:
+                return calls
+            calls += self.flush(claimed.decode() if isinstance(claimed, bytes) else claimed, client)
 
-    def flush(self, batch_id: str, client: CloudinaryClient) -> dict[str, Any]:
-        """Send what is pending for one batch: the first call whatever its size, then only full ones."""
-        self.connection.delete(f"postupload:tag-batch:{batch_id}:scheduled")
-        raw_spec = self.connection.hget(self.SPECS, batch_id)
+    def drain(self, client: CloudinaryClient) -> int:
+        """Make every batch due now and send them (a burst worker, before it exits); calls made."""
+        self._due_now(keys=[DUE], args=[time.time() + FLUSH_AFTER + 0.1])  # leased ones stay leased
+        return self.flush_due(client)
+
+    def flush(self, batch_id: str, client: CloudinaryClient) -> int:
+        """Send a claimed batch: what is pending now, then any further full call's worth."""
+        raw_spec = self.connection.hget(SPECS, batch_id)
         if raw_spec is None:
-            return {"batch": batch_id, "calls": 0}
+            self.connection.zrem(DUE, batch_id)
+            return 0
         spec = Spec.from_json(raw_spec)
-        size = tags_handler.batch_size(list(spec.tags))
-        lock, token = f"postupload:tag-batch:{batch_id}:lock", secrets.token_hex(8)
-        if not self.connection.set(lock, token, nx=True, ex=self.lock_seconds):
-            self.schedule(batch_id)  # another flush is sending; look again in a second
-            return {"batch": batch_id, "calls": 0, "busy": True}
-        calls = sent = 0
+        calls = 0
+        again_at = time.time() + FLUSH_AFTER
         try:
             while True:
-                self.connection.expire(lock, self.lock_seconds)
-                raw = self.connection.lrange(self._pending(batch_id), 0, size - 1)
-                if not raw or (calls and len(raw) < size):
+                raw = self.connection.lrange(pending_key(batch_id), 0, spec.batch_size - 1)
+                if not raw or (calls and len(raw) < spec.batch_size):
                     break
-                items = [json.loads(entry) for entry in raw]
-                calls += self._apply(spec, items, client)
-                sent += len(items)
-                self.connection.ltrim(self._pending(batch_id), len(raw), -1)
-            if self.connection.llen(self._pending(batch_id)):
-                self.schedule(batch_id)
-        finally:
-            self._unlock(keys=[lock], args=[token])
-        return {"batch": batch_id, "calls": calls, "actions": sent}
+                calls += self._apply(spec, batch_id, [json.loads(entry) for entry in raw], client)
+                self.connection.ltrim(pending_key(batch_id), len(raw), -1)
+            self.connection.hdel(ATTEMPTS, batch_id)
+        except ActionError as error:
+            again_at = self._failed(spec, batch_id, error)
+        self._release(keys=[pending_key(batch_id), DUE], args=[again_at, batch_id])
+        return calls
 
-    def _apply(self, spec: Spec, items: list[dict[str, Any]], client: CloudinaryClient) -> int:
+    def _failed(self, spec: Spec, batch_id: str, error: ActionError) -> float:
+        """A transient failure: try again with jittered backoff; after `retries`, hand the items to RQ."""
+        attempts = int(self.connection.hincrby(ATTEMPTS, batch_id, 1))
+        if attempts <= self.retries:
+            delay = 2.0 * 2 ** (attempts - 1) * random.uniform(0.5, 1.5)
+            log.warning("tags %s %s: %s; again in %.1f s", spec.command, list(spec.tags), error, delay)
+            return time.time() + delay
+        raw = self.connection.lrange(pending_key(batch_id), 0, spec.batch_size - 1)
+        for entry in raw:  # each becomes a job that retries on its own and ends in the failed registry
+            self._give_up(spec, json.loads(entry), error)
+        self.connection.ltrim(pending_key(batch_id), len(raw), -1)
+        self.connection.hdel(ATTEMPTS, batch_id)
+        return time.time() + FLUSH_AFTER
+
+    def _apply(self, spec: Spec, batch_id: str, items: list[dict[str, Any]], client: CloudinaryClient) -> int:
         """One call for these items (split in halves when Cloudinary refuses the whole); calls made."""
-        todo = [item for item in items if not self.connection.exists(item["key"])]
+        done = self.connection.mget([item["key"] for item in items])
+        todo = [item for item, mark in zip(items, done, strict=True) if mark is None]
         if not todo:
             return 0
+        self.connection.zadd(DUE, {batch_id: time.time() + self.lease}, xx=True)  # renew the lease
         public_ids = list(dict.fromkeys(item["public_id"] for item in todo))
         try:
             changed = tags_handler.run(
@@ -150,45 +200,41 @@ class TagBatches:
                 self._give_up(spec, todo[0], error)
                 return 1
             middle = len(todo) // 2
-            return 1 + self._apply(spec, todo[:middle], client) + self._apply(spec, todo[middle:], client)
+            halves = (todo[:middle], todo[middle:])
+            return 1 + sum(self._apply(spec, batch_id, half, client) for half in halves)
         self.mark_done(spec, todo, set(changed))
         return 1
 
     def mark_done(self, spec: Spec, items: list[dict[str, Any]], changed: set[str]) -> None:
         with self.connection.pipeline(transaction=False) as pipe:
             for item in items:
-                found = item["public_id"] in changed
-                outcome = (
-                    {"status": "ok", "changed": found}
-                    if found
-                    else {"status": "ok", "detail": "asset not found"}
-                )
+                outcome: dict[str, Any] = {"status": "ok"}
+                if item["public_id"] not in changed:
+                    outcome["detail"] = "no change (tags already so, or asset not found)"
                 pipe.set(item["key"], json.dumps(outcome), ex=QUEUED_TTL)
-                pipe.delete(f"postupload:queued:{item['key']}")
-                history.record(
-                    pipe,
-                    item["asset"],
-                    item["public_id"],
-                    {
-                        "event": "action",
-                        "notification": item["notification"],
-                        "rule": item["rule"],
-                        "action": "tags",
-                        "call": {spec.command: list(spec.tags)},
-                        **outcome,
-                    },
-                )
+                entry = {
+                    "event": "action",
+                    "notification": item["notification"],
+                    "rule": item["rule"],
+                    "action": "tags",
+                    "call": {spec.command: list(spec.tags)},
+                    **outcome,
+                }
+                history.record(pipe, item["asset"], item["public_id"], entry)
             pipe.execute()
 
     def _give_up(self, spec: Spec, item: dict[str, Any], error: ActionError) -> None:
-        """A permanent refusal for one asset: its own job holds it in the failed registry, replayable."""
-        log.warning("tags %s on %s refused: %s", spec.command, item["public_id"], error)
+        """Cloudinary refused this asset's change: its own job holds it (failed registry, replayable)."""
+        log.warning("tags %s on %s: %s; moved to a job of its own", spec.command, item["public_id"], error)
         self.queue.enqueue_call(
-            SINGLE_FUNCTION, args=(spec.as_json(), item), retry=retry_policy(self.retries)
+            SINGLE_FUNCTION,
+            args=(spec.as_json(), item),
+            retry=None if error.permanent else retry_policy(self.retries),
+            description=f"tags {spec.command} {list(spec.tags)} on {item['public_id']}",
         )
 
     def apply_single(self, spec_json: str, item: dict[str, Any], client: CloudinaryClient) -> dict[str, Any]:
-        """The job for one refused asset: try once more, alone; raises (to the failed registry) if refused."""
+        """The job for one refused asset: try once more, alone; raise (to the failed registry) if refused."""
         spec = Spec.from_json(spec_json)
         if self.connection.exists(item["key"]):
             return {"skipped": "already done"}
@@ -197,19 +243,42 @@ class TagBatches:
                 client, spec.command, list(spec.tags), [item["public_id"]], spec.resource_type, spec.type
             )
         except ActionError as error:
-            history.record(
-                self.connection,
-                item["asset"],
-                item["public_id"],
-                {
-                    "event": "action",
-                    "notification": item["notification"],
-                    "rule": item["rule"],
-                    "action": "tags",
-                    "status": "failed",
-                    "error": str(error),
-                },
-            )
+            entry = {
+                "event": "action",
+                "notification": item["notification"],
+                "rule": item["rule"],
+                "action": "tags",
+                "status": "failed",
+                "error": str(error),
+            }
+            history.record(self.connection, item["asset"], item["public_id"], entry)
             raise
         self.mark_done(spec, [item], set(changed))
         return {"changed": bool(changed)}
+
+
+class Flusher:
+    """The thread in each worker process that sends due tag batches."""
+
+    def __init__(self, batches: TagBatches, client: CloudinaryClient) -> None:
+        self.batches = batches
+        self.client = client
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="tag-flusher", daemon=True)
+
+    def start(self) -> Flusher:
+        self.thread.start()
+        return self
+
+    def run(self) -> None:
+        while not self.stopping.wait(POLL):
+            try:
+                self.batches.flush_due(self.client)
+            except redis.RedisError as error:
+                log.warning("tag flusher: %s", error)
+            except Exception:  # keep flushing whatever one batch did; the lease brings it back
+                log.exception("tag flusher")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=self.client.timeout + 5)

@@ -77,94 +77,100 @@ class Executor:
         self.budget = AdminBudget(self.connection, self.client.account.cloud_name)
 
     def execute(self, envelope: dict[str, Any], planned: list[PlannedAction]) -> list[Outcome]:
+        """Run the planned actions on every asset of the notification; every outcome, in order."""
         notification, notification_id = envelope["notification"], envelope["id"]
         version = notification.get("version")
         occurrence = f"v{version}" if version else f"n{notification_id}"
         outcomes: list[Outcome] = []
-        defer_until = 0.0
+        retry_at = 0.0
         for target in targets(notification):
-            run = _Run(self, target, notification_id, outcomes)
-            todo = []
-            for action in planned:
-                if action.error:
-                    run.finish(
-                        [action],
-                        Outcome(
-                            action.rule,
-                            action.index,
-                            action.action,
-                            target.public_id,
-                            "failed",
-                            error=action.error,
-                            permanent=True,
-                        ),
-                    )
-                    continue
-                key = f"postupload:done:{target.key}:{occurrence}:{action.rule}:{action.index}"
-                done = self.connection.get(key)
-                if done is not None:
-                    earlier = json.loads(done).get("status", "ok")
-                    outcomes.append(run.outcome(action, "skipped", {"detail": f"already {earlier}"}))
-                    continue
-                todo.append((action, key))
-            todo = run.within_cap(todo)
-            defer_until = max(defer_until, run.make_calls(todo))
-        if defer_until:
-            self.retry_job(envelope, defer_until)
+            with self.connection.pipeline(transaction=False) as pipe:
+                run = _Run(self, target, notification_id, outcomes, pipe)
+                keys = [f"postupload:done:{target.key}:{occurrence}:{a.rule}:{a.index}" for a in planned]
+                earlier = self.connection.mget(keys) if keys else []
+                todo = []
+                for action, key, done in zip(planned, keys, earlier, strict=True):
+                    if action.error:
+                        run.finish(
+                            [action], run.outcome(action, "failed", error=action.error, permanent=True)
+                        )
+                    elif done is not None:
+                        status = json.loads(done).get("status", "ok")
+                        run.finish([action], run.outcome(action, "skipped", {"detail": f"already {status}"}))
+                    else:
+                        todo.append((action, key))
+                retry_at = max(retry_at, run.make_calls(run.within_cap(todo)))
+                pipe.execute()
+        if retry_at:
+            self.retry_job(envelope, retry_at)
         return outcomes
 
 
 class _Run:
-    """The calls for one target of one notification."""
+    """The calls for one asset of one notification. Records go into `pipe`, sent once at the end
+    (and at once after each successful call, so a done mark is never lost to a crash after it)."""
 
     def __init__(
-        self, executor: Executor, target: Target, notification_id: str, outcomes: list[Outcome]
+        self,
+        executor: Executor,
+        target: Target,
+        notification_id: str,
+        outcomes: list[Outcome],
+        pipe: redis.client.Pipeline,
     ) -> None:
         self.x = executor
         self.target = target
         self.notification_id = notification_id
         self.outcomes = outcomes
+        self.pipe = pipe
 
-    def outcome(self, action: PlannedAction, status: str, detail: dict[str, Any] | None = None) -> Outcome:
-        return Outcome(action.rule, action.index, action.action, self.target.public_id, status, detail or {})
+    def outcome(
+        self,
+        action: PlannedAction,
+        status: str,
+        detail: dict[str, Any] | None = None,
+        error: str | None = None,
+        permanent: bool = False,
+    ) -> Outcome:
+        return Outcome(
+            action.rule,
+            action.index,
+            action.action,
+            self.target.public_id,
+            status,
+            detail or {},
+            error,
+            permanent,
+        )
 
     def finish(self, actions: list[PlannedAction], outcome: Outcome, keys: list[str] | None = None) -> None:
-        """Record an outcome for these actions (and mark them done when it succeeded)."""
-        with self.x.connection.pipeline(transaction=False) as pipe:
-            for index, action in enumerate(actions):
-                one = Outcome(
-                    action.rule,
-                    action.index,
-                    action.action,
-                    outcome.public_id,
-                    outcome.status,
-                    outcome.detail,
-                    outcome.error,
-                    outcome.permanent,
-                )
-                self.outcomes.append(one)
-                if keys and outcome.status == "ok":
-                    pipe.set(keys[index], json.dumps({"status": "ok", "at": time.time()}), ex=DONE_TTL)
-                entry = {
-                    "event": "action",
-                    "notification": self.notification_id,
-                    "rule": action.rule,
-                    "action": action.action,
-                    "call": action.params,
-                    "status": one.status,
-                    **one.detail,
-                }
-                if one.error:
-                    entry["error"] = one.error
-                history.record(pipe, self.target.key, self.target.public_id, entry)
-            pipe.execute()
+        """Record an outcome for these actions (and mark them done with `keys` when it succeeded)."""
+        for index, action in enumerate(actions):
+            one = self.outcome(action, outcome.status, outcome.detail, outcome.error, outcome.permanent)
+            self.outcomes.append(one)
+            if keys:
+                mark = {"status": outcome.status, "at": time.time()}
+                self.pipe.set(keys[index], json.dumps(mark), ex=DONE_TTL)
+            entry = {
+                "event": "action",
+                "notification": self.notification_id,
+                "rule": action.rule,
+                "action": action.action,
+                "call": action.params,
+                "status": one.status,
+                **one.detail,
+            }
+            if one.error:
+                entry["error"] = one.error
+            history.record(self.pipe, self.target.key, self.target.public_id, entry)
+        if keys and outcome.status == "ok":
+            self.pipe.execute()
 
     def within_cap(self, todo: list[tuple[PlannedAction, str]]) -> list[tuple[PlannedAction, str]]:
         """The loop guard: past `cap` actions on this asset this hour, the rest are stopped, with why."""
         if not self.x.cap or not todo:
             return todo
-        window = int(time.time()) // CAP_WINDOW
-        key = f"postupload:cap:{self.target.key}:{window}"
+        key = f"postupload:cap:{self.target.key}:{int(time.time()) // CAP_WINDOW}"
         with self.x.connection.pipeline() as pipe:
             pipe.incrby(key, len(todo))
             pipe.expire(key, 2 * CAP_WINDOW)
@@ -173,7 +179,7 @@ class _Run:
         for action, _ in todo[allowed:]:
             reason = (
                 f"loop guard: more than {self.x.cap} actions on this asset within the hour "
-                f"(POSTUPLOAD_ASSET_ACTION_CAP); not run"
+                "(POSTUPLOAD_ASSET_ACTION_CAP); not run"
             )
             log.warning(
                 "%s %s: rule %s %s stopped: %s",
@@ -193,8 +199,7 @@ class _Run:
             by_way.setdefault(REGISTRY[action.action].way, []).append((action, key))
         shared = by_way.get("explicit", [])
         for members, call in explicit_handler.share([action.params for action, _ in shared]):
-            items = [shared[index] for index in members]
-            self.direct(items, call, explicit_handler.run)
+            self.direct([shared[index] for index in members], call, explicit_handler.run)
         for action, key in by_way.get("upload", []):
             self.direct([(action, key)], action.params, REGISTRY[action.action].run)
         for action, key in by_way.get("tags", []):
@@ -209,31 +214,28 @@ class _Run:
         try:
             detail = run(self.x.client, self.target, call)
         except ActionError as error:
-            self.finish(actions, self.fail(actions[0], error))
+            self.finish(
+                actions, self.outcome(actions[0], "failed", error=str(error), permanent=error.permanent)
+            )
             return
         self.finish(actions, self.outcome(actions[0], "ok", detail), keys)
 
-    def fail(self, action: PlannedAction, error: ActionError) -> Outcome:
-        outcome = self.outcome(action, "failed")
-        outcome.error, outcome.permanent = str(error), error.permanent
-        return outcome
-
     def batch(self, action: PlannedAction, key: str) -> None:
-        """Each command of a tags action joins its batch; done when the batches have been sent."""
+        """Each command of a tags action joins its batch; the batches mark it done once sent."""
         for command in TAG_COMMANDS:
-            if command not in action.params:
-                continue
-            spec = Spec(self.target.resource_type, self.target.type, command, tuple(action.params[command]))
-            item = {
-                "public_id": self.target.public_id,
-                "asset": self.target.key,
-                "key": f"{key}:{command}",
-                "rule": action.rule,
-                "notification": self.notification_id,
-            }
-            self.x.batches.add(spec, item)
-        self.x.connection.set(key, json.dumps({"status": "batched", "at": time.time()}), ex=DONE_TTL)
-        self.finish([action], self.outcome(action, "batched"))
+            if command in action.params:
+                spec = Spec(
+                    self.target.resource_type, self.target.type, command, tuple(action.params[command])
+                )
+                item = {
+                    "public_id": self.target.public_id,
+                    "asset": self.target.key,
+                    "key": f"{key}:{command}",
+                    "rule": action.rule,
+                    "notification": self.notification_id,
+                }
+                self.x.batches.add(spec, item)
+        self.finish([action], self.outcome(action, "batched"), [key])
 
     def admin(self, action: PlannedAction, key: str) -> float:
         """A budgeted Admin API call: made now, or scheduled for the reset (the time returned)."""
@@ -241,15 +243,17 @@ class _Run:
         if retry_at:
             self.finish([action], self.outcome(action, "deferred", {"until": _iso(retry_at)}))
             return retry_at
+        run = REGISTRY[action.action].run
+        assert run is not None
         try:
-            detail, rate_limit = REGISTRY[action.action].run(self.x.client, self.target, action.params)  # type: ignore[misc]
+            detail, rate_limit = run(self.x.client, self.target, action.params)
         except RateLimitError as error:
             self.x.budget.spent(error.reset)
             self.finish([action], self.outcome(action, "deferred", {"until": _iso(error.reset)}))
             return error.reset
         except ActionError as error:
             self.x.budget.release()
-            self.finish([action], self.fail(action, error))
+            self.finish([action], self.outcome(action, "failed", error=str(error), permanent=error.permanent))
             return 0.0
         self.x.budget.learn(rate_limit)
         self.finish([action], self.outcome(action, "ok", detail), [key])

@@ -15,6 +15,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from postupload import history
+from postupload.batches import Flusher
 from postupload.cloudinary_api import CloudinaryClient
 from postupload.config import Settings
 from postupload.errors import ActionError, RuleSetError
@@ -106,12 +107,6 @@ def process_notification(envelope: dict[str, Any]) -> dict[str, Any]:
     return runtime().process(envelope)
 
 
-def flush_tags(batch_id: str) -> dict[str, Any]:
-    """Job: send one batch's pending tag changes."""
-    current = runtime()
-    return current.executor.batches.flush(batch_id, current.client)
-
-
 def apply_tag_item(spec_json: str, item: dict[str, Any]) -> dict[str, Any]:
     """Job: one asset's tag change that Cloudinary refused as part of a batch."""
     current = runtime()
@@ -172,4 +167,10 @@ def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[st
         exception_handlers=[no_retry_when_permanent],
         maintenance_interval=MAINTENANCE_INTERVAL,
     )
-    return worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+    flusher = Flusher(current.executor.batches, current.client).start()
+    try:
+        return worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+    finally:
+        flusher.stop()
+        if burst:  # the queues are empty: send what waits in batches now rather than leave it
+            current.executor.batches.drain(current.client)

@@ -222,3 +222,88 @@ __all__ = [
     "signed_headers",
     "wait_until",
 ]
+
+
+class Stack:
+    """Everything as deployed: the emulator (Cloudinary), the web app on a real port, real worker
+    processes, all on the test's Redis. Notifications start at the emulator, as they do at Cloudinary."""
+
+    def __init__(
+        self, processes: Processes, redis_server: RedisServer, rules_dir: Path, **emulator_options: Any
+    ) -> None:
+        from postupload.web import create_app
+
+        self.processes = processes
+        self.redis = redis.Redis.from_url(redis_server.url)
+        settings = Settings(account=ACCOUNT, redis_url=redis_server.url, rules_dir=rules_dir)
+        self.web = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
+        threading.Thread(target=self.web.serve_forever, args=(0.05,), daemon=True).start()
+        webhook = f"http://127.0.0.1:{self.web.server_port}/webhooks/cloudinary"
+        emulator_options.setdefault("retry_delays", (0.5, 1.0, 2.0))
+        self.emulator = RunningEmulator(ACCOUNT, webhook, **emulator_options)
+        processes.env.update(
+            CLOUDINARY_URL=self.emulator.account.to_url(),
+            REDIS_URL=redis_server.url,
+            POSTUPLOAD_RULES_DIR=str(rules_dir),
+            POSTUPLOAD_API_TIMEOUT="2",
+        )
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def start_workers(self, count: int = 1) -> None:
+        for _ in range(count):
+            self.workers.append(self.processes.start("worker"))
+
+    def upload(self, **fields: Any) -> Any:
+        answer = requests.post(f"{self.emulator.url}/emulator/upload", json=fields, timeout=10)
+        answer.raise_for_status()
+        return answer.json()
+
+    def assets(self) -> dict[str, dict[str, Any]]:
+        answer = requests.get(f"{self.emulator.url}/emulator/state", timeout=10).json()
+        return {asset["public_id"]: asset for asset in answer["assets"]}
+
+    def calls(self, endpoint: str | None = None) -> list[dict[str, Any]]:
+        calls = self.emulator.calls()
+        return [call for call in calls if endpoint is None or call["endpoint"] == endpoint]
+
+    def idle(self) -> bool:
+        """No job queued, running or scheduled, and no tag waiting in a batch."""
+        from postupload.queue import batch_queue, notification_queue
+
+        for queue in (notification_queue(self.redis), batch_queue(self.redis)):
+            if queue.count or queue.started_job_registry.count or queue.scheduled_job_registry.count:
+                return False
+        pending = self.redis.scan_iter("postupload:tag-batch:*", _type="list")
+        return not any(self.redis.llen(key) for key in pending)
+
+    def failed(self) -> list[Any]:
+        from postupload.queue import batch_queue, notification_queue
+
+        jobs = []
+        for queue in (notification_queue(self.redis), batch_queue(self.redis)):
+            registry = queue.failed_job_registry
+            jobs += [queue.fetch_job(job_id) for job_id in registry.get_job_ids()]
+        return jobs
+
+    def stop(self) -> None:
+        self.emulator.server.shutdown()
+        self.web.shutdown()
+
+
+@pytest.fixture
+def make_stack(
+    processes: Processes, redis_server: RedisServer, redis_conn: redis.Redis, tmp_path: Path
+) -> Iterator[Callable[..., Stack]]:
+    stacks: list[Stack] = []
+
+    def make(rules: str, **emulator_options: Any) -> Stack:
+        directory = tmp_path / "stack-rules"
+        directory.mkdir(exist_ok=True)
+        (directory / "rules.yaml").write_text(rules)
+        stacks.append(Stack(processes, redis_server, directory, **emulator_options))
+        return stacks[-1]
+
+    yield make
+    processes.stop()
+    for stack in stacks:
+        stack.stop()
