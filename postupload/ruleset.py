@@ -125,7 +125,7 @@ def load_file(path: Path) -> tuple[list[Rule], list[Problem]]:
         return Problem(file, message, code, rule=rule, path=inner, line=line, column=column)
 
     schema_errors = sorted(_validator().iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
-    problems = [problem(tuple(error.absolute_path), error.message, "E100") for error in schema_errors]
+    problems = [problem(tuple(error.absolute_path), schema_message(error), "E100") for error in schema_errors]
     raw_rules = document.get("rules") if isinstance(document, dict) else None
     for index, raw in enumerate(raw_rules if isinstance(raw_rules, list) else []):
         if isinstance(raw, dict) and isinstance(raw.get("match"), dict):
@@ -152,6 +152,20 @@ def load_file(path: Path) -> tuple[list[Rule], list[Problem]]:
         for index, raw in enumerate(document["rules"])
     ]
     return rules, []
+
+
+def schema_message(error: jsonschema.ValidationError) -> str:
+    """The schema's complaint in the words of rule files: name what is unknown and what is allowed."""
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = list(schema.get("properties", {}))
+        unknown = [key for key in error.instance if key not in allowed]
+        what = "action" if schema.get("maxProperties") == 1 and "explicit" in allowed else "parameter"
+        names = ", ".join(repr(key) for key in unknown)
+        return f"unknown {what} {names}; expected one of: {', '.join(allowed)}"
+    if error.validator == "pattern" and schema.get("description"):
+        return f"{error.instance!r} is not valid: {schema['description']}"
+    return error.message
 
 
 def read_document(text: str) -> tuple[Any, dict[DocPath, Position]]:
