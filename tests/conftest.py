@@ -229,24 +229,30 @@ class Stack:
     processes, all on the test's Redis. Notifications start at the emulator, as they do at Cloudinary."""
 
     def __init__(
-        self, processes: Processes, redis_server: RedisServer, rules_dir: Path, **emulator_options: Any
+        self,
+        processes: Processes,
+        redis_server: RedisServer,
+        rules_dir: Path,
+        env: dict[str, str],
+        **emulator_options: Any,
     ) -> None:
         from postupload.web import create_app
 
         self.processes = processes
         self.redis = redis.Redis.from_url(redis_server.url)
-        settings = Settings(account=ACCOUNT, redis_url=redis_server.url, rules_dir=rules_dir)
-        self.web = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
+        defaults = {
+            "CLOUDINARY_URL": ACCOUNT.to_url(),
+            "REDIS_URL": redis_server.url,
+            "POSTUPLOAD_RULES_DIR": str(rules_dir),
+            "POSTUPLOAD_API_TIMEOUT": "2",
+        }
+        processes.env.update({**defaults, **env})
+        self.web = make_server("127.0.0.1", 0, create_app(Settings.from_env(processes.env)), threaded=True)
         threading.Thread(target=self.web.serve_forever, args=(0.05,), daemon=True).start()
         webhook = f"http://127.0.0.1:{self.web.server_port}/webhooks/cloudinary"
         emulator_options.setdefault("retry_delays", (0.5, 1.0, 2.0))
         self.emulator = RunningEmulator(ACCOUNT, webhook, **emulator_options)
-        processes.env.update(
-            CLOUDINARY_URL=self.emulator.account.to_url(),
-            REDIS_URL=redis_server.url,
-            POSTUPLOAD_RULES_DIR=str(rules_dir),
-            POSTUPLOAD_API_TIMEOUT="2",
-        )
+        processes.env["CLOUDINARY_URL"] = self.emulator.account.to_url()
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def start_workers(self, count: int = 1) -> None:
@@ -296,11 +302,11 @@ def make_stack(
 ) -> Iterator[Callable[..., Stack]]:
     stacks: list[Stack] = []
 
-    def make(rules: str, **emulator_options: Any) -> Stack:
+    def make(rules: str, env: dict[str, str] | None = None, **emulator_options: Any) -> Stack:
         directory = tmp_path / "stack-rules"
         directory.mkdir(exist_ok=True)
         (directory / "rules.yaml").write_text(rules)
-        stacks.append(Stack(processes, redis_server, directory, **emulator_options))
+        stacks.append(Stack(processes, redis_server, directory, env or {}, **emulator_options))
         return stacks[-1]
 
     yield make

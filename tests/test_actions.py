@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
 from typing import Any
 
+import requests
+from rq import Worker as RqWorker
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
 from postupload import history
-from tests.conftest import Stack, wait_until
+from tests.conftest import Stack, signed_headers, wait_until
 
 EVERY_KIND = """
 rules:
@@ -91,8 +102,6 @@ def test_a_tag_batch_is_sent_within_two_seconds_of_its_first_asset(make_stack: A
         lambda: stack.redis.llen("postupload:tag-batch:" + _batch_id("add", ["seen"])), 10, 0.01
     )
     assert first, stack.processes.output()
-    import time
-
     queued_at = time.monotonic()
     assert wait_until(lambda: stack.calls("tags"), 5)
     assert time.monotonic() - queued_at <= 2.2
@@ -102,3 +111,257 @@ def _batch_id(command: str, tags: list[str]) -> str:
     from postupload.batches import Spec
 
     return Spec("image", "upload", command, tuple(tags)).id
+
+
+APPROVE = """
+rules:
+  - name: approve
+    match: {resource_type: image}
+    actions:
+      - moderation: {status: approved}
+"""
+
+
+def test_moderation_waits_for_the_admin_budget_instead_of_failing(make_stack: Any) -> None:
+    budget, window = 10, 2
+    stack: Stack = make_stack(APPROVE, admin_budget=budget, admin_window=window)
+    stack.start_workers(2)
+    for number in range(50):
+        stack.upload(public_id=f"mod/{number}")
+    approved = lambda: sum(a["moderation_status"] == "approved" for a in stack.assets().values())  # noqa: E731
+    assert wait_until(lambda: approved() == 50, 60), (approved(), stack.processes.output()[-3000:])
+    updates = stack.calls("update")
+    assert all(call["status"] == 200 for call in updates), [c["status"] for c in updates]  # never a 420
+    assert len(updates) == 50
+    per_window: dict[int, int] = {}
+    for call in updates:
+        per_window[int(call["time"]) // window] = per_window.get(int(call["time"]) // window, 0) + 1
+    assert max(per_window.values()) <= budget and len(per_window) >= 5
+    assert wait_until(stack.idle, 10) and not stack.failed()
+    deferred = [e for e in history.read(stack.redis, "mod/49") if e.get("status") == "deferred"]
+    assert deferred or approved() == 50  # the last ones waited for a reset (scheduled, not failed)
+
+
+def test_a_420_burst_defers_moderation_until_the_reset(make_stack: Any) -> None:
+    stack: Stack = make_stack(APPROVE, faults=_faults(rate_limit_burst=3), admin_window=2)
+    stack.start_workers(1)
+    stack.upload(public_id="burst")
+    assert wait_until(lambda: stack.assets()["burst"]["moderation_status"] == "approved", 30)
+    assert [call["status"] for call in stack.calls("update")][-1] == 200
+    assert 420 in [call["status"] for call in stack.calls("update")]
+    assert not stack.failed()
+
+
+EVERYDAY = """
+rules:
+  - name: everyday
+    match: {resource_type: image}
+    actions:
+      - explicit: {eager: "c_scale,w_300"}
+      - tags: {add: [processed]}
+      - context: {set: {state: done}}
+      - metadata: {set: {stage: published}}
+"""
+
+
+def answered(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Calls that took effect and whose answer reached the caller."""
+    return [call for call in calls if call["status"] == 200 and call.get("fault") != "timeout"]
+
+
+def assert_exactly_once(stack: Stack, names: list[str], allow_repeat: int = 0) -> None:
+    assets = stack.assets()
+    for name in names:
+        asset = assets[name]
+        assert asset["derived"] == ["c_scale,w_300"], name
+        assert asset["tags"].count("processed") == 1, name
+        assert asset["context"] == {"custom": {"state": "done"}}, name
+        assert asset["metadata"] == {"stage": "published"}, name
+    repeats = 0
+    for endpoint in ("explicit", "context", "metadata"):
+        per_asset: dict[str, int] = {}
+        for call in answered(stack.calls(endpoint)):
+            key = call["params"].get("public_id") or call["params"]["public_ids"][0]
+            per_asset[key] = per_asset.get(key, 0) + 1
+        assert set(per_asset) == set(names), endpoint
+        repeats += sum(count - 1 for count in per_asset.values())
+    tagged = [pid for call in answered(stack.calls("tags")) for pid in call["params"]["public_ids"]]
+    repeats += len(tagged) - len(set(tagged))
+    assert sorted(set(tagged)) == sorted(names)
+    assert repeats <= allow_repeat, repeats
+
+
+def test_every_effect_exactly_once_through_5xx_timeouts_and_duplicate_notifications(make_stack: Any) -> None:
+    faults = _faults(error_rate=0.1, timeout_rate=0.03, hang=2.5, duplicate_rate=0.2, seed=11)
+    stack: Stack = make_stack(EVERYDAY, env={"POSTUPLOAD_API_TIMEOUT": "1"}, faults=faults)
+    stack.start_workers(2)
+    names = [f"flaky/{number}" for number in range(100)]
+    for name in names:
+        stack.upload(public_id=name)
+    assert wait_until(lambda: stack.idle() and _all_done(stack, names), 120), stack.processes.output()[-3000:]
+    faulted = [call.get("fault") for call in stack.calls() if call.get("fault")]
+    assert faulted.count("error") >= 10 and faulted.count("timeout") >= 2  # the faults did happen
+    duplicates = requests.get(f"{stack.emulator.url}/emulator/notifications", timeout=5).json()[
+        "notifications"
+    ]
+    assert sum(entry["copies"] == 2 for entry in duplicates) >= 10
+    assert not stack.failed()
+    # A timed-out call took effect but its answer was lost, so the retry repeats it: nothing else repeats.
+    assert_exactly_once(stack, names, allow_repeat=faulted.count("timeout"))
+
+
+def _all_done(stack: Stack, names: list[str]) -> bool:
+    assets = stack.assets()
+    return all(
+        name in assets
+        and "processed" in assets[name]["tags"]
+        and assets[name]["metadata"]
+        and assets[name]["derived"]
+        for name in names
+    )
+
+
+def test_a_worker_killed_mid_run_loses_nothing_and_repeats_nothing(make_stack: Any) -> None:
+    stack: Stack = make_stack(EVERYDAY, faults=_faults(latency=0.02))
+    stack.start_workers(2)
+    names = [f"kill/{number}" for number in range(150)]
+    for name in names:
+        stack.upload(public_id=name)
+    assert wait_until(lambda: len(stack.calls("explicit")) >= 30, 30)
+    victim = stack.workers[0]
+    children = _children(victim.pid)
+    busy_with = wait_until(lambda: _current_job(stack, victim.pid), 10, 0.005)
+    assert busy_with, "the worker never had a job in hand"
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    try:
+        finished = wait_until(lambda: stack.idle() and _all_done(stack, names), 120)
+        assert finished, stack.processes.output()[-3000:]
+        assert not stack.failed()
+        job = Job.fetch(busy_with, connection=stack.redis, serializer=JSONSerializer)
+        assert job.get_status() == "finished"  # the job it was killed in was run again, to the end
+        assert_exactly_once(stack, names, allow_repeat=1)  # at most the one call in flight at the kill
+    finally:
+        for pid in children:  # RQ's scheduler process, if the killed worker had started it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+
+def _current_job(stack: Stack, pid: int) -> str | None:
+    for worker in RqWorker.all(connection=stack.redis):
+        if worker.pid == pid:
+            return worker.get_current_job_id()
+    return None
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+PING_PONG = """
+rules:
+  - name: start
+    match: {public_id: [loop]}
+    actions:
+      - tags: {add: [ping]}
+  - name: ping
+    match: {notification_type: resource_tags_changed, resources: {added: [ping]}}
+    actions:
+      - tags: {remove: [ping], add: [pong]}
+  - name: pong
+    match: {notification_type: resource_tags_changed, resources: {added: [pong]}}
+    actions:
+      - tags: {remove: [pong], add: [ping]}
+"""
+
+
+def test_a_runaway_chain_is_stopped_by_the_cap_with_a_record(make_stack: Any) -> None:
+    stack: Stack = make_stack(PING_PONG, env={"POSTUPLOAD_ASSET_ACTION_CAP": "5"})
+    stack.start_workers(1)
+    stack.upload(public_id="loop")
+
+    def capped() -> list[dict[str, Any]]:
+        return [e for e in history.read(stack.redis, "loop") if e.get("status") == "capped"]
+
+    assert wait_until(capped, 60), stack.processes.output()[-3000:]
+    (record,) = capped()[:1]
+    assert "loop guard" in record["detail"] and "POSTUPLOAD_ASSET_ACTION_CAP" in record["detail"]
+    assert wait_until(stack.idle, 10)
+    settled = len(stack.calls("tags"))
+    time.sleep(3)
+    assert len(stack.calls("tags")) == settled  # the chain stopped
+    ran = [
+        e
+        for e in history.read(stack.redis, "loop")
+        if e.get("event") == "action" and e["status"] == "batched"
+    ]
+    assert len(ran) == 5
+
+
+def signed_post(stack: Stack, notification: dict[str, Any]) -> None:
+    body = json.dumps(notification).encode()
+    url = f"http://127.0.0.1:{stack.web.server_port}/webhooks/cloudinary"
+    assert requests.post(url, data=body, headers=signed_headers(body), timeout=5).status_code == 200
+
+
+def test_permanent_errors_go_to_the_failed_registry_at_once(make_stack: Any) -> None:
+    stack: Stack = make_stack(EVERYDAY.replace("      - tags: {add: [processed]}\n", ""))
+    stack.start_workers(1)
+    signed_post(stack, {"notification_type": "upload", "public_id": "ghost", "resource_type": "image"})
+    (job,) = wait_until(stack.failed, 20)
+    assert (
+        "404" in job.latest_result().exc_string
+        and "Resource not found - ghost" in job.latest_result().exc_string
+    )
+    assert len(stack.calls("explicit")) == 1  # not retried
+
+
+def test_a_placeholder_the_notification_cannot_fill_fails_that_action_clearly(make_stack: Any) -> None:
+    stack: Stack = make_stack(
+        """
+rules:
+  - name: sku
+    match: {resource_type: image}
+    actions:
+      - context: {set: {sku: "${context.custom.sku}"}}
+      - tags: {add: [seen]}
+"""
+    )
+    stack.start_workers(1)
+    stack.upload(public_id="no-sku")
+    (job,) = wait_until(stack.failed, 20)
+    assert "placeholder ${context.custom.sku}: the notification has no context.custom.sku" in (
+        job.latest_result().exc_string
+    )
+    assert wait_until(lambda: "seen" in stack.assets()["no-sku"]["tags"], 10)  # the other action ran
+    assert not stack.calls("context")
+
+
+def test_transient_errors_retry_with_backoff_then_fail_with_the_reason(make_stack: Any) -> None:
+    rules = EVERYDAY.replace("      - tags: {add: [processed]}\n", "")
+    stack: Stack = make_stack(rules, env={"POSTUPLOAD_RETRIES": "2"}, faults=_faults(error_rate=1.0))
+    stack.start_workers(1)
+    stack.upload(public_id="down")
+    (job,) = wait_until(stack.failed, 40)
+    assert "Cloudinary call failed" in job.latest_result().exc_string
+    times = [call["time"] for call in stack.calls("explicit")]
+    assert len(times) == 3  # the first try and two retries
+    assert times[1] - times[0] >= 1 and times[2] - times[1] >= 1  # with a pause between
+
+
+def test_a_transient_outage_heals_without_losing_the_upload(make_stack: Any) -> None:
+    stack: Stack = make_stack(EVERYDAY, faults=_faults(error_rate=1.0))
+    stack.start_workers(1)
+    stack.upload(public_id="healing")
+    assert wait_until(lambda: len(stack.calls("explicit")) >= 2, 20)
+    requests.post(f"{stack.emulator.url}/emulator/faults", json={"error_rate": 0}, timeout=5)
+    assert wait_until(lambda: _all_done(stack, ["healing"]), 60), stack.processes.output()[-3000:]
+    assert wait_until(stack.idle, 20) and not stack.failed()
+    assert_exactly_once(stack, ["healing"])
+
+
+def _faults(**values: Any) -> Any:
+    from postupload.emulator import Faults
+
+    return Faults(**values)

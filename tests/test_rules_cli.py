@@ -57,7 +57,10 @@ def test_check_reports_every_problem_with_file_line_column_rule_and_code(tmp_pat
     assert (
         f"{tmp_path}/a.yaml:5:26: rule one: match.format[0].prefixx: unknown operator 'prefixx'" in lines[1]
     )
-    assert lines[2].startswith(f"{tmp_path}/a.yaml:7:") and "unknown parameter 'bogus'; expected one of: eager," in lines[2]
+    assert (
+        lines[2].startswith(f"{tmp_path}/a.yaml:7:")
+        and "unknown parameter 'bogus'; expected one of: eager," in lines[2]
+    )
     assert lines[3].startswith(f"{tmp_path}/b.yaml:4:1: syntax:") and lines[3].endswith("[E003]")
     assert len(lines) == 4
 
