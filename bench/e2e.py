@@ -1,0 +1,242 @@
+"""End to end: uploads through web → Redis → workers → the emulator, ours against a naive path.
+
+Run with `make bench` or `.venv/bin/python bench/e2e.py [--uploads 2000] [--latency 0.03]`.
+Every run starts its own emulator (with the given latency on every API call), web (gunicorn) and
+workers on one embedded Redis, uploads N assets through the emulator (which sends the signed
+upload notifications), and stops the clock when every expected effect is in the emulator's state.
+
+The naive baseline is what a straightforward implementation does with the same rules: one API call
+per action, no shared explicit call, no tag batches. It runs our own web and queue; only the job
+function differs (each worker process swaps `postupload.worker.process_notification` for it).
+Figures are printed as ratios against the naive run made in the same process, as machines here
+are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from postupload.config import DEV_ACCOUNT, Account, Settings
+from postupload.queue import batch_queue, connect, notification_queue
+from postupload.redis_server import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES = """
+rules:
+  - name: thumbnails
+    match: {resource_type: image, public_id: [{prefix: bench/}]}
+    actions:
+      - explicit: {eager: ["c_scale,w_200", "c_fill,h_150,w_150"]}
+      - tags: {add: [thumbnailed]}
+  - name: social
+    match: {resource_type: image, tags: [social]}
+    actions:
+      - explicit: {eager: "c_fill,g_auto,h_1080,w_1080"}
+      - tags: {add: [social-ready]}
+  - name: catalog
+    match: {resource_type: image, public_id: [{prefix: bench/}]}
+    actions:
+      - context: {set: {pipeline: postupload, alt: "Picture ${public_id}"}}
+"""
+EXPECTED_TAGS = {"social", "thumbnailed", "social-ready"}
+
+
+def naive_process(envelope: dict[str, Any]) -> dict[str, Any]:
+    """The baseline job: every planned action is its own SDK call, made at once."""
+    from handlers import explicit
+    from postupload.cloudinary_api import CloudinaryClient
+    from postupload.notification import targets
+    from postupload.plan import plan_actions
+    from postupload.ruleset import load_ruleset
+
+    settings = Settings.from_env()
+    client = CloudinaryClient(settings.require_account(), settings.api_timeout)
+    notification = envelope["notification"]
+    planned = plan_actions(load_ruleset(settings.rules_dir).match(notification), notification)
+    for target in targets(notification):
+        where = {"resource_type": target.resource_type, "type": target.type}
+        for action in planned:
+            if action.action == "explicit":
+                explicit.run(client, target, action.params)
+            elif action.action == "tags":
+                client.tags("add", action.params["add"], [target.public_id], **where)
+            elif action.action == "context":
+                client.context(action.params["context"], [target.public_id], **where)
+    return {"actions": len(planned)}
+
+
+def naive_worker() -> None:
+    """A worker process running the baseline job function on our queue."""
+    from rq import SimpleWorker
+    from rq.serializers import JSONSerializer
+
+    import postupload.worker
+
+    postupload.worker.process_notification = naive_process
+    settings = Settings.from_env()
+    connection = connect(settings.require_redis_url())
+    worker = SimpleWorker([notification_queue(connection)], connection=connection, serializer=JSONSerializer)
+    worker.work(logging_level="WARNING")
+
+
+class Run:
+    """One measured run: emulator, web and `workers` worker processes, all stopped at the end."""
+
+    def __init__(self, redis_url: str, rules_dir: Path, latency: float, workers: int, naive: bool) -> None:
+        self.emulator_port, self.web_port = free_port(), free_port()
+        self.emulator = f"http://127.0.0.1:{self.emulator_port}"
+        account = Account(DEV_ACCOUNT.cloud_name, DEV_ACCOUNT.api_key, DEV_ACCOUNT.api_secret, self.emulator)
+        self.env = {
+            **os.environ,
+            "CLOUDINARY_URL": account.to_url(),
+            "REDIS_URL": redis_url,
+            "POSTUPLOAD_RULES_DIR": str(rules_dir),
+            "POSTUPLOAD_ASSET_ACTION_CAP": "0",
+        }
+        me = [sys.executable, "-m", "postupload"]
+        webhook = f"http://127.0.0.1:{self.web_port}/webhooks/cloudinary"
+        emulator = ["emulator", "--port", str(self.emulator_port), "--latency", str(latency)]
+        self.processes = [
+            self._start([*me, *emulator, "--notify-url", webhook, "--retry-delays", "1,2,4"]),
+            self._start([*me, "web", "--port", str(self.web_port), "--workers", "2"]),
+        ]
+        worker = [sys.executable, __file__, "naive-worker"] if naive else [*me, "worker"]
+        self.processes += [self._start(worker) for _ in range(workers)]
+        self._wait_for(f"{self.emulator}/emulator/state")
+        self._wait_for(f"http://127.0.0.1:{self.web_port}/healthz")
+
+    def _start(self, command: list[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            command, env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def _wait_for(self, url: str) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(url, timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{url} did not answer")
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def idle(connection: Any) -> bool:
+    for queue in (notification_queue(connection), batch_queue(connection)):
+        if queue.count or queue.started_job_registry.count or queue.scheduled_job_registry.count:
+            return False
+    return not connection.zcard("postupload:tag-batches:due")
+
+
+def complete(run: Run, count: int) -> bool:
+    assets = requests.get(f"{run.emulator}/emulator/state", timeout=30).json()["assets"]
+    finished = [
+        asset
+        for asset in assets
+        if set(asset["tags"]) >= EXPECTED_TAGS and len(asset["derived"]) == 3 and asset["context"]
+    ]
+    return len(finished) == count
+
+
+def measure(
+    redis_url: str, rules_dir: Path, uploads: int, latency: float, workers: int, naive: bool
+) -> dict[str, Any]:
+    connection = connect(redis_url)
+    connection.flushall()
+    run = Run(redis_url, rules_dir, latency, workers, naive)
+    try:
+        session = requests.Session()
+
+        def upload(number: int) -> None:
+            body = {"public_id": f"bench/{number}", "tags": ["social"], "width": 1600, "height": 1200}
+            session.post(f"{run.emulator}/emulator/upload", json=body, timeout=30).raise_for_status()
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(upload, range(uploads)))
+        while not (idle(connection) and complete(run, uploads)):
+            if time.perf_counter() - started > 1800:
+                raise RuntimeError("the run did not finish in 30 minutes")
+            time.sleep(0.25)
+        elapsed = time.perf_counter() - started
+        calls = requests.get(f"{run.emulator}/emulator/calls", timeout=60).json()["calls"]
+        api_calls = [call for call in calls if call["status"] == 200]
+        return {
+            "path": "naive" if naive else "postupload",
+            "workers": workers,
+            "seconds": elapsed,
+            "per_second": uploads / elapsed,
+            "calls_per_notification": len(api_calls) / uploads,
+            "tags_calls": sum(call["endpoint"] == "tags" for call in api_calls),
+        }
+    finally:
+        run.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "naive-worker"])
+    parser.add_argument("--uploads", type=int, default=2000)
+    parser.add_argument("--latency", type=float, default=0.03, help="seconds the emulator adds to every call")
+    parser.add_argument("--workers", default="1,2,4", help="worker counts for postupload")
+    parser.add_argument("--naive-workers", default="4", help="worker counts for the naive baseline")
+    options = parser.parse_args()
+    if options.mode == "naive-worker":
+        naive_worker()
+        return
+    counts = [int(item) for item in options.workers.split(",")]
+    naive_counts = [int(item) for item in options.naive_workers.split(",")]
+    with tempfile.TemporaryDirectory() as scratch:
+        rules_dir = Path(scratch) / "rules"
+        rules_dir.mkdir()
+        (rules_dir / "bench.yaml").write_text(RULES)
+        with RedisServer(Path(scratch) / "redis") as server:
+            print(f"{options.uploads} uploads, {options.latency * 1000:.0f} ms per API call; rules:{RULES}")
+            results = []
+            for naive, worker_counts in ((True, naive_counts), (False, counts)):
+                for workers in worker_counts:
+                    result = measure(server.url, rules_dir, options.uploads, options.latency, workers, naive)
+                    results.append(result)
+                    print(
+                        f"  {result['path']:>10}  {workers} workers:"
+                        f" {result['per_second']:7.1f} notifications/s,"
+                        f" {result['calls_per_notification']:.3f} calls/notification"
+                        f" ({result['tags_calls']} tags calls, {result['seconds']:.1f} s)",
+                        flush=True,
+                    )
+    print("\nratios (postupload / naive, same worker count):")
+    for workers in sorted(set(counts) & set(naive_counts)):
+        ours = next(r for r in results if r["path"] == "postupload" and r["workers"] == workers)
+        naive_run = next(r for r in results if r["path"] == "naive" and r["workers"] == workers)
+        calls = ours["calls_per_notification"] / naive_run["calls_per_notification"]
+        speed = ours["per_second"] / naive_run["per_second"]
+        print(f"  {workers} workers: calls/notification {calls:.2f}x, throughput {speed:.2f}x")
+    base = next(r for r in results if r["path"] == "postupload" and r["workers"] == counts[0])
+    print("scaling (postupload, throughput over its own " + f"{counts[0]}-worker run):")
+    for workers in counts:
+        ours = next(r for r in results if r["path"] == "postupload" and r["workers"] == workers)
+        print(f"  {workers} workers: {ours['per_second'] / base['per_second']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
