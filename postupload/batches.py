@@ -31,8 +31,8 @@ from postupload.queue import retry_policy
 log = logging.getLogger(__name__)
 
 SINGLE_FUNCTION = "postupload.worker.apply_tag_item"
-FLUSH_AFTER = 1.85  # seconds after a batch's first pending asset; with POLL, sent within 2 s
-POLL = 0.1
+FLUSH_AFTER = 1.9  # seconds after a batch's first pending asset; with POLL, sent within 2 s
+POLL = 0.05
 QUEUED_TTL = 8 * 24 * 3600
 DUE = "postupload:tag-batches:due"  # sorted set: batch id -> when to send it (or a flusher's lease end)
 SPECS = "postupload:tag-batches:specs"  # hash: batch id -> [resource_type, type, command, tags]
@@ -67,6 +67,16 @@ end
 return 1
 """
 
+# Remove the first N items only if they are still the ones we sent (a flusher whose lease ran out
+# must not cut items another flusher has meanwhile sent and removed, or new ones).
+_TRIM = """
+local count = tonumber(ARGV[3])
+if redis.call('lindex', KEYS[1], 0) == ARGV[1] and redis.call('lindex', KEYS[1], count - 1) == ARGV[2] then
+  redis.call('ltrim', KEYS[1], count, -1)
+  return 1
+end
+return 0
+"""
 # Every batch waiting for its due time (not one a flusher holds a lease on) becomes due now.
 _DUE_NOW = """
 for _, id in ipairs(redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1])) do
@@ -114,6 +124,7 @@ class TagBatches:
         self._claim = connection.register_script(_CLAIM)
         self._release = connection.register_script(_RELEASE)
         self._due_now = connection.register_script(_DUE_NOW)
+        self._trim = connection.register_script(_TRIM)
 
     def add(self, spec: Spec, item: dict[str, Any]) -> bool:
         """Queue one asset's change; False when this very action was queued before."""
@@ -160,7 +171,7 @@ class TagBatches:
                 if not raw or (calls and len(raw) < spec.batch_size):
                     break
                 calls += self._apply(spec, batch_id, [json.loads(entry) for entry in raw], client)
-                self.connection.ltrim(pending_key(batch_id), len(raw), -1)
+                self._trim(keys=[pending_key(batch_id)], args=[raw[0], raw[-1], len(raw)])
             self.connection.hdel(ATTEMPTS, batch_id)
         except ActionError as error:
             again_at = self._failed(spec, batch_id, error)
@@ -177,7 +188,8 @@ class TagBatches:
         raw = self.connection.lrange(pending_key(batch_id), 0, spec.batch_size - 1)
         for entry in raw:  # each becomes a job that retries on its own and ends in the failed registry
             self._give_up(spec, json.loads(entry), error)
-        self.connection.ltrim(pending_key(batch_id), len(raw), -1)
+        if raw:
+            self._trim(keys=[pending_key(batch_id)], args=[raw[0], raw[-1], len(raw)])
         self.connection.hdel(ATTEMPTS, batch_id)
         return time.time() + FLUSH_AFTER
 

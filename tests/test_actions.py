@@ -14,6 +14,7 @@ import requests
 from rq import Worker as RqWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.suspension import resume, suspend
 
 from postupload import history
 from tests.conftest import Stack, signed_headers, wait_until
@@ -80,13 +81,21 @@ rules:
 
 def test_a_thousand_tag_actions_make_at_most_two_tags_calls(make_stack: Any) -> None:
     stack: Stack = make_stack(TAG_EVERYTHING)
-    for number in range(1000):  # a burst: queued before the workers start, as after a deploy
-        stack.upload(public_id=f"burst/{number}")
-    assert wait_until(lambda: stack.redis.llen("rq:queue:postupload") == 1000, 30), stack.redis.llen(
-        "rq:queue:postupload"
-    )
     stack.start_workers(4)
-    assert wait_until(lambda: all("seen" in a["tags"] for a in stack.assets().values()), 60)
+    assert wait_until(lambda: len(RqWorker.all(connection=stack.redis)) == 4, 30), stack.processes.output()
+    # A burst of 1000 uploads meets running workers: hold them with `rq suspend` while it is queued.
+    # (Workers blocked waiting take one job each before they see the suspension: raw files, no rule.)
+    suspend(stack.redis)
+    for number in range(4):
+        stack.upload(public_id=f"filler/{number}", resource_type="raw")
+    assert wait_until(
+        lambda: all(w.get_state() == "suspended" for w in RqWorker.all(connection=stack.redis)), 20
+    )
+    for number in range(1000):
+        stack.upload(public_id=f"burst/{number}")
+    assert wait_until(lambda: stack.redis.llen("rq:queue:postupload") == 1000, 30)
+    resume(stack.redis)
+    assert wait_until(lambda: all("seen" in a["tags"] for p, a in stack.assets().items() if p[0] == "b"), 60)
     calls = stack.calls("tags")
     assert 1 <= len(calls) <= 2, [len(c["params"]["public_ids"]) for c in calls]
     assert sum(len(c["params"]["public_ids"]) for c in calls) == 1000
