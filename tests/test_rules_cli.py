@@ -208,3 +208,55 @@ def test_a_bad_cloudinary_url_is_one_clear_line(monkeypatch: pytest.MonkeyPatch)
         in result.output
     )
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_check_names_bad_actions_parameters_values_and_placeholders(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(
+        """rules:
+  - name: bad
+    match: {resource_type: image}
+    actions:
+      - tags: {add: [x], frobnicate: 1}
+      - addon: {background_removal: magic}
+      - moderation: {status: maybe}
+      - resize: {width: 2}
+      - context: {set: {sku: "${context.custom.sku"}}
+      - addon: {auto_tagging: 0.5}
+      - tags: {add: ["a,b"]}
+      - metadata: {set: {note: "${not a path}"}}
+"""
+    )
+    code, output = run("rules", "check", str(tmp_path))
+    assert code == 1
+    expected = [
+        "actions[0].tags: unknown parameter 'frobnicate'; expected one of: add, remove, replace",
+        "actions[1].addon.background_removal: 'magic' is not valid: expected cloudinary_ai, "
+        "cloudinary_ai:fine_edges or pixelz",
+        "actions[2].moderation.status: 'maybe' is not one of ['approved', 'rejected']",
+        "actions[3]: unknown action 'resize'; expected one of: "
+        "explicit, addon, tags, context, metadata, moderation",
+        "actions[4].context: placeholder in '${context.custom.sku' is not closed [E401]",
+        "actions[5].addon: 'categorization' is a dependency of 'auto_tagging'",
+        "actions[6].tags.add[0]: 'a,b' is not valid: a tag has no comma and 1 to 255 characters",
+        "actions[7].metadata: placeholder '${not a path}': expected ${field.path}",
+    ]
+    for line in expected:
+        assert f": rule bad: {line.split(' [E')[0]}" in output, line
+    assert len(output.strip().splitlines()) == len(expected)
+
+
+def test_placeholders_fill_from_the_notification() -> None:
+    from postupload.errors import ActionError
+    from postupload.placeholders import fill
+
+    notification = {
+        "public_id": "a/b",
+        "width": 1200,
+        "tags": ["x", "y"],
+        "context": {"custom": {"sku": "S1"}},
+    }
+    assert fill("sku-${context.custom.sku}", notification) == "sku-S1"
+    assert fill("${width}", notification) == 1200  # a whole-string placeholder keeps its type
+    assert fill({"k": ["${tags.1}", "${public_id}/${width}"]}, notification) == {"k": ["y", "a/b/1200"]}
+    with pytest.raises(ActionError, match=r"placeholder \$\{context.custom.ean\}: the notification has no"):
+        fill("${context.custom.ean}", notification)
