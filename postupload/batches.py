@@ -26,7 +26,7 @@ from handlers import tags as tags_handler
 from postupload import history
 from postupload.cloudinary_api import CloudinaryClient
 from postupload.errors import ActionError
-from postupload.queue import retry_policy
+from postupload.queue import RESULT_TTL, retry_policy
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +242,8 @@ class TagBatches:
             SINGLE_FUNCTION,
             args=(spec.as_json(), item),
             retry=None if error.permanent else retry_policy(self.retries),
+            result_ttl=RESULT_TTL,
+            failure_ttl=RESULT_TTL,
             description=f"tags {spec.command} {list(spec.tags)} on {item['public_id']}",
         )
 

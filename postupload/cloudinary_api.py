@@ -6,7 +6,7 @@ import calendar
 import email.utils
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,8 +126,3 @@ def retry_time(message: str) -> float | None:
         return None
     parsed = email.utils.parsedate_tz(match.group(1))
     return float(email.utils.mktime_tz(parsed)) if parsed else None
-
-
-def chunks(items: list[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

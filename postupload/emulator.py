@@ -714,6 +714,7 @@ class Emulator:
         self, entry: dict[str, Any], body: Response, status: int, headers: dict[str, str] | None = None
     ) -> Response:
         entry["status"] = status
+        entry["duration"] = round(time.time() - entry["time"], 4)  # latency included, a hang not
         self.record(entry)
         body.status_code = status
         body.headers.update(headers or {})

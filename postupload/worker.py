@@ -20,8 +20,9 @@ from postupload.cloudinary_api import CloudinaryClient
 from postupload.config import Settings
 from postupload.errors import ActionError, RuleSetError
 from postupload.executor import Executor, schedule_again
+from postupload.notification import targets
 from postupload.plan import plan_actions
-from postupload.queue import JOB_FUNCTION, batch_queue, connect, notification_queue, retry_policy
+from postupload.queue import JOB_FUNCTION, RESULT_TTL, batch_queue, connect, notification_queue, retry_policy
 from postupload.ruleset import RuleSource
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,15 @@ class Runtime:
         queue = batch_queue(connection)
 
         def again(envelope: dict[str, Any], when: float) -> None:
-            schedule_again(queue, JOB_FUNCTION, envelope, when, retry=retry_policy(settings.retries))
+            schedule_again(
+                queue,
+                JOB_FUNCTION,
+                envelope,
+                when,
+                retry=retry_policy(settings.retries),
+                result_ttl=RESULT_TTL,
+                failure_ttl=RESULT_TTL,
+            )
 
         executor = Executor(connection, client, queue, again, settings.asset_action_cap, settings.retries)
         return cls(RuleSource(settings.rules_dir), client, executor, connection)
@@ -77,8 +86,6 @@ class Runtime:
 
     def _remember(self, envelope: dict[str, Any], result: dict[str, Any]) -> None:
         notification = envelope["notification"]
-        from postupload.notification import targets
-
         with self.connection.pipeline(transaction=False) as pipe:
             for target in targets(notification):
                 entry = {

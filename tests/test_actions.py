@@ -210,13 +210,15 @@ def test_every_effect_exactly_once_through_5xx_timeouts_and_duplicate_notificati
     assert wait_until(lambda: stack.idle() and _all_done(stack, names), 120), stack.processes.output()[-3000:]
     faulted = [call.get("fault") for call in stack.calls() if call.get("fault")]
     assert faulted.count("error") >= 10 and faulted.count("timeout") >= 2  # the faults did happen
+    # A call that took effect but whose answer the worker gave up on is made again: injected
+    # timeouts, and any call the loaded machine answered slower than the worker's 1 s timeout.
+    lost = [c for c in stack.calls() if c.get("fault") == "timeout" or c.get("duration", 0) >= 0.9]
     duplicates = requests.get(f"{stack.emulator.url}/emulator/notifications", timeout=5).json()[
         "notifications"
     ]
     assert sum(entry["copies"] == 2 for entry in duplicates) >= 10
     assert not stack.failed()
-    # A timed-out call took effect but its answer was lost, so the retry repeats it: nothing else repeats.
-    assert_exactly_once(stack, names, allow_repeat=faulted.count("timeout"))
+    assert_exactly_once(stack, names, allow_repeat=len(lost))  # nothing else is ever repeated
 
 
 def _all_done(stack: Stack, names: list[str]) -> bool:
