@@ -6,6 +6,7 @@ from typing import Any
 
 from postupload.cloudinary_api import CloudinaryClient
 from postupload.errors import ActionError
+from postupload.notification import Target
 
 MAX_PUBLIC_IDS = 1000  # a tags call acts on at most 1000 public ids (more are silently ignored)
 MAX_TAG_UPDATES = 10_000  # tags times public ids in one call
@@ -30,6 +31,12 @@ def plan(params: dict[str, Any]) -> dict[str, Any]:
 def batch_size(tags: list[str]) -> int:
     """How many public ids one call may name for these tags."""
     return max(1, min(MAX_PUBLIC_IDS, MAX_TAG_UPDATES // max(1, len(tags))))
+
+
+def replace_now(client: CloudinaryClient, target: Target, call: dict[str, Any]) -> dict[str, Any]:
+    """`replace` is sent at once, alone: batched, it could land after this notification's adds."""
+    changed = run(client, "replace", call["replace"], [target.public_id], target.resource_type, target.type)
+    return {"changed": target.public_id in changed}
 
 
 def run(

@@ -22,6 +22,7 @@ from rq.job import Job
 
 from handlers import REGISTRY
 from handlers import explicit as explicit_handler
+from handlers import tags as tags_handler
 from handlers.tags import COMMANDS as TAG_COMMANDS
 from postupload import history
 from postupload.batches import Spec, TagBatches
@@ -202,8 +203,13 @@ class _Run:
             self.direct([shared[index] for index in members], call, explicit_handler.run)
         for action, key in by_way.get("upload", []):
             self.direct([(action, key)], action.params, REGISTRY[action.action].run)
-        for action, key in by_way.get("tags", []):
-            self.batch(action, key)
+        tags = by_way.get("tags", [])
+        for action, key in tags:  # a replace first, at once; adds and removes after it, in batches
+            if "replace" in action.params:
+                self.direct([(action, key)], action.params, tags_handler.replace_now)
+        for action, key in tags:
+            if "replace" not in action.params:
+                self.batch(action, key)
         retry_at = 0.0
         for action, key in by_way.get("admin", []):
             retry_at = max(retry_at, self.admin(action, key))

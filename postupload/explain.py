@@ -60,10 +60,12 @@ def describe_calls(planned: list[PlannedAction], target: Target) -> list[str]:
             for command in TAG_COMMANDS:
                 if command in action.params:
                     function = TAG_FUNCTIONS[command]
-                    arguments = [repr(action.params[command]), f"[{target.public_id!r}, ...]", *where[1:]]
+                    batched = command != "replace"
+                    ids = f"[{target.public_id!r}, ...]" if batched else f"[{target.public_id!r}]"
+                    arguments = [repr(action.params[command]), ids, *where[1:]]
+                    how = "batched with other assets, up to 1000 a call" if batched else "sent at once"
                     lines.append(
-                        f"cloudinary.uploader.{function}({', '.join(arguments)})  # rule {action.rule}; "
-                        "batched with other assets, up to 1000 a call"
+                        f"cloudinary.uploader.{function}({', '.join(arguments)})  # rule {action.rule}; {how}"
                     )
         elif way == "upload":
             (value,) = action.params.values()

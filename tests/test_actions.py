@@ -376,3 +376,24 @@ def _faults(**values: Any) -> Any:
     from postupload.emulator import Faults
 
     return Faults(**values)
+
+
+def test_a_replace_lands_before_the_same_notifications_batched_adds(make_stack: Any) -> None:
+    stack: Stack = make_stack(
+        """
+rules:
+  - name: reset
+    match: {resource_type: image}
+    actions:
+      - tags: {replace: [fresh]}
+  - name: mark
+    match: {resource_type: image}
+    actions:
+      - tags: {add: [marked]}
+"""
+    )
+    stack.start_workers(1)
+    stack.upload(public_id="retag", tags=["old", "stale"])
+    assert wait_until(lambda: "marked" in stack.assets()["retag"]["tags"], 20), stack.processes.output()
+    assert stack.assets()["retag"]["tags"] == ["fresh", "marked"]
+    assert [call["params"]["command"] for call in stack.calls("tags")] == ["replace", "add"]
