@@ -26,14 +26,13 @@ from handlers import tags as tags_handler
 from postupload import history
 from postupload.cloudinary_api import CloudinaryClient
 from postupload.errors import ActionError
-from postupload.queue import RESULT_TTL, retry_policy
+from postupload.queue import DONE_TTL, RESULT_TTL, retry_policy
 
 log = logging.getLogger(__name__)
 
 SINGLE_FUNCTION = "postupload.worker.apply_tag_item"
 FLUSH_AFTER = 1.9  # seconds after a batch's first pending asset; with POLL, sent within 2 s
 POLL = 0.05
-QUEUED_TTL = 8 * 24 * 3600
 DUE = "postupload:tag-batches:due"  # sorted set: batch id -> when to send it (or a flusher's lease end)
 SPECS = "postupload:tag-batches:specs"  # hash: batch id -> [resource_type, type, command, tags]
 ATTEMPTS = "postupload:tag-batches:attempts"  # hash: batch id -> failed sends in a row
@@ -132,7 +131,7 @@ class TagBatches:
         keys = [pending_key(batch_id), f"postupload:queued:{item['key']}", DUE, SPECS]
         args: list[Any] = [
             json.dumps(item),
-            QUEUED_TTL,
+            DONE_TTL,
             now,
             now + FLUSH_AFTER,
             spec.batch_size,
@@ -223,7 +222,7 @@ class TagBatches:
                 outcome: dict[str, Any] = {"status": "ok"}
                 if item["public_id"] not in changed:
                     outcome["detail"] = "no change (tags already so, or asset not found)"
-                pipe.set(item["key"], json.dumps(outcome), ex=QUEUED_TTL)
+                pipe.set(item["key"], json.dumps(outcome), ex=DONE_TTL)
                 entry = {
                     "event": "action",
                     "notification": item["notification"],

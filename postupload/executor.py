@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,10 +32,10 @@ from postupload.cloudinary_api import CloudinaryClient
 from postupload.errors import ActionError, RateLimitError
 from postupload.notification import Target, targets
 from postupload.plan import PlannedAction
+from postupload.queue import DONE_TTL
 
 log = logging.getLogger(__name__)
 
-DONE_TTL = 8 * 24 * 3600  # longer than failed jobs are kept (7 days), so a replay skips what succeeded
 CAP_WINDOW = 3600
 
 
@@ -66,8 +67,8 @@ class Outcome:
 class Executor:
     connection: redis.Redis
     client: CloudinaryClient
-    queue: Queue  # for flushes and deferred runs: the worker's first queue
-    retry_job: Any  # (envelope, when) -> None: schedule the notification to run again
+    queue: Queue  # postupload-batch: where refused tag items become jobs of their own
+    retry_job: Callable[[dict[str, Any], float], None]  # run the notification again at a time
     cap: int = 100  # actions per asset per hour; 0 turns the loop guard off
     retries: int = 6
     batches: TagBatches = field(init=False)

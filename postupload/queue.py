@@ -16,6 +16,8 @@ DEDUPE_TTL = 25 * 3600
 JOB_FUNCTION = "postupload.worker.process_notification"
 JOB_TIMEOUT = 600
 RESULT_TTL = 7 * 24 * 3600
+# Done marks outlive failed jobs, so replaying one skips what had succeeded.
+DONE_TTL = RESULT_TTL + 24 * 3600
 
 
 def connect(url: str) -> redis.Redis:

@@ -67,14 +67,14 @@ class Runtime:
             raise RuleSetError(self.rules.error.problems if self.rules.error else [])
         notification = envelope["notification"]
         matched = ruleset.match(notification)
-        planned = plan_actions(matched, notification)
-        outcomes = self.executor.execute(envelope, planned)
+        rules = [rule.name for rule in matched]
+        self._remember(envelope, rules)  # first, so an asset's history reads in order
+        outcomes = self.executor.execute(envelope, plan_actions(matched, notification))
         result = {
             "id": envelope["id"],
-            "rules": [rule.name for rule in matched],
+            "rules": rules,
             "actions": [outcome.as_dict() for outcome in outcomes],
         }
-        self._remember(envelope, result)
         failed = [outcome for outcome in outcomes if outcome.status == "failed"]
         if failed:
             reasons = "; ".join(f"rule {o.rule} {o.action} on {o.public_id}: {o.error}" for o in failed)
@@ -84,7 +84,7 @@ class Runtime:
             )
         return result
 
-    def _remember(self, envelope: dict[str, Any], result: dict[str, Any]) -> None:
+    def _remember(self, envelope: dict[str, Any], rules: list[str]) -> None:
         notification = envelope["notification"]
         with self.connection.pipeline(transaction=False) as pipe:
             for target in targets(notification):
@@ -92,7 +92,7 @@ class Runtime:
                     "event": "notification",
                     "notification": envelope["id"],
                     "notification_type": notification.get("notification_type"),
-                    "rules": result["rules"],
+                    "rules": rules,
                 }
                 history.record(pipe, target.key, target.public_id, entry)
             pipe.execute()
