@@ -421,3 +421,83 @@ def match_rules(directory: Path | None) -> None:
         click.echo(json.dumps({"rules": [rule.name for rule in ruleset.match(notification)]}))
     if errors:
         raise SystemExit(1)
+
+
+# --- what happened --------------------------------------------------------------------------------
+
+
+def _redis() -> Any:
+    from postupload.queue import connect
+
+    return connect(Settings.from_env().require_redis_url())
+
+
+@main.command()
+@click.argument("asset")
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def history(asset: str, output: str) -> None:
+    """What happened to an asset (by asset_id or public_id): notifications, rules, actions, outcomes."""
+    from postupload.history import read
+
+    entries = read(_redis(), asset)
+    if output == "json":
+        click.echo(json.dumps(entries, indent=2))
+        return
+    if not entries:
+        raise click.ClickException(
+            f"nothing recorded for {asset!r} (give an asset_id or a public_id; kept 30 days)"
+        )
+    for entry in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry["time"]))
+        if entry["event"] == "notification":
+            rules = ", ".join(entry["rules"]) or "no rule matched"
+            click.echo(f"{when}  {entry['notification_type']} notification {entry['notification']}: {rules}")
+            continue
+        what = f"rule {entry['rule']} {entry['action']}: {entry['status']}"
+        extra = entry.get("error") or entry.get("detail") or entry.get("until") or ""
+        click.echo(f"{when}    {what}{f' ({extra})' if extra else ''}")
+
+
+@main.group()
+def failed() -> None:
+    """The dead letters: jobs that failed for good, with the reason."""
+
+
+@failed.command("list")
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def failed_list(output: str) -> None:
+    """Failed jobs, oldest first: id, when, what, and why."""
+    from postupload.failures import failed_jobs
+
+    jobs = failed_jobs(_redis())
+    if output == "json":
+        rows = [
+            {**job.__dict__, "failed_at": job.failed_at.isoformat() if job.failed_at else None}
+            for job in jobs
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for job in jobs:
+        when = job.failed_at.strftime("%Y-%m-%d %H:%M:%S") if job.failed_at else "?"
+        click.echo(f"{job.id}  {when}  {job.description}\n    {job.reason}")
+    click.echo(f"{len(jobs)} failed job{'s' if len(jobs) != 1 else ''}")
+
+
+@failed.command("replay")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "replay_all", is_flag=True, help="Replay every failed job.")
+def failed_replay(ids: tuple[str, ...], replay_all: bool) -> None:
+    """Send failed jobs through again; actions that had succeeded are skipped."""
+    from postupload.failures import failed_jobs, replay
+
+    connection = _redis()
+    if replay_all == bool(ids):
+        raise click.UsageError("name the jobs to replay (see `postupload failed list`), or give --all")
+    chosen = [job.id for job in failed_jobs(connection)] if replay_all else list(ids)
+    try:
+        replay(connection, chosen, Settings.from_env().retries)
+    except KeyError as error:
+        raise click.ClickException(
+            f"not a failed job: {error.args[0]} (see `postupload failed list`)"
+        ) from None
+    click.echo(f"{len(chosen)} job{'s' if len(chosen) != 1 else ''} queued again")

@@ -397,3 +397,33 @@ rules:
     assert wait_until(lambda: "marked" in stack.assets()["retag"]["tags"], 20), stack.processes.output()
     assert stack.assets()["retag"]["tags"] == ["fresh", "marked"]
     assert [call["params"]["command"] for call in stack.calls("tags")] == ["replace", "add"]
+
+
+def test_failed_list_history_and_replay_after_the_cause_is_fixed(make_stack: Any) -> None:
+    from click.testing import CliRunner
+
+    from postupload.cli import main
+
+    stack: Stack = make_stack(EVERYDAY.replace("      - tags: {add: [processed]}\n", ""))
+    stack.start_workers(1)
+    signed_post(stack, {"notification_type": "upload", "public_id": "late", "resource_type": "image"})
+    (job,) = wait_until(stack.failed, 20)
+
+    def cli(*args: str) -> Any:
+        return CliRunner().invoke(main, list(args), env=dict(stack.processes.env))
+
+    listed = cli("failed", "list")
+    assert listed.exit_code == 0 and job.id in listed.output and "Resource not found - late" in listed.output
+    assert "1 failed job" in listed.output
+    told = cli("history", "late")
+    assert "upload notification" in told.output and "rule everyday explicit: failed" in told.output
+    assert "rule everyday context: ok" in told.output
+
+    assert cli("failed", "replay", "nope").exit_code == 1
+    stack.emulator.service.add_asset({"public_id": "late"})  # the asset exists now: the cause is fixed
+    replayed = cli("failed", "replay", job.id)
+    assert replayed.exit_code == 0 and "1 job queued again" in replayed.output
+    assert wait_until(lambda: stack.assets()["late"]["derived"] == ["c_scale,w_300"], 20)
+    assert wait_until(stack.idle, 10) and not stack.failed()
+    assert len(stack.calls("explicit")) == 2 and len(stack.calls("context")) == 1  # context was not repeated
+    assert "rule everyday explicit: ok" in cli("history", "late").output
