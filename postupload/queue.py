@@ -34,7 +34,8 @@ def retry_policy(attempts: int, base: float = 2.0) -> Retry | None:
     """Exponential backoff (2, 4, 8, ... s) with jitter (x0.5 to x1.5), drawn per job so retries spread."""
     if attempts < 1:
         return None
-    intervals = [max(1, round(base * 2**step * random.uniform(0.5, 1.5))) for step in range(attempts)]
+    # At least 2 s: RQ schedules on whole seconds, so 1 s could come round almost at once.
+    intervals = [max(2, round(base * 2**step * random.uniform(0.5, 1.5))) for step in range(attempts)]
     return Retry(max=attempts, interval=intervals)
 
 
