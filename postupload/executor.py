@@ -78,8 +78,13 @@ class Executor:
         self.batches = TagBatches(self.connection, self.queue, self.client.timeout + 10, self.retries)
         self.budget = AdminBudget(self.connection, self.client.account.cloud_name)
 
-    def execute(self, envelope: dict[str, Any], planned: list[PlannedAction]) -> list[Outcome]:
-        """Run the planned actions on every asset of the notification; every outcome, in order."""
+    def execute(
+        self, envelope: dict[str, Any], rules: list[str], planned: list[PlannedAction]
+    ) -> list[Outcome]:
+        """Run the planned actions on every asset of the notification; every outcome, in order.
+
+        Each asset's history first gets the notification and the rules it matched, then the outcomes.
+        """
         notification, notification_id = envelope["notification"], envelope["id"]
         version = notification.get("version")
         occurrence = f"v{version}" if version else f"n{notification_id}"
@@ -88,6 +93,13 @@ class Executor:
         for target in targets(notification):
             with self.connection.pipeline(transaction=False) as pipe:
                 run = _Run(self, target, notification_id, outcomes, pipe)
+                entry = {
+                    "event": "notification",
+                    "notification": notification_id,
+                    "notification_type": notification.get("notification_type"),
+                    "rules": rules,
+                }
+                history.record(pipe, target.key, target.public_id, entry)
                 keys = [f"postupload:done:{target.key}:{occurrence}:{a.rule}:{a.index}" for a in planned]
                 earlier = self.connection.mget(keys) if keys else []
                 todo = []

@@ -11,9 +11,15 @@ import redis
 HISTORY_LENGTH = 500  # entries kept per asset
 HISTORY_TTL = 30 * 24 * 3600
 
-
-def _key(asset_key: str) -> str:
-    return f"postupload:history:{asset_key}"
+# One call per entry: append, bound, keep 30 days, and remember the public_id -> asset mapping.
+_RECORD = """
+redis.call('lpush', KEYS[1], ARGV[1])
+redis.call('ltrim', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+redis.call('expire', KEYS[1], ARGV[3])
+if ARGV[4] ~= '' then redis.call('set', KEYS[2], ARGV[5], 'EX', ARGV[3]) end
+return 1
+"""
+_script = redis.client.Redis().register_script(_RECORD)  # no connection is made: sha and text only
 
 
 def record(
@@ -21,16 +27,15 @@ def record(
 ) -> None:
     """Append one entry to an asset's history (newest first). `connection` may be a pipeline."""
     text = json.dumps({"time": round(time.time(), 3), **entry}, separators=(",", ":"), default=str)
-    connection.lpush(_key(asset_key), text)
-    connection.ltrim(_key(asset_key), 0, HISTORY_LENGTH - 1)
-    connection.expire(_key(asset_key), HISTORY_TTL)
-    if public_id:
-        connection.set(f"postupload:asset:{public_id}", asset_key, ex=HISTORY_TTL)
+    keys = [f"postupload:history:{asset_key}", f"postupload:asset:{public_id or ''}"]
+    _script(
+        keys=keys, args=[text, HISTORY_LENGTH, HISTORY_TTL, public_id or "", asset_key], client=connection
+    )
 
 
 def read(connection: redis.Redis, asset: str) -> list[dict[str, Any]]:
     """An asset's history, oldest first, by asset_id, public_id or resource_type/type/public_id."""
     asset_key = connection.get(f"postupload:asset:{asset}")
     key = asset_key.decode() if isinstance(asset_key, bytes) else asset
-    entries = connection.lrange(_key(key), 0, -1)
+    entries = connection.lrange(f"postupload:history:{key}", 0, -1)
     return [json.loads(entry) for entry in reversed(entries)]

@@ -14,13 +14,11 @@ from rq.executions import Execution
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from postupload import history
 from postupload.batches import Flusher
 from postupload.cloudinary_api import CloudinaryClient
 from postupload.config import Settings
 from postupload.errors import ActionError, RuleSetError
 from postupload.executor import Executor, schedule_again
-from postupload.notification import targets
 from postupload.plan import plan_actions
 from postupload.queue import JOB_FUNCTION, RESULT_TTL, batch_queue, connect, notification_queue, retry_policy
 from postupload.ruleset import RuleSource
@@ -68,8 +66,7 @@ class Runtime:
         notification = envelope["notification"]
         matched = ruleset.match(notification)
         rules = [rule.name for rule in matched]
-        self._remember(envelope, rules)  # first, so an asset's history reads in order
-        outcomes = self.executor.execute(envelope, plan_actions(matched, notification))
+        outcomes = self.executor.execute(envelope, rules, plan_actions(matched, notification))
         result = {
             "id": envelope["id"],
             "rules": rules,
@@ -83,19 +80,6 @@ class Runtime:
                 f"{len(failed)} of {len(outcomes)} actions failed: {reasons}", permanent=permanent
             )
         return result
-
-    def _remember(self, envelope: dict[str, Any], rules: list[str]) -> None:
-        notification = envelope["notification"]
-        with self.connection.pipeline(transaction=False) as pipe:
-            for target in targets(notification):
-                entry = {
-                    "event": "notification",
-                    "notification": envelope["id"],
-                    "notification_type": notification.get("notification_type"),
-                    "rules": rules,
-                }
-                history.record(pipe, target.key, target.public_id, entry)
-            pipe.execute()
 
 
 _runtime: Runtime | None = None
