@@ -191,7 +191,12 @@ def assert_exactly_once(stack: Stack, names: list[str], allow_repeat: int = 0) -
         for call in answered(stack.calls(endpoint)):
             key = call["params"].get("public_id") or call["params"]["public_ids"][0]
             per_asset[key] = per_asset.get(key, 0) + 1
-        assert set(per_asset) == set(names), endpoint
+        missing = sorted(set(names) - set(per_asset))
+        assert not missing, (
+            endpoint,
+            missing,
+            [_brief(c) for c in stack.calls(endpoint) if missing[0] in str(c)],
+        )
         repeats += sum(count - 1 for count in per_asset.values())
     tagged = [pid for call in answered(stack.calls("tags")) for pid in call["params"]["public_ids"]]
     repeats += len(tagged) - len(set(tagged))
@@ -220,12 +225,17 @@ def test_every_effect_exactly_once_through_5xx_timeouts_and_duplicate_notificati
     assert_exactly_once(stack, names, allow_repeat=len(lost))  # nothing else is ever repeated
 
 
+def _brief(call: dict[str, Any]) -> dict[str, Any]:
+    return {key: call.get(key) for key in ("seq", "status", "fault", "duration")}
+
+
 def _all_done(stack: Stack, names: list[str]) -> bool:
     assets = stack.assets()
     return all(
         name in assets
         and "processed" in assets[name]["tags"]
         and assets[name]["metadata"]
+        and assets[name]["context"]
         and assets[name]["derived"]
         for name in names
     )
