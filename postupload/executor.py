@@ -165,18 +165,8 @@ class _Run:
             if keys:
                 mark = {"status": outcome.status, "at": time.time()}
                 self.pipe.set(keys[index], json.dumps(mark), ex=DONE_TTL)
-            entry = {
-                "event": "action",
-                "notification": self.notification_id,
-                "rule": action.rule,
-                "action": action.action,
-                "call": action.params,
-                "status": one.status,
-                **one.detail,
-            }
-            if one.error:
-                entry["error"] = one.error
-            history.record(self.pipe, self.target.key, self.target.public_id, entry)
+            entry = {"event": "action", "notification": self.notification_id, "call": action.params}
+            history.record(self.pipe, self.target.key, self.target.public_id, {**entry, **one.as_dict()})
         if keys and outcome.status == "ok":
             self.pipe.execute()
 
