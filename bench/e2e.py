@@ -53,21 +53,20 @@ EXPECTED_TAGS = {"social", "thumbnailed", "social-ready"}
 
 def naive_process(envelope: dict[str, Any]) -> dict[str, Any]:
     """The baseline job: every planned action is its own SDK call, made at once."""
-    from handlers import explicit
     from postupload.cloudinary_api import CloudinaryClient
-    from postupload.notification import targets
-    from postupload.plan import plan_actions
+    from postupload.notification import locate
+    from postupload.planning import plan_actions
     from postupload.ruleset import load_ruleset
 
     settings = Settings.from_env()
     client = CloudinaryClient(settings.require_account(), settings.api_timeout)
     notification = envelope["notification"]
     planned = plan_actions(load_ruleset(settings.rules_dir).match(notification), notification)
-    for target in targets(notification):
+    for target in locate(notification).targets:
         where = {"resource_type": target.resource_type, "type": target.type}
         for action in planned:
             if action.action == "explicit":
-                explicit.run(client, target, action.params)
+                client.explicit(target.public_id, **where, **action.params)
             elif action.action == "tags":
                 client.tags("add", action.params["add"], [target.public_id], **where)
             elif action.action == "context":

@@ -4,12 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from postupload.cloudinary_api import CloudinaryClient
+from handlers.protocol import Endpoint, Handler
+from postupload.calls import Call, Params, Request
+from postupload.client import Answer, Client
 from postupload.errors import ActionError
-from postupload.notification import Target
+from postupload.notification import Notification
+
+SCHEMA: dict[str, Any] = {
+    "description": "Upload API context: set merges keys, remove deletes them.",
+    "type": "object",
+    "minProperties": 1,
+    "additionalProperties": False,
+    "properties": {
+        "set": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {"$ref": "#/$defs/scalar"},
+            "propertyNames": {"pattern": "^[^=|]+$"},
+        },
+        "remove": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+    },
+}
 
 
-def plan(params: dict[str, Any]) -> dict[str, Any]:
+def plan(params: Params, notification: Notification) -> Params:
     """The pairs to send: set values as text, removed keys with an empty value (which deletes them)."""
     pairs = {str(key): _text(value) for key, value in (params.get("set") or {}).items()}
     for key, value in pairs.items():
@@ -22,14 +40,27 @@ def plan(params: dict[str, Any]) -> dict[str, Any]:
     return {"context": pairs}
 
 
-def run(client: CloudinaryClient, target: Target, call: dict[str, Any]) -> dict[str, Any]:
+def requests(params: Params) -> list[Request]:
+    return [Request("upload", "context", params)]
+
+
+def send(client: Client, call: Call) -> Answer:
     changed = client.context(
-        call["context"], [target.public_id], resource_type=target.resource_type, type=target.type
+        call.params["context"], list(call.public_ids), resource_type=call.resource_type, type=call.type
     )
-    return {"changed": target.public_id in changed}
+    return Answer({"changed": call.public_ids[0] in changed}, frozenset(changed))
+
+
+def describe(call: Call) -> str:
+    where = f"resource_type={call.resource_type!r}, type={call.type!r}"
+    return f"cloudinary.uploader.add_context({call.params['context']!r}, {list(call.public_ids)!r}, {where})"
 
 
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+ENDPOINT = Endpoint("context", "upload", send, describe)
+HANDLER = Handler("context", SCHEMA, plan, requests, (ENDPOINT,))

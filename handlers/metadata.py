@@ -4,16 +4,48 @@ from __future__ import annotations
 
 from typing import Any
 
-from postupload.cloudinary_api import CloudinaryClient
-from postupload.notification import Target
+from handlers.protocol import Endpoint, Handler
+from postupload.calls import Call, Params, Request
+from postupload.client import Answer, Client
+from postupload.notification import Notification
+
+SCHEMA: dict[str, Any] = {
+    "description": "Upload API metadata: structured metadata values by field external id.",
+    "type": "object",
+    "required": ["set"],
+    "additionalProperties": False,
+    "properties": {
+        "set": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {
+                "oneOf": [{"$ref": "#/$defs/scalar"}, {"type": "array", "items": {"type": "string"}}]
+            },
+        }
+    },
+}
 
 
-def plan(params: dict[str, Any]) -> dict[str, Any]:
+def plan(params: Params, notification: Notification) -> Params:
     return {"metadata": dict(params["set"])}
 
 
-def run(client: CloudinaryClient, target: Target, call: dict[str, Any]) -> dict[str, Any]:
+def requests(params: Params) -> list[Request]:
+    return [Request("upload", "metadata", params)]
+
+
+def send(client: Client, call: Call) -> Answer:
     changed = client.metadata(
-        call["metadata"], [target.public_id], resource_type=target.resource_type, type=target.type
+        call.params["metadata"], list(call.public_ids), resource_type=call.resource_type, type=call.type
     )
-    return {"changed": target.public_id in changed}
+    return Answer({"changed": call.public_ids[0] in changed}, frozenset(changed))
+
+
+def describe(call: Call) -> str:
+    where = f"resource_type={call.resource_type!r}, type={call.type!r}"
+    values = call.params["metadata"]
+    return f"cloudinary.uploader.update_metadata({values!r}, {list(call.public_ids)!r}, {where})"
+
+
+ENDPOINT = Endpoint("metadata", "upload", send, describe)
+HANDLER = Handler("metadata", SCHEMA, plan, requests, (ENDPOINT,))

@@ -4,18 +4,39 @@ from __future__ import annotations
 
 from typing import Any
 
-from postupload.cloudinary_api import CloudinaryClient, RateLimit
-from postupload.notification import Target
+from handlers.protocol import Endpoint, Handler, sdk_arguments
+from postupload.calls import Call, Params, Request
+from postupload.client import Answer, Client
+from postupload.notification import Notification
+
+SCHEMA: dict[str, Any] = {
+    "description": "Admin API update of the moderation status (rate-limited: budgeted across workers).",
+    "type": "object",
+    "required": ["status"],
+    "additionalProperties": False,
+    "properties": {"status": {"enum": ["approved", "rejected"]}},
+}
 
 
-def plan(params: dict[str, Any]) -> dict[str, Any]:
+def plan(params: Params, notification: Notification) -> Params:
     return {"moderation_status": params["status"]}
 
 
-def run(
-    client: CloudinaryClient, target: Target, call: dict[str, Any]
-) -> tuple[dict[str, Any], RateLimit | None]:
+def requests(params: Params) -> list[Request]:
+    return [Request("admin", "update", params, "budget")]
+
+
+def send(client: Client, call: Call) -> Answer:
+    (public_id,) = call.public_ids
     answer, rate_limit = client.update(
-        target.public_id, resource_type=target.resource_type, type=target.type, **call
+        public_id, resource_type=call.resource_type, type=call.type, **call.params
     )
-    return {"moderation_status": answer.get("moderation_status")}, rate_limit
+    return Answer({"moderation_status": answer.get("moderation_status")}, rate_limit=rate_limit)
+
+
+def describe(call: Call) -> str:
+    return f"cloudinary.api.update({sdk_arguments(call, repr(call.public_ids[0]))})"
+
+
+ENDPOINT = Endpoint("update", "admin", send, describe)
+HANDLER = Handler("moderation", SCHEMA, plan, requests, (ENDPOINT,))

@@ -1,4 +1,1 @@
 """postupload: post-upload automation for Cloudinary."""
-
-QUEUE_NAME = "postupload"
-BATCH_QUEUE_NAME = "postupload-batch"

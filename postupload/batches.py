@@ -16,6 +16,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,19 +24,18 @@ import redis
 from rq import Queue
 
 from handlers import tags as tags_handler
-from postupload import history
-from postupload.cloudinary_api import CloudinaryClient
+from postupload import history, keys
+from postupload.calls import Call
+from postupload.client import Client
 from postupload.errors import ActionError
-from postupload.queue import DONE_TTL, RESULT_TTL, retry_policy
+from postupload.queue import retry_policy
 
 log = logging.getLogger(__name__)
 
 SINGLE_FUNCTION = "postupload.worker.apply_tag_item"
 FLUSH_AFTER = 1.9  # seconds after a batch's first pending asset; with POLL, sent within 2 s
 POLL = 0.05
-DUE = "postupload:tag-batches:due"  # sorted set: batch id -> when to send it (or a flusher's lease end)
-SPECS = "postupload:tag-batches:specs"  # hash: batch id -> [resource_type, type, command, tags]
-ATTEMPTS = "postupload:tag-batches:attempts"  # hash: batch id -> failed sends in a row
+DUE, SPECS, ATTEMPTS = keys.TAG_BATCHES_DUE, keys.TAG_BATCH_SPECS, keys.TAG_BATCH_ATTEMPTS
 
 # Append unless this action was queued before (a job re-run, a duplicate), and make the batch due.
 _PUSH = """
@@ -108,17 +108,29 @@ class Spec:
     def batch_size(self) -> int:
         return tags_handler.batch_size(list(self.tags))
 
+    def call(self, public_ids: list[str]) -> Call:
+        """The tags call that sends this batch's change to these assets."""
+        params = {"command": self.command, "tags": list(self.tags)}
+        return Call("upload", "tags", self.resource_type, self.type, tuple(public_ids), params, "batch", ())
 
-def pending_key(batch_id: str) -> str:
-    return f"postupload:tag-batch:{batch_id}"
+
+pending_key = keys.tag_batch
 
 
 class TagBatches:
-    def __init__(self, connection: redis.Redis, queue: Queue, lease: float = 40.0, retries: int = 6) -> None:
+    def __init__(
+        self,
+        connection: redis.Redis,
+        queue: Queue,
+        lease: float = 40.0,
+        retries: int = 6,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.connection = connection
         self.queue = queue  # where refused items go, as jobs of their own
         self.lease = lease
         self.retries = retries
+        self.clock = clock
         self._push = connection.register_script(_PUSH)
         self._claim = connection.register_script(_CLAIM)
         self._release = connection.register_script(_RELEASE)
@@ -127,35 +139,35 @@ class TagBatches:
 
     def add(self, spec: Spec, item: dict[str, Any]) -> bool:
         """Queue one asset's change; False when this very action was queued before."""
-        batch_id, now = spec.id, time.time()
-        keys = [pending_key(batch_id), f"postupload:queued:{item['key']}", DUE, SPECS]
+        batch_id, now = spec.id, self.clock()
+        names = [pending_key(batch_id), keys.queued(item["key"]), DUE, SPECS]
         args: list[Any] = [
             json.dumps(item),
-            DONE_TTL,
+            keys.DONE_TTL,
             now,
             now + FLUSH_AFTER,
             spec.batch_size,
             batch_id,
             spec.as_json(),
         ]
-        return int(self._push(keys=keys, args=args)) > 0
+        return int(self._push(keys=names, args=args)) > 0
 
-    def flush_due(self, client: CloudinaryClient) -> int:
+    def flush_due(self, client: Client) -> int:
         """Send every batch that is due (the flusher's one round); calls made."""
         calls = 0
         while True:
-            now = time.time()
+            now = self.clock()
             claimed = self._claim(keys=[DUE], args=[now, now + self.lease])
             if claimed is None:
                 return calls
             calls += self.flush(claimed.decode() if isinstance(claimed, bytes) else claimed, client)
 
-    def drain(self, client: CloudinaryClient) -> int:
+    def drain(self, client: Client) -> int:
         """Make every batch due now and send them (a burst worker, before it exits); calls made."""
-        self._due_now(keys=[DUE], args=[time.time() + FLUSH_AFTER + 0.1])  # leased ones stay leased
+        self._due_now(keys=[DUE], args=[self.clock() + FLUSH_AFTER + 0.1])  # leased ones stay leased
         return self.flush_due(client)
 
-    def flush(self, batch_id: str, client: CloudinaryClient) -> int:
+    def flush(self, batch_id: str, client: Client) -> int:
         """Send a claimed batch: what is pending now, then any further full call's worth."""
         raw_spec = self.connection.hget(SPECS, batch_id)
         if raw_spec is None:
@@ -163,7 +175,7 @@ class TagBatches:
             return 0
         spec = Spec.from_json(raw_spec)
         calls = 0
-        again_at = time.time() + FLUSH_AFTER
+        again_at = self.clock() + FLUSH_AFTER
         try:
             while True:
                 raw = self.connection.lrange(pending_key(batch_id), 0, spec.batch_size - 1)
@@ -183,27 +195,25 @@ class TagBatches:
         if attempts <= self.retries:
             delay = 2.0 * 2 ** (attempts - 1) * random.uniform(0.5, 1.5)
             log.warning("tags %s %s: %s; again in %.1f s", spec.command, list(spec.tags), error, delay)
-            return time.time() + delay
+            return self.clock() + delay
         raw = self.connection.lrange(pending_key(batch_id), 0, spec.batch_size - 1)
         for entry in raw:  # each becomes a job that retries on its own and ends in the failed registry
             self._give_up(spec, json.loads(entry), error)
         if raw:
             self._trim(keys=[pending_key(batch_id)], args=[raw[0], raw[-1], len(raw)])
         self.connection.hdel(ATTEMPTS, batch_id)
-        return time.time() + FLUSH_AFTER
+        return self.clock() + FLUSH_AFTER
 
-    def _apply(self, spec: Spec, batch_id: str, items: list[dict[str, Any]], client: CloudinaryClient) -> int:
+    def _apply(self, spec: Spec, batch_id: str, items: list[dict[str, Any]], client: Client) -> int:
         """One call for these items (split in halves when Cloudinary refuses the whole); calls made."""
         done = self.connection.mget([item["key"] for item in items])
         todo = [item for item, mark in zip(items, done, strict=True) if mark is None]
         if not todo:
             return 0
-        self.connection.zadd(DUE, {batch_id: time.time() + self.lease}, xx=True)  # renew the lease
+        self.connection.zadd(DUE, {batch_id: self.clock() + self.lease}, xx=True)  # renew the lease
         public_ids = list(dict.fromkeys(item["public_id"] for item in todo))
         try:
-            changed = tags_handler.run(
-                client, spec.command, list(spec.tags), public_ids, spec.resource_type, spec.type
-            )
+            changed = tags_handler.send(client, spec.call(public_ids)).changed
         except ActionError as error:
             if not error.permanent:
                 raise
@@ -222,7 +232,7 @@ class TagBatches:
                 outcome: dict[str, Any] = {"status": "ok"}
                 if item["public_id"] not in changed:
                     outcome["detail"] = "no change (tags already so, or asset not found)"
-                pipe.set(item["key"], json.dumps(outcome), ex=DONE_TTL)
+                pipe.set(item["key"], json.dumps(outcome), ex=keys.DONE_TTL)
                 entry = {
                     "event": "action",
                     "notification": item["notification"],
@@ -231,7 +241,7 @@ class TagBatches:
                     "call": {spec.command: list(spec.tags)},
                     **outcome,
                 }
-                history.record(pipe, item["asset"], item["public_id"], entry)
+                history.record(pipe, item["asset"], item["public_id"], entry, self.clock())
             pipe.execute()
 
     def _give_up(self, spec: Spec, item: dict[str, Any], error: ActionError) -> None:
@@ -241,20 +251,18 @@ class TagBatches:
             SINGLE_FUNCTION,
             args=(spec.as_json(), item),
             retry=None if error.permanent else retry_policy(self.retries),
-            result_ttl=RESULT_TTL,
-            failure_ttl=RESULT_TTL,
+            result_ttl=keys.RESULT_TTL,
+            failure_ttl=keys.RESULT_TTL,
             description=f"tags {spec.command} {list(spec.tags)} on {item['public_id']}",
         )
 
-    def apply_single(self, spec_json: str, item: dict[str, Any], client: CloudinaryClient) -> dict[str, Any]:
+    def apply_single(self, spec_json: str, item: dict[str, Any], client: Client) -> dict[str, Any]:
         """The job for one refused asset: try once more, alone; raise (to the failed registry) if refused."""
         spec = Spec.from_json(spec_json)
         if self.connection.exists(item["key"]):
             return {"skipped": "already done"}
         try:
-            changed = tags_handler.run(
-                client, spec.command, list(spec.tags), [item["public_id"]], spec.resource_type, spec.type
-            )
+            changed = tags_handler.send(client, spec.call([item["public_id"]])).changed
         except ActionError as error:
             entry = {
                 "event": "action",
@@ -264,7 +272,7 @@ class TagBatches:
                 "status": "failed",
                 "error": str(error),
             }
-            history.record(self.connection, item["asset"], item["public_id"], entry)
+            history.record(self.connection, item["asset"], item["public_id"], entry, self.clock())
             raise
         self.mark_done(spec, [item], set(changed))
         return {"changed": bool(changed)}
@@ -273,7 +281,7 @@ class TagBatches:
 class Flusher:
     """The thread in each worker process that sends due tag batches."""
 
-    def __init__(self, batches: TagBatches, client: CloudinaryClient) -> None:
+    def __init__(self, batches: TagBatches, client: Client) -> None:
         self.batches = batches
         self.client = client
         self.stopping = threading.Event()

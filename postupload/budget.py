@@ -8,11 +8,10 @@ work for then). While the count is unknown (at start, or after a reset) one call
 
 from __future__ import annotations
 
-import time
-
 import redis
 
-from postupload.cloudinary_api import RateLimit
+from postupload import keys
+from postupload.client import RateLimit
 
 PROBE_WAIT = 1.0  # seconds to wait while another worker's call is learning the budget
 
@@ -48,14 +47,13 @@ return 1
 class AdminBudget:
     def __init__(self, connection: redis.Redis, cloud_name: str, probe_timeout: float = 60.0) -> None:
         self.connection = connection
-        self.keys = [f"postupload:admin-budget:{cloud_name}", f"postupload:admin-budget:{cloud_name}:probe"]
+        self.keys = list(keys.admin_budget(cloud_name))
         self.probe_timeout_ms = int(probe_timeout * 1000)
         self._take = connection.register_script(_TAKE)
         self._learn = connection.register_script(_LEARN)
 
-    def take(self, now: float | None = None) -> float:
+    def take(self, now: float) -> float:
         """0 if a call may go now (and it is counted), else the unix time to try again at."""
-        now = time.time() if now is None else now
         answer = float(self._take(keys=self.keys, args=[now, self.probe_timeout_ms]))
         if answer < 0:
             return now + PROBE_WAIT

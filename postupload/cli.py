@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -18,12 +15,11 @@ from typing import Any
 import click
 from click.decorators import FC
 
-from postupload import BATCH_QUEUE_NAME, QUEUE_NAME
-from postupload.config import DEV_ACCOUNT, Account, Settings
-from postupload.errors import PostuploadError, RuleSetError
-from postupload.redis_server import RedisServer, free_port
+from postupload import keys
+from postupload.config import DEV_ACCOUNT, Settings
+from postupload.errors import BadNotification, PostuploadError, RuleSetError
 
-EXAMPLE_NOTIFICATION = Path("examples/upload.json")
+pass_settings = click.make_pass_decorator(Settings)
 
 
 class Group(click.Group):
@@ -42,14 +38,15 @@ class Group(click.Group):
 
 
 @click.group(cls=Group)
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """postupload: Cloudinary notifications in, rule-driven follow-up work out."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
     )
-    # Check the environment before anything imports the cloudinary SDK, which parses
-    # CLOUDINARY_URL at import time and raises a bare ValueError on a bad one.
-    Settings.from_env()
+    # The environment is read once, here, and checked before anything imports the cloudinary SDK,
+    # which parses CLOUDINARY_URL at import time and raises a bare ValueError on a bad one.
+    ctx.obj = Settings.from_env()
 
 
 # --- processes ------------------------------------------------------------------------------------
@@ -59,13 +56,14 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, help="Port to listen on.")
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
-def web(host: str, port: int, workers: int) -> None:
+@pass_settings
+def web(settings: Settings, host: str, port: int, workers: int) -> None:
     """The web process: receives, verifies and queues notifications (gunicorn)."""
     from gunicorn.app.base import BaseApplication
 
     from postupload.web import create_app
 
-    app = create_app(Settings.from_env())
+    app = create_app(settings)
 
     class Server(BaseApplication):
         def load_config(self) -> None:
@@ -84,16 +82,16 @@ def web(host: str, port: int, workers: int) -> None:
 @click.option("--burst", is_flag=True, help="Stop once the queues are empty.")
 @click.option(
     "--queues",
-    default=f"{BATCH_QUEUE_NAME},{QUEUE_NAME}",
+    default=f"{keys.BATCH_QUEUE},{keys.QUEUE}",
     show_default=True,
     help="Comma-separated queue names, the first first.",
 )
-def worker(burst: bool, queues: str) -> None:
+@pass_settings
+def worker(settings: Settings, burst: bool, queues: str) -> None:
     """The worker process: matches notifications against the rules and runs their actions."""
     from postupload.queue import connect
     from postupload.worker import run_worker
 
-    settings = Settings.from_env()
     names = [name.strip() for name in queues.split(",") if name.strip()]
     run_worker(settings, connect(settings.require_redis_url()), names, burst)
 
@@ -145,7 +143,9 @@ SHARE, SECONDS, COUNT = click.FloatRange(0, 1), click.FloatRange(0), click.IntRa
     show_default=True,
     help="Digest of the notification signatures (an account setting on Cloudinary).",
 )
+@pass_settings
 def emulator(
+    settings: Settings,
     host: str,
     port: int,
     notify_url: str | None,
@@ -171,7 +171,7 @@ def emulator(
         raise click.BadParameter(
             "expected seconds separated by commas, e.g. 180,360,540", param_hint="--retry-delays"
         ) from None
-    account = Settings.from_env().account or DEV_ACCOUNT
+    account = settings.account or DEV_ACCOUNT
     service = Emulator(
         account,
         notify_url,
@@ -190,107 +190,12 @@ def emulator(
 
 @main.command()
 @click.option("--port", default=8000, show_default=True, help="Port of the web process.")
-def run(port: int) -> None:
+@pass_settings
+def run(settings: Settings, port: int) -> None:
     """Everything for local use: embedded Redis, web, worker; the emulator when CLOUDINARY_URL is unset."""
-    settings = Settings.from_env()
-    env = dict(os.environ)
-    children: list[subprocess.Popen[bytes]] = []
-    redis_server = None
-    webhook_url = f"http://127.0.0.1:{port}/webhooks/cloudinary"
-    me = [sys.executable, "-m", "postupload"]
-    try:
-        if settings.redis_url is None:
-            redis_server = RedisServer(Path("var/redis")).start()
-            env["REDIS_URL"] = redis_server.url
-        account = settings.account
-        if account is None:
-            emulator_port = free_port()
-            account = Account(
-                **{**DEV_ACCOUNT.__dict__, "upload_prefix": f"http://127.0.0.1:{emulator_port}"}
-            )
-            env["CLOUDINARY_URL"] = account.to_url()
-            seed = ["--asset", str(EXAMPLE_NOTIFICATION)] if EXAMPLE_NOTIFICATION.exists() else []
-            command = [*me, "emulator", "--port", str(emulator_port), "--notify-url", webhook_url, *seed]
-            children.append(_start(command, env))
-        children.append(_start([*me, "web", "--port", str(port)], env))
-        children.append(_start([*me, "worker"], env))
-        _wait_for(f"http://127.0.0.1:{port}/healthz", children)
-        _banner(webhook_url, env, account)
-        _supervise(children)
-    finally:
-        # A second Ctrl-C must not cut the clean-up short and leave processes behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for child in reversed(children):  # worker first (it finishes its job), Redis last
-            _stop(child)
-        if redis_server is not None:
-            redis_server.stop()
+    from postupload.supervisor import run_local
 
-
-def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    # Own session: Ctrl-C reaches only us, and we stop the children in order (worker before Redis).
-    return subprocess.Popen(command, env=env, start_new_session=True)
-
-
-def _stop(child: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    if child.poll() is None:
-        child.terminate()
-    try:
-        child.wait(timeout)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
-
-
-def _wait_for(url: str, children: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(child.poll() is not None for child in children):
-            raise PostuploadError("a process stopped while starting; see its messages above")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise PostuploadError(f"the web process did not answer on {url} within {timeout} s")
-
-
-def _banner(webhook_url: str, env: dict[str, str], account: Account) -> None:
-    lines = [
-        "",
-        f"postupload is running. POST Cloudinary notifications to {webhook_url}",
-        f"  Redis: {env['REDIS_URL']}",
-        f"  Cloudinary: cloud {account.cloud_name}"
-        + (
-            f" (emulator at {account.upload_prefix})" if account is not None and account.upload_prefix else ""
-        ),
-        "Send a signed sample notification:",
-        f"  CLOUDINARY_URL='{env['CLOUDINARY_URL']}' .venv/bin/postupload notify {EXAMPLE_NOTIFICATION} "
-        f"--url {webhook_url}",
-    ]
-    if account.upload_prefix:
-        lines.append(f"See the calls it caused: curl {account.upload_prefix}/emulator/calls")
-    lines.append("Stop with Ctrl-C.\n")
-    click.echo("\n".join(lines))
-
-
-def _supervise(children: list[subprocess.Popen[bytes]]) -> None:
-    """Wait until Ctrl-C, SIGTERM, or any child stopping; the caller then stops the rest."""
-    stopping = False
-
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    # Installed explicitly: a shell starting us in the background leaves SIGINT ignored.
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    while not stopping:
-        for child in children:
-            if child.poll() is not None:
-                click.echo(f"process {child.args!r} stopped with {child.returncode}; stopping", err=True)
-                return
-        time.sleep(0.2)
-    click.echo("stopping")
+    run_local(settings, port)
 
 
 # --- trials ---------------------------------------------------------------------------------------
@@ -300,12 +205,13 @@ def _supervise(children: list[subprocess.Popen[bytes]]) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--url", default="http://127.0.0.1:8000/webhooks/cloudinary", show_default=True)
 @click.option("--algorithm", type=click.Choice(["sha1", "sha256"]), default="sha1", show_default=True)
-def notify(file: Path, url: str, algorithm: str) -> None:
+@pass_settings
+def notify(settings: Settings, file: Path, url: str, algorithm: str) -> None:
     """POST FILE's exact bytes as a notification signed with CLOUDINARY_URL's api_secret."""
     from postupload.signature import sign_notification
 
     body = file.read_bytes()
-    secret = Settings.from_env().require_account().api_secret
+    secret = settings.require_account().api_secret
     timestamp = str(int(time.time()))
     headers = {
         "Content-Type": "application/json",
@@ -333,11 +239,12 @@ def rules() -> None:
 @rules.command()
 @click.argument("directory", required=False, type=click.Path(path_type=Path))
 @click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def check(directory: Path | None, output: str) -> None:
+@pass_settings
+def check(settings: Settings, directory: Path | None, output: str) -> None:
     """Validate every rule file of DIRECTORY (default POSTUPLOAD_RULES_DIR); exit 1 on any problem."""
     from postupload.ruleset import load_ruleset
 
-    directory = directory or Settings.from_env().rules_dir
+    directory = directory or settings.rules_dir
     try:
         ruleset = load_ruleset(directory)
     except RuleSetError as error:
@@ -353,12 +260,13 @@ def check(directory: Path | None, output: str) -> None:
 
 @rules.command("test")
 @click.argument("directory", required=False, type=click.Path(path_type=Path))
-def test_rules(directory: Path | None) -> None:
+@pass_settings
+def test_rules(settings: Settings, directory: Path | None) -> None:
     """Run the rule tests in DIRECTORY/tests against DIRECTORY's rules; exit 1 on any failure."""
     from postupload.rule_tests import rule_test_files, run_file
     from postupload.ruleset import load_ruleset
 
-    directory = directory or Settings.from_env().rules_dir
+    directory = directory or settings.rules_dir
     ruleset = load_ruleset(directory)
     files = rule_test_files(directory)
     if not files:
@@ -384,62 +292,86 @@ def test_rules(directory: Path | None) -> None:
 @rules.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--rules", "directory", type=click.Path(path_type=Path), help="Rule directory (default: env).")
-def explain(file: Path, directory: Path | None) -> None:
-    """For the notification in FILE: each rule, matched or not and why, and the calls it would cause."""
-    from postupload.explain import explain_notification
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@pass_settings
+def explain(settings: Settings, file: Path, directory: Path | None, output: str) -> None:
+    """For the notification in FILE: each rule, matched or not and why, and the exact calls it would
+    cause (the worker's own plan); makes no call."""
+    from postupload.explain import explain, explain_text
+    from postupload.notification import notification_id
     from postupload.ruleset import load_ruleset
 
+    body = file.read_bytes()
+    notification = _notification(body, str(file))
+    ruleset = load_ruleset(directory or settings.rules_dir)
+    if output == "json":
+        click.echo(json.dumps(explain(ruleset, notification, notification_id(body)), indent=2))
+    else:
+        click.echo(explain_text(ruleset, notification, notification_id(body)))
+
+
+def _notification(text: str | bytes, where: str) -> dict[str, Any]:
+    """A notification read from a file or a line: a JSON object, or PostuploadError saying why not."""
+    from postupload.notification import load_json
+
     try:
-        notification = json.loads(file.read_bytes())
-    except ValueError as error:
-        raise PostuploadError(f"{file}: not JSON ({error})") from None
-    if not isinstance(notification, dict):
-        raise PostuploadError(f"{file}: a notification is a JSON object")
-    ruleset = load_ruleset(directory or Settings.from_env().rules_dir)
-    click.echo(explain_notification(ruleset, notification))
+        value = load_json(text)
+    except BadNotification as error:
+        raise PostuploadError(f"{where}: {error.message}") from None
+    if not isinstance(value, dict):
+        raise PostuploadError(f"{where}: a notification is a JSON object")
+    return value
 
 
 @rules.command("match")
 @click.argument("directory", required=False, type=click.Path(path_type=Path))
-def match_rules(directory: Path | None) -> None:
+@pass_settings
+def match_rules(settings: Settings, directory: Path | None) -> None:
     """Read notifications as JSON lines on stdin; write {"rules": [...]} (or {"error": ...}) for each."""
     from postupload.ruleset import load_ruleset
 
-    ruleset = load_ruleset(directory or Settings.from_env().rules_dir)
+    ruleset = load_ruleset(directory or settings.rules_dir)
     errors = 0
     for number, line in enumerate(sys.stdin, 1):
         if not line.strip():
             continue
         try:
-            notification = json.loads(line)
-            if not isinstance(notification, dict):
-                raise ValueError("a notification is a JSON object")
-        except ValueError as error:
+            notification = _notification(line, f"line {number}")
+        except PostuploadError as error:
             errors += 1
-            click.echo(json.dumps({"error": f"line {number}: {error}"}))
+            click.echo(json.dumps({"error": str(error)}))
             continue
         click.echo(json.dumps({"rules": [rule.name for rule in ruleset.match(notification)]}))
     if errors:
         raise SystemExit(1)
 
 
+@rules.command()
+def schema() -> None:
+    """Print the rule-file JSON Schema (for editors), assembled from the action kinds."""
+    from postupload.ruleset import rules_schema
+
+    click.echo(json.dumps(rules_schema(), indent=2, ensure_ascii=False))
+
+
 # --- what happened --------------------------------------------------------------------------------
 
 
-def _redis() -> Any:
+def _redis(settings: Settings) -> Any:
     from postupload.queue import connect
 
-    return connect(Settings.from_env().require_redis_url())
+    return connect(settings.require_redis_url())
 
 
 @main.command()
 @click.argument("asset")
 @click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def history(asset: str, output: str) -> None:
+@pass_settings
+def history(settings: Settings, asset: str, output: str) -> None:
     """What happened to an asset (by asset_id or public_id): notifications, rules, actions, outcomes."""
     from postupload.history import read
 
-    entries = read(_redis(), asset)
+    entries = read(_redis(settings), asset)
     if output == "json":
         click.echo(json.dumps(entries, indent=2))
         return
@@ -465,11 +397,12 @@ def failed() -> None:
 
 @failed.command("list")
 @click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def failed_list(output: str) -> None:
+@pass_settings
+def failed_list(settings: Settings, output: str) -> None:
     """Failed jobs, oldest first: id, when, what, and why."""
     from postupload.failures import failed_jobs
 
-    jobs = failed_jobs(_redis())
+    jobs = failed_jobs(_redis(settings))
     if output == "json":
         rows = [
             {**job.__dict__, "failed_at": job.failed_at.isoformat() if job.failed_at else None}
@@ -486,16 +419,17 @@ def failed_list(output: str) -> None:
 @failed.command("replay")
 @click.argument("ids", nargs=-1)
 @click.option("--all", "replay_all", is_flag=True, help="Replay every failed job.")
-def failed_replay(ids: tuple[str, ...], replay_all: bool) -> None:
+@pass_settings
+def failed_replay(settings: Settings, ids: tuple[str, ...], replay_all: bool) -> None:
     """Send failed jobs through again; actions that had succeeded are skipped."""
     from postupload.failures import failed_jobs, replay
 
-    connection = _redis()
+    connection = _redis(settings)
     if replay_all == bool(ids):
         raise click.UsageError("name the jobs to replay (see `postupload failed list`), or give --all")
     chosen = [job.id for job in failed_jobs(connection)] if replay_all else list(ids)
     try:
-        replay(connection, chosen, Settings.from_env().retries)
+        replay(connection, chosen, settings.retries)
     except KeyError as error:
         raise click.ClickException(
             f"not a failed job: {error.args[0]} (see `postupload failed list`)"

@@ -7,13 +7,13 @@ import email.utils
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import cloudinary.api
 import cloudinary.exceptions
 import cloudinary.uploader
 
+from postupload.client import RateLimit
 from postupload.config import Account
 from postupload.errors import ActionError, RateLimitError
 
@@ -29,17 +29,8 @@ PERMANENT_ERRORS: dict[type[Exception], int] = {
 RATE_LIMIT_FALLBACK = 60.0
 
 
-@dataclass(frozen=True)
-class RateLimit:
-    """What an Admin API answer says of the budget: calls left and when the window resets."""
-
-    limit: int
-    remaining: int
-    reset: float  # unix seconds
-
-
 class CloudinaryClient:
-    """Calls on one account. Every call names its account and carries a timeout."""
+    """Our `Client` through the official SDK, on one account: every call names it and has a timeout."""
 
     def __init__(self, account: Account, timeout: float) -> None:
         self.account = account

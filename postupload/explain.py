@@ -1,84 +1,90 @@
-"""`rules explain`: each rule's decision for one notification, and the calls that would follow. Pure."""
+"""`rules explain`: each rule's decision for one notification, and the plan's calls, rendered. Pure."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from handlers import REGISTRY
-from handlers import explicit as explicit_handler
-from handlers.tags import COMMANDS as TAG_COMMANDS
-from postupload.notification import Target, targets
+from handlers import ENDPOINTS
+from postupload.calls import Call, Plan
+from postupload.notification import Notification
 from postupload.patterns import first_mismatch
-from postupload.plan import PlannedAction, plan_actions
+from postupload.planning import plan
 from postupload.ruleset import RuleSet
 
-TAG_FUNCTIONS = {"add": "add_tag", "remove": "remove_tag", "replace": "replace_tag"}
+HOW = {
+    "now": "",
+    "batch": "batched with other assets, up to 1000 a call",
+    "budget": "Admin API, within the shared rate-limit budget",
+}
 
 
-def explain_notification(ruleset: RuleSet, notification: dict[str, Any]) -> str:
-    """A report: one line per rule, then the API calls, in the order they would be made."""
+def decisions(ruleset: RuleSet, notification: Notification) -> list[dict[str, Any]]:
+    """Each rule, in order: matched, disabled, stopped by an earlier rule, or the first field that failed."""
     matched = ruleset.match(notification)
     matched_names = {rule.name for rule in matched}
     stopper = matched[-1].name if matched and matched[-1].stop else None
-    lines = []
+    found = []
     for rule in ruleset.rules:
-        where = f"({rule.file}:{rule.line})"
+        decision: dict[str, Any] = {"rule": rule.name, "file": rule.file, "line": rule.line}
         if not rule.enabled:
-            lines.append(f"  - {rule.name}: disabled {where}")
+            decision["decision"] = "disabled"
         elif rule.name in matched_names:
-            lines.append(
-                f"  ✓ {rule.name}: matched{' (stop: no later rule runs)' if rule.stop else ''} {where}"
-            )
+            decision.update(decision="matched", stop=rule.stop)
         else:
             reason = first_mismatch(rule.effective_pattern, notification)
             if reason is None:
-                lines.append(f"  - {rule.name}: would match, but {stopper} stopped the run {where}")
+                decision.update(decision="stopped", reason=f"{stopper} stopped the run")
             else:
-                lines.append(f"  ✗ {rule.name}: {reason} {where}")
-    planned = plan_actions(matched, notification)
-    assets = targets(notification)
-    calls = [line for target in assets for line in describe_calls(planned, target)]
-    if planned and not assets:
-        calls = ["the notification names no asset (no public_id, no resources), so no call can be made"]
-    lines.append(f"{len(matched)} of {len(ruleset.rules)} rules match; {len(calls)} API calls would be made:")
-    lines += [f"  {call}" for call in calls] or ["  (none)"]
-    return "\n".join(lines)
+                decision.update(decision="no match", reason=reason)
+        found.append(decision)
+    return found
 
 
-def describe_calls(planned: list[PlannedAction], target: Target) -> list[str]:
-    """The SDK calls for one asset, as code, grouped as the worker makes them."""
-    where = [repr(target.public_id), f"resource_type={target.resource_type!r}", f"type={target.type!r}"]
-    lines = [f"# rule {a.rule}: {a.action} cannot be made: {a.error}" for a in planned if a.error]
-    ready = [action for action in planned if not action.error]
-    shared = [action for action in ready if REGISTRY[action.action].way == "explicit"]
-    for members, call in explicit_handler.share([action.params for action in shared]):
-        rules = ", ".join(dict.fromkeys(shared[index].rule for index in members))
-        lines.append(f"cloudinary.uploader.explicit({_arguments(where, call)})  # rule {rules}")
-    for action in ready:
-        way = REGISTRY[action.action].way
-        if way == "tags":
-            for command in TAG_COMMANDS:
-                if command in action.params:
-                    function = TAG_FUNCTIONS[command]
-                    batched = command != "replace"
-                    ids = f"[{target.public_id!r}, ...]" if batched else f"[{target.public_id!r}]"
-                    arguments = [repr(action.params[command]), ids, *where[1:]]
-                    how = "batched with other assets, up to 1000 a call" if batched else "sent at once"
-                    lines.append(
-                        f"cloudinary.uploader.{function}({', '.join(arguments)})  # rule {action.rule}; {how}"
-                    )
-        elif way == "upload":
-            (value,) = action.params.values()
-            function = REGISTRY[action.action].sdk_call
-            arguments = [repr(value), f"[{target.public_id!r}]", *where[1:]]
-            lines.append(f"{function}({', '.join(arguments)})  # rule {action.rule}")
-        elif way == "admin":
-            lines.append(
-                f"cloudinary.api.update({_arguments(where, action.params)})  # rule {action.rule}; "
-                "Admin API, within the shared rate-limit budget"
-            )
+def explain(ruleset: RuleSet, notification: Notification, notification_id: str) -> dict[str, Any]:
+    """The report as a value: rule decisions and the plan (what `--format json` prints)."""
+    planned = plan(ruleset.match(notification), notification, notification_id)
+    return {"decisions": decisions(ruleset, notification), "plan": planned.as_dict()}
+
+
+def explain_text(ruleset: RuleSet, notification: Notification, notification_id: str) -> str:
+    """The report for people: one line per rule, then every call, in the order it would be made."""
+    lines = []
+    for item in decisions(ruleset, notification):
+        where = f"({item['file']}:{item['line']})"
+        if item["decision"] == "disabled":
+            lines.append(f"  - {item['rule']}: disabled {where}")
+        elif item["decision"] == "matched":
+            stop = " (stop: no later rule runs)" if item["stop"] else ""
+            lines.append(f"  ✓ {item['rule']}: matched{stop} {where}")
+        elif item["decision"] == "stopped":
+            lines.append(f"  - {item['rule']}: would match, but {item['reason']} {where}")
+        else:
+            lines.append(f"  ✗ {item['rule']}: {item['reason']} {where}")
+    planned = plan(ruleset.match(notification), notification, notification_id)
+    lines.append(f"{len(planned.rules)} of {len(ruleset.rules)} rules match.")
+    return "\n".join(lines + render_plan(planned))
+
+
+def render_plan(planned: Plan) -> list[str]:
+    """The calls as SDK code, grouped as the worker makes them, and every action that cannot be made."""
+    calls = planned.calls
+    refused = [refusal for asset in planned.assets for refusal in asset.refused]
+    lines = [f"{_count(len(calls), 'API call')} would be made{':' if calls else '.'}"]
+    lines += [f"  {describe(call)}" for call in calls]
+    if refused:
+        lines.append(f"{_count(len(refused), 'action')} cannot be made:")
+        lines += [f"  rule {r.action.rule} {r.action.action}: {r.error}" for r in refused]
+    if planned.problems:
+        lines.append("Not done:")
+        lines += [f"  {problem}" for problem in planned.problems]
     return lines
 
 
-def _arguments(where: list[str], call: dict[str, Any]) -> str:
-    return ", ".join([*where, *(f"{key}={value!r}" for key, value in call.items())])
+def describe(call: Call) -> str:
+    """One call as SDK code, with the rules it serves and how it is sent."""
+    how = f"; {HOW[call.delivery]}" if HOW[call.delivery] else ""
+    return f"{ENDPOINTS[call.endpoint].describe(call)}  # rule {', '.join(call.rules)}{how}"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"

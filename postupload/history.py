@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import redis
 
-HISTORY_LENGTH = 500  # entries kept per asset
-HISTORY_TTL = 30 * 24 * 3600
+from postupload import keys
 
 # One call per entry: append, bound, keep 30 days, and remember the public_id -> asset mapping.
 _RECORD = """
@@ -23,19 +21,18 @@ _script = redis.client.Redis().register_script(_RECORD)  # no connection is made
 
 
 def record(
-    connection: redis.Redis | Any, asset_key: str, public_id: str | None, entry: dict[str, Any]
+    connection: redis.Redis | Any, asset_key: str, public_id: str | None, entry: dict[str, Any], now: float
 ) -> None:
     """Append one entry to an asset's history (newest first). `connection` may be a pipeline."""
-    text = json.dumps({"time": round(time.time(), 3), **entry}, separators=(",", ":"), default=str)
-    keys = [f"postupload:history:{asset_key}", f"postupload:asset:{public_id or ''}"]
-    _script(
-        keys=keys, args=[text, HISTORY_LENGTH, HISTORY_TTL, public_id or "", asset_key], client=connection
-    )
+    text = json.dumps({"time": round(now, 3), **entry}, separators=(",", ":"), default=str)
+    names = [keys.history(asset_key), keys.asset(public_id or "")]
+    args: list[str | int] = [text, keys.HISTORY_LENGTH, keys.HISTORY_TTL, public_id or "", asset_key]
+    _script(keys=names, args=args, client=connection)
 
 
 def read(connection: redis.Redis, asset: str) -> list[dict[str, Any]]:
     """An asset's history, oldest first, by asset_id, public_id or resource_type/type/public_id."""
-    asset_key = connection.get(f"postupload:asset:{asset}")
+    asset_key = connection.get(keys.asset(asset))
     key = asset_key.decode() if isinstance(asset_key, bytes) else asset
-    entries = connection.lrange(f"postupload:history:{key}", 0, -1)
+    entries = connection.lrange(keys.history(key), 0, -1)
     return [json.loads(entry) for entry in reversed(entries)]

@@ -1,9 +1,12 @@
-"""Parsing a notification body: bytes in, a checked dict out. No I/O."""
+"""Parsing a notification body and finding the assets it is about: bytes in, values out. No I/O."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -14,6 +17,12 @@ import jsonschema
 from postupload.errors import BadNotification
 
 Notification = dict[str, Any]
+
+# Cloudinary's bodies nest about five levels deep (moderation frames); far deeper is an attack on
+# every recursive walk that follows (schema, matching, placeholders), so it is refused up front.
+MAX_DEPTH = 32
+# A Python int converts to float (matching) only below ~309 digits; no Cloudinary field comes close.
+MAX_INTEGER_DIGITS = 30
 
 
 @cache
@@ -26,16 +35,62 @@ def schema_validator() -> jsonschema.protocols.Validator:
     return validator_class(schema)
 
 
+def load_json(text: str | bytes) -> Any:
+    """JSON as RFC 8259 has it, bounded: no NaN/Infinity, no huge numbers, at most MAX_DEPTH deep.
+
+    Raises BadNotification saying what is wrong; never RecursionError or a bare ValueError.
+    """
+    try:
+        value = json.loads(text, parse_constant=_no_constant, parse_int=_integer, parse_float=_float)
+    except json.JSONDecodeError as error:
+        raise BadNotification("invalid_json", f"body is not JSON: {error}") from None
+    except RecursionError:
+        raise BadNotification("too_deep", f"body nests deeper than {MAX_DEPTH} levels") from None
+    except ValueError as error:  # what our hooks raise, and the interpreter's own int-size limit
+        raise BadNotification("invalid_number", str(error)) from None
+    if _too_deep(value):
+        raise BadNotification("too_deep", f"body nests deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number; send a number or null")
+
+
+def _integer(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise ValueError(f"a number of {len(text)} digits is too large (at most {MAX_INTEGER_DIGITS})")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is too large for a number")
+    return value
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether any value lies deeper than MAX_DEPTH, found without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > MAX_DEPTH:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
 def parse_notification(body: bytes) -> Notification:
     """The body as a notification dict, or BadNotification saying what is wrong with it."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
         raise BadNotification("invalid_utf8", f"body is not UTF-8 (byte {error.start})") from None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise BadNotification("invalid_json", f"body is not JSON: {error}") from None
+    value = load_json(text)
     if not isinstance(value, dict):
         raise BadNotification("not_an_object", f"body must be a JSON object, got {type(value).__name__}")
     problem = jsonschema.exceptions.best_match(schema_validator().iter_errors(value))
@@ -64,39 +119,114 @@ class Target:
         return self.asset_id or f"{self.resource_type}/{self.type}/{self.public_id}"
 
 
-def targets(notification: Notification) -> list[Target]:
-    """The assets a notification is about: its own public_id, else each of its `resources`.
+@dataclass(frozen=True)
+class Located:
+    """The assets of a notification, and why any it names could not be told apart (nothing guessed)."""
 
-    `resources` is a list in some notification types and a map keyed by public_id in others.
-    """
-    if notification.get("public_id"):
-        resource_type, delivery_type, public_id = asset_ref(notification)
-        return [Target(resource_type, delivery_type, public_id, notification.get("asset_id"))]
+    targets: list[Target]
+    problems: list[str]
+
+
+# Delivery URLs read `.../<resource_type>/<type>/[transformation/]v<version>/<public_id>`, with the
+# cloud name before them on res.cloudinary.com and without it on a private CDN or custom domain.
+DELIVERY_TYPES = "upload|private|authenticated|fetch|multi|text|sprite|list|asset|facebook|youtube|vimeo"
+_URL_KINDS = re.compile(rf"/(image|video|raw)/({DELIVERY_TYPES})/")
+
+
+def kinds_from_url(url: Any) -> tuple[str, str] | None:
+    """(resource_type, type) read from a delivery URL, or None when it names neither."""
+    found = _URL_KINDS.search(url) if isinstance(url, str) else None
+    return (found.group(1), found.group(2)) if found else None
+
+
+def _top(notification: Notification, public_id_field: str = "public_id") -> Iterator[Any]:
+    """A body that describes one asset itself; resource_type/type read from its fields or its URL."""
+    urls = [notification.get("url"), notification.get("secure_url")]
+    urls += [item.get("url") for item in notification.get("eager") or [] if isinstance(item, dict)]
+    yield (notification.get(public_id_field), notification, urls)
+
+
+def _from_url(notification: Notification) -> Iterator[Any]:
+    """Moderation and info bodies carry no resource_type, type or asset_id: the URL tells them."""
+    yield (notification.get("public_id"), {}, [notification.get("url"), notification.get("secure_url")])
+
+
+def _resources(notification: Notification) -> Iterator[Any]:
+    """`resources`: a list of assets (delete, tags) or a map keyed by public_id (move, context, metadata)."""
     resources = notification.get("resources")
-    items: list[tuple[Any, Any]] = []
     if isinstance(resources, list):
-        items = [(item.get("public_id"), item) for item in resources if isinstance(item, dict)]
+        for item in resources:
+            if isinstance(item, dict):
+                yield (item.get("public_id"), item, [])
     elif isinstance(resources, dict):
-        items = [(public_id, item) for public_id, item in resources.items() if isinstance(item, dict)]
-    return [
-        Target(
-            item.get("resource_type") or "image",
-            item.get("type") or "upload",
-            public_id,
-            item.get("asset_id"),
-        )
-        for public_id, item in items
-        if isinstance(public_id, str) and public_id
-    ]
+        for public_id, item in resources.items():
+            if isinstance(item, dict):
+                yield (public_id, item, [])
 
 
-def asset_ref(notification: Notification) -> tuple[str, str, str]:
-    """(resource_type, type, public_id): what every Cloudinary call on this asset names.
+Finder = Callable[[Notification], Iterator[Any]]
 
-    Cloudinary's own defaults fill what a body leaves out (image, upload).
-    """
-    return (
-        notification.get("resource_type") or "image",
-        notification.get("type") or "upload",
-        notification["public_id"],
-    )
+# Where each kind of notification names its assets (CLOUDINARY.md; tests/data/notifications).
+# Kinds not listed here are handled only when the body names public_id, resource_type and type.
+WHERE_ASSETS: dict[str, Finder] = {
+    "upload": _top,
+    "eager": _top,
+    "multi": _top,
+    "explode": _top,
+    "restore_asset_version": _top,
+    "resource_display_name_changed": _top,
+    "access_control_changed": _top,
+    "rename": lambda notification: _top(notification, "to_public_id"),
+    "moderation": _from_url,
+    "info": _from_url,
+    "delete": _resources,
+    "resource_tags_changed": _resources,
+    "resource_context_changed": _resources,
+    "resource_metadata_changed": _resources,
+    "move": _resources,
+}
+# The Upload API's own defaults, true of upload notifications only.
+UPLOAD_DEFAULTS = {"resource_type": "image", "type": "upload"}
+
+
+def locate(notification: Notification) -> Located:
+    """The assets a notification is about, each with the resource_type and type its calls must name."""
+    kind = notification.get("notification_type")
+    finder = WHERE_ASSETS.get(kind) if isinstance(kind, str) else None
+    if finder is None:
+        if all(isinstance(notification.get(name), str) for name in ("public_id", "resource_type", "type")):
+            finder = _top
+        else:
+            return Located(
+                [], [f"notification_type {kind!r}: where its assets are is not known; nothing done"]
+            )
+    targets, problems = [], []
+    for public_id, fields, urls in finder(notification):
+        if not isinstance(public_id, str) or not public_id:
+            problems.append(f"{kind} notification: an asset without a public_id was passed over")
+            continue
+        target = _target(kind, public_id, fields, urls)
+        if target is None:
+            problems.append(f"{public_id}: the {kind} notification does not say its resource_type and type")
+        else:
+            targets.append(target)
+    return Located(targets, problems)
+
+
+def _target(kind: Any, public_id: str, fields: dict[str, Any], urls: list[Any]) -> Target | None:
+    resource_type, delivery_type = fields.get("resource_type"), fields.get("type")
+    for url in urls:
+        if resource_type and delivery_type:
+            break
+        found = kinds_from_url(url)
+        if found:
+            resource_type, delivery_type = resource_type or found[0], delivery_type or found[1]
+    if kind == "upload":
+        resource_type = resource_type or UPLOAD_DEFAULTS["resource_type"]
+        delivery_type = delivery_type or UPLOAD_DEFAULTS["type"]
+    if not (
+        isinstance(resource_type, str) and resource_type and isinstance(delivery_type, str) and delivery_type
+    ):
+        return None
+    asset_id = fields.get("asset_id")
+    return Target(resource_type, delivery_type, public_id, asset_id if isinstance(asset_id, str) else None)

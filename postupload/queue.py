@@ -1,23 +1,19 @@
-"""Durable, deduplicated enqueue of notifications through RQ. The only module that writes jobs."""
+"""Durable, deduplicated enqueue of notifications through RQ. The only module that writes their jobs."""
 
 from __future__ import annotations
 
 import random
-from typing import Any
+from datetime import UTC, datetime
 
 import redis
 from rq import Queue, Retry
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from postupload import BATCH_QUEUE_NAME, QUEUE_NAME
+from postupload import keys
+from postupload.envelope import Envelope
 
-# Cloudinary retries for minutes and may deliver twice at any time; a day and an hour covers it.
-DEDUPE_TTL = 25 * 3600
 JOB_FUNCTION = "postupload.worker.process_notification"
-JOB_TIMEOUT = 600
-RESULT_TTL = 7 * 24 * 3600
-# Done marks outlive failed jobs, so replaying one skips what had succeeded.
-DONE_TTL = RESULT_TTL + 24 * 3600
 
 
 def connect(url: str) -> redis.Redis:
@@ -25,9 +21,14 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30)
 
 
-def notification_queue(connection: redis.Redis, name: str = QUEUE_NAME) -> Queue:
+def notification_queue(connection: redis.Redis, name: str = keys.QUEUE) -> Queue:
     """Our queue: JSON job arguments, so any RQ tool can read them."""
     return Queue(name, connection=connection, serializer=JSONSerializer)
+
+
+def batch_queue(connection: redis.Redis) -> Queue:
+    """Notifications deferred to a rate-limit reset and refused tag items; workers take it first."""
+    return notification_queue(connection, keys.BATCH_QUEUE)
 
 
 def retry_policy(attempts: int, base: float = 2.0) -> Retry | None:
@@ -39,39 +40,28 @@ def retry_policy(attempts: int, base: float = 2.0) -> Retry | None:
     return Retry(max=attempts, interval=intervals)
 
 
-def batch_queue(connection: redis.Redis) -> Queue:
-    """Flushes of tag batches and notifications deferred to a rate-limit reset; workers take it first."""
-    return notification_queue(connection, BATCH_QUEUE_NAME)
-
-
-def dedupe_key(notification_id: str) -> str:
-    return f"postupload:dedupe:{notification_id}"
-
-
-def enqueue_notification(
-    queue: Queue, notification_id: str, envelope: dict[str, Any], retries: int = 6
-) -> bool:
+def enqueue_notification(queue: Queue, envelope: Envelope, retries: int = 6) -> bool:
     """Store the notification as a job unless an identical body was stored before; True if queued.
 
     The dedupe mark and the job are written in one MULTI/EXEC, so a failure leaves neither and
     Cloudinary's retry is not mistaken for a duplicate.
     """
-    key = dedupe_key(notification_id)
+    key = keys.dedupe(envelope.id)
     with queue.connection.pipeline() as pipe:
         try:
             pipe.watch(key)
             if pipe.exists(key):
                 return False
             pipe.multi()
-            pipe.set(key, notification_id, ex=DEDUPE_TTL)
+            pipe.set(key, envelope.id, ex=keys.DEDUPE_TTL)
             queue.enqueue_call(
                 JOB_FUNCTION,
-                args=(envelope,),
-                job_id=notification_id,
-                timeout=JOB_TIMEOUT,
-                result_ttl=RESULT_TTL,
-                failure_ttl=RESULT_TTL,
-                description=f"notification {envelope['notification'].get('notification_type')}",
+                args=(envelope.to_job(),),
+                job_id=envelope.id,
+                timeout=keys.JOB_TIMEOUT,
+                result_ttl=keys.RESULT_TTL,
+                failure_ttl=keys.RESULT_TTL,
+                description=f"notification {envelope.notification_type}",
                 retry=retry_policy(retries),
                 pipeline=pipe,
             )
@@ -79,3 +69,19 @@ def enqueue_notification(
         except redis.WatchError:
             return False  # an identical body was stored between our WATCH and EXEC
     return True
+
+
+def schedule_again(queue: Queue, envelope: Envelope, when: float, retries: int) -> None:
+    """Run the notification again at `when`: a scheduled job, not a busy wait (one per time)."""
+    job_id = f"{envelope.id}-at-{int(when)}"
+    if Job.exists(job_id, connection=queue.connection):
+        return
+    queue.enqueue_at(
+        datetime.fromtimestamp(when, UTC),
+        JOB_FUNCTION,
+        envelope.to_job(),
+        job_id=job_id,
+        retry=retry_policy(retries),
+        result_ttl=keys.RESULT_TTL,
+        failure_ttl=keys.RESULT_TTL,
+    )

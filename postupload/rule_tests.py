@@ -9,9 +9,14 @@ from typing import Any
 
 import yaml
 
-from postupload.errors import Problem
-from postupload.plan import plan_actions
+from postupload.calls import Call
+from postupload.errors import BadNotification, Problem
+from postupload.notification import load_json, notification_id
+from postupload.planning import plan, plan_actions
 from postupload.ruleset import RuleSet, read_document
+
+# What a test may say of a call (`expect.calls`); the keys it leaves out are not compared.
+CALL_FIELDS = ("api", "endpoint", "resource_type", "type", "public_ids", "params", "delivery", "rules")
 
 
 @dataclass
@@ -66,8 +71,8 @@ def _parse(test: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if "notification_file" in test:
         source = path.parent / str(test["notification_file"])
         try:
-            notification = json.loads(source.read_bytes())
-        except (OSError, ValueError) as error:
+            notification = load_json(source.read_bytes())
+        except (OSError, BadNotification) as error:
             raise ValueError(f"notification_file {source}: {error}") from None
     else:
         notification = test.get("notification")
@@ -76,6 +81,15 @@ def _parse(test: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     expect = test["expect"]
     if not isinstance(expect.get("rules"), list):
         raise ValueError("expect.rules is required: the rule names that match, in order ([] for none)")
+    calls = expect.get("calls", [])
+    if not isinstance(calls, list) or not all(isinstance(call, dict) for call in calls):
+        raise ValueError("expect.calls is a list of calls, each a map of " + ", ".join(CALL_FIELDS))
+    for call in calls:
+        unknown = sorted(set(call) - set(CALL_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"expect.calls: unknown field {unknown[0]!r}; a call has {', '.join(CALL_FIELDS)}"
+            )
     return notification, expect
 
 
@@ -93,7 +107,25 @@ def _compare(ruleset: RuleSet, notification: dict[str, Any], expect: dict[str, A
                 [json.dumps(a, sort_keys=True) for a in expect["actions"]],
                 [json.dumps(a, sort_keys=True) for a in got],
             )
+    if "calls" in expect:
+        body = json.dumps(notification, sort_keys=True).encode()
+        calls = plan(matched, notification, notification_id(body)).calls
+        expected = expect["calls"]
+        shown = [_comparable(call, expected[n] if n < len(expected) else {}) for n, call in enumerate(calls)]
+        if shown != expected:
+            differences += side_by_side(
+                "calls",
+                [json.dumps(c, sort_keys=True) for c in expected],
+                [json.dumps(c, sort_keys=True) for c in shown],
+            )
     return differences
+
+
+def _comparable(call: Call, expected: dict[str, Any]) -> dict[str, Any]:
+    """The call in the test's words, limited to the fields the expected call names (all if none)."""
+    whole = {**call.as_dict(), "rules": call.rules}
+    names = [name for name in CALL_FIELDS if name in expected] or list(CALL_FIELDS)
+    return {name: whole[name] for name in names}
 
 
 def side_by_side(title: str, expected: list[str], got: list[str]) -> list[str]:

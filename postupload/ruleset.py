@@ -7,18 +7,21 @@ import logging
 import time
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
+import yamlcore
 
+from handlers import REGISTRY
 from postupload.errors import Problem, RuleSetError
 from postupload.matcher import Matcher
 from postupload.notification import Notification
 from postupload.patterns import Pattern, check_pattern
-from postupload.placeholders import placeholder_problems
+from postupload.placeholders import PLACEHOLDER, placeholder_problems
+from postupload.rule_schema import assemble
+from postupload.transformations import eager_text
 
 RULE_SUFFIXES = (".yaml", ".yml", ".json")
 log = logging.getLogger(__name__)
@@ -64,10 +67,8 @@ class RuleSet:
 
 @cache
 def rules_schema() -> dict[str, Any]:
-    """The rule-file JSON Schema shipped in the package."""
-    text = resources.files("postupload").joinpath("schemas/rules.schema.json").read_text()
-    schema: dict[str, Any] = json.loads(text)
-    return schema
+    """The rule-file JSON Schema, assembled from the registered action kinds."""
+    return assemble(REGISTRY.values())
 
 
 @cache
@@ -134,15 +135,19 @@ def load_file(path: Path) -> tuple[list[Rule], list[Problem]]:
         actions = raw.get("actions") if isinstance(raw, dict) else None
         for number, action in enumerate(actions if isinstance(actions, list) else []):
             for name, params in action.items() if isinstance(action, dict) else []:
+                at = ("rules", index, "actions", number, name)
                 for message in placeholder_problems(params):
-                    problems.append(problem(("rules", index, "actions", number, name), message, "E401"))
+                    problems.append(problem(at, message, "E401"))
+                if name == "explicit" and isinstance(params, dict) and "eager" in params:
+                    for where, message in eager_problems(params["eager"]):
+                        problems.append(problem((*at, "eager", *where), message, "E402"))
     if problems:
         return [], problems
     rules = [
         Rule(
             name=raw["name"],
             match=raw["match"],
-            actions=raw["actions"],
+            actions=[_with_eager_text(action) for action in raw["actions"]],
             file=file,
             description=raw.get("description", ""),
             enabled=raw.get("enabled", True),
@@ -152,6 +157,36 @@ def load_file(path: Path) -> tuple[list[Rule], list[Problem]]:
         for index, raw in enumerate(document["rules"])
     ]
     return rules, []
+
+
+def eager_problems(eager: Any) -> list[tuple[tuple[int, ...], str]]:
+    """What keeps `eager` from being made into the SDK's text now, at load, by position."""
+    items = eager if isinstance(eager, list) else [eager]
+    problems: list[tuple[tuple[int, ...], str]] = []
+    for number, item in enumerate(items):
+        where: tuple[int, ...] = (number,) if isinstance(eager, list) else ()
+        if isinstance(item, dict) and PLACEHOLDER.search(json.dumps(item)):
+            problems.append(
+                (
+                    where,
+                    "a placeholder inside a transformation map cannot be filled; write this "
+                    "transformation as text, e.g. 'c_scale,w_${width}'",
+                )
+            )
+            continue
+        try:
+            eager_text([item])
+        except Exception as error:  # the SDK's own complaint about a map it cannot serialise
+            problems.append((where, f"not a transformation the SDK can make: {error}"))
+    return problems
+
+
+def _with_eager_text(action: dict[str, Any]) -> dict[str, Any]:
+    """An explicit action's `eager` as the SDK's text, made once here so planning stays pure."""
+    ((name, params),) = action.items()
+    if name != "explicit" or "eager" not in params:
+        return action
+    return {name: {**params, "eager": eager_text(params["eager"])}}
 
 
 def schema_message(error: jsonschema.ValidationError) -> str:
@@ -170,7 +205,8 @@ def schema_message(error: jsonschema.ValidationError) -> str:
 
 def read_document(text: str) -> tuple[Any, dict[DocPath, Position]]:
     """Parse YAML (JSON is read the same way) and note where each value starts, by its path."""
-    loader = yaml.SafeLoader(text)
+    # YAML 1.2's core schema, as JSON reads values: 1e6 is a number, yes/no/on/off are strings.
+    loader = yamlcore.CoreLoader(text)
     try:
         node = loader.get_single_node()
         document = loader.construct_document(node) if node is not None else None

@@ -12,11 +12,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from werkzeug.exceptions import HTTPException
 
 from postupload.config import Settings
+from postupload.envelope import Envelope
 from postupload.errors import RequestRejected, UnsupportedMediaType
-from postupload.notification import notification_id, parse_notification
 from postupload.queue import connect, enqueue_notification, notification_queue
 from postupload.ruleset import RuleSource
-from postupload.signature import verify_notification
 
 log = logging.getLogger(__name__)
 
@@ -42,34 +41,25 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
             raise UnsupportedMediaType(
                 "unsupported_media_type", f"Content-Type must be application/json, got {request.mimetype!r}"
             )
-        body = request.get_data()
-        verify_notification(
-            body,
-            request.headers.get("X-Cld-Timestamp"),
-            request.headers.get("X-Cld-Signature"),
-            account.api_secret,
+        envelope = Envelope.from_http(
+            request.get_data(),
+            request.headers,
+            secret=account.api_secret,
+            cloud_name=account.cloud_name,
             now=time.time(),
             tolerance=settings.signature_tolerance,
             algorithms=settings.signature_algorithms,
         )
-        notification = parse_notification(body)
-        job_id = notification_id(body)
-        envelope = {
-            "id": job_id,
-            "received_at": time.time(),
-            "cloud_name": account.cloud_name,
-            "notification": notification,
-        }
         try:
-            queued = enqueue_notification(queue, job_id, envelope, settings.retries)
+            queued = enqueue_notification(queue, envelope, settings.retries)
         except redis.RedisError as error:
-            log.error("notification %s not stored: %s", job_id, error)
+            log.error("notification %s not stored: %s", envelope.id, error)
             received.labels("unavailable").inc()
             return _error("store_unavailable", "the notification could not be stored; retry later", 503)
         answer = "queued" if queued else "duplicate"
         received.labels(answer).inc()
-        log.info("notification %s %s (%s)", job_id, answer, notification["notification_type"])
-        return jsonify({"status": answer, "id": job_id}), 200
+        log.info("notification %s %s (%s)", envelope.id, answer, envelope.notification_type)
+        return jsonify({"status": answer, "id": envelope.id}), 200
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:

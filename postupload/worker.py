@@ -14,13 +14,15 @@ from rq.executions import Execution
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from postupload.batches import Flusher
+from postupload.batches import Flusher, TagBatches
+from postupload.budget import AdminBudget
 from postupload.cloudinary_api import CloudinaryClient
 from postupload.config import Settings
+from postupload.envelope import Envelope
 from postupload.errors import ActionError, RuleSetError
-from postupload.executor import Executor, schedule_again
-from postupload.plan import plan_actions
-from postupload.queue import JOB_FUNCTION, RESULT_TTL, batch_queue, connect, notification_queue, retry_policy
+from postupload.executor import Executor
+from postupload.planning import plan
+from postupload.queue import batch_queue, connect, notification_queue, schedule_again
 from postupload.ruleset import RuleSource
 
 log = logging.getLogger(__name__)
@@ -40,37 +42,41 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings, connection: redis.Redis | None = None) -> Runtime:
+        """Build every part from the settings and hand each what it uses."""
         connection = connection or connect(settings.require_redis_url())
-        client = CloudinaryClient(settings.require_account(), settings.api_timeout)
+        account = settings.require_account()
+        client = CloudinaryClient(account, settings.api_timeout)
         queue = batch_queue(connection)
 
-        def again(envelope: dict[str, Any], when: float) -> None:
-            schedule_again(
-                queue,
-                JOB_FUNCTION,
-                envelope,
-                when,
-                retry=retry_policy(settings.retries),
-                result_ttl=RESULT_TTL,
-                failure_ttl=RESULT_TTL,
-            )
+        def again(envelope: Envelope, when: float) -> None:
+            schedule_again(queue, envelope, when, settings.retries)
 
-        executor = Executor(connection, client, queue, again, settings.asset_action_cap, settings.retries)
+        executor = Executor(
+            connection,
+            client,
+            TagBatches(connection, queue, client.timeout + 10, settings.retries),
+            AdminBudget(connection, account.cloud_name),
+            again,
+            settings.asset_action_cap,
+        )
         return cls(RuleSource(settings.rules_dir), client, executor, connection)
 
-    def process(self, envelope: dict[str, Any]) -> dict[str, Any]:
-        """Match one notification and run what its rules ask for; raise if any action failed."""
+    def process(self, job_argument: Any) -> dict[str, Any]:
+        """Match one notification and perform its plan; raise if any action failed."""
         ruleset = self.rules.current()
         if ruleset is None:
             raise RuleSetError(self.rules.error.problems if self.rules.error else [])
-        notification = envelope["notification"]
-        matched = ruleset.match(notification)
-        rules = [rule.name for rule in matched]
-        outcomes = self.executor.execute(envelope, rules, plan_actions(matched, notification))
+        envelope = Envelope.from_job(job_argument)
+        matched = ruleset.match(envelope.notification)
+        planned = plan(matched, envelope.notification, envelope.id)
+        if planned.problems:
+            log.warning("notification %s: %s", envelope.id, "; ".join(planned.problems))
+        outcomes = self.executor.execute(envelope, planned)
         result = {
-            "id": envelope["id"],
-            "rules": rules,
+            "id": envelope.id,
+            "rules": list(planned.rules),
             "actions": [outcome.as_dict() for outcome in outcomes],
+            "problems": list(planned.problems),
         }
         failed = [outcome for outcome in outcomes if outcome.status == "failed"]
         if failed:

@@ -23,16 +23,13 @@ from postupload.redis_server import RedisServer, free_port
 from postupload.signature import sign_notification
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("POSTUPLOAD_SHARED", ROOT.parent / "shared"))
-SAMPLES = SHARED / "samples"
+# Signature vectors and sample notification bodies, kept byte-exact in the repository (see data/README.md).
+SAMPLES = ROOT / "tests" / "data"
 ACCOUNT = Account("test-cloud", "111222333444555", "test-secret")
 
 
 @pytest.fixture(scope="session")
 def samples() -> Path:
-    assert (SAMPLES / "signatures.json").exists(), (
-        f"shared samples not found at {SAMPLES}; set POSTUPLOAD_SHARED"
-    )
     return SAMPLES
 
 

@@ -246,3 +246,53 @@ def test_metrics_count_answers(client: FlaskClient) -> None:
     text = client.get("/metrics").get_data(as_text=True)
     assert 'postupload_notifications_total{answer="queued"} 1.0' in text
     assert 'postupload_notifications_total{answer="bad_signature"} 1.0' in text
+
+
+def _deep(levels: int) -> bytes:
+    inner = '{"notification_type":"upload","public_id":"deep","x":' + "[" * levels + "]" * levels + "}"
+    return inner.encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (_deep(10_000), 400, "too_deep"),  # past Python's recursion limit while parsing
+        (_deep(40), 400, "too_deep"),  # parses, but deeper than any Cloudinary body
+        (b"[" * 200_000 + b"]" * 200_000, 400, "too_deep"),
+        (b'{"notification_type":"upload","public_id":"n","n":' + b"9" * 5000 + b"}", 400, "invalid_number"),
+        (b'{"notification_type":"upload","public_id":"n","n":1e400}', 400, "invalid_number"),
+        (b'{"notification_type":"upload","public_id":"n","n":NaN}', 400, "invalid_number"),
+        (b'{"notification_type":"upload","public_id":"n","n":-Infinity}', 400, "invalid_number"),
+        (b'{"notification_type":"upload","public_id":"n","n":"' + b"\\\\" * 200_000 + b'"}', 200, "queued"),
+        (b'{"notification_type":"upload","public_id":"\\ud800\\u0000"}', 200, "queued"),
+        (_deep(20), 200, "queued"),
+    ],
+    ids=[
+        "10k-deep",
+        "40-deep",
+        "200k-deep-array",
+        "5000-digits",
+        "1e400",
+        "nan",
+        "infinity",
+        "escapes",
+        "lone-surrogate",
+        "20-deep",
+    ],
+)
+def test_signed_pathological_json_gets_an_answer_never_a_500(
+    client: FlaskClient, redis_conn: redis.Redis, body: bytes, status: int, code: str
+) -> None:
+    answer = client.post("/webhooks/cloudinary", data=body, headers=signed_headers(body))
+    assert answer.status_code == status, answer.json
+    assert answer.json is not None
+    assert (answer.json.get("status") or answer.json["error"]["code"]) == code
+    assert queued_jobs(redis_conn) == (1 if status == 200 else 0)
+
+
+def test_a_wide_body_is_taken(client: FlaskClient, redis_conn: redis.Redis) -> None:
+    fields = {f"k{number}": number for number in range(60_000)}
+    body = json.dumps({"notification_type": "upload", "public_id": "wide", **fields}).encode()
+    assert len(body) < 1_048_576
+    answer = client.post("/webhooks/cloudinary", data=body, headers=signed_headers(body))
+    assert answer.status_code == 200 and queued_jobs(redis_conn) == 1

@@ -1,0 +1,70 @@
+"""The envelope: a verified notification as it travels through the queue to a worker. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from postupload.errors import BadNotification
+from postupload.notification import Notification, notification_id, parse_notification
+from postupload.signature import verify_notification
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One notification: its id (identical bodies share it), when it came, for which product environment."""
+
+    id: str
+    received_at: float
+    cloud_name: str
+    notification: Notification
+
+    @classmethod
+    def from_http(
+        cls,
+        body: bytes,
+        headers: Mapping[str, str] | Any,  # werkzeug's Headers too
+        *,
+        secret: str,
+        cloud_name: str,
+        now: float,
+        tolerance: int,
+        algorithms: Collection[str],
+    ) -> Envelope:
+        """Verify the signature over the raw bytes, then parse; RequestRejected says what is wrong."""
+        verify_notification(
+            body,
+            headers.get("X-Cld-Timestamp"),
+            headers.get("X-Cld-Signature"),
+            secret,
+            now=now,
+            tolerance=tolerance,
+            algorithms=algorithms,
+        )
+        return cls(notification_id(body), now, cloud_name, parse_notification(body))
+
+    @property
+    def notification_type(self) -> str:
+        return str(self.notification.get("notification_type"))
+
+    def to_job(self) -> dict[str, Any]:
+        """The JSON value stored as the RQ job's argument (any RQ tool, any language, can read it)."""
+        return {
+            "id": self.id,
+            "received_at": self.received_at,
+            "cloud_name": self.cloud_name,
+            "notification": self.notification,
+        }
+
+    @classmethod
+    def from_job(cls, value: Any) -> Envelope:
+        """The envelope a job carries; BadNotification if the job holds something else."""
+        if not isinstance(value, Mapping) or not isinstance(value.get("notification"), dict):
+            raise BadNotification("bad_job", "the job does not hold a notification envelope")
+        return cls(
+            str(value.get("id")),
+            float(value.get("received_at") or 0),
+            str(value.get("cloud_name") or ""),
+            value["notification"],
+        )

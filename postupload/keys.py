@@ -1,0 +1,61 @@
+"""Every Redis key postupload writes, and how long each lives. RQ's own keys are RQ's."""
+
+from __future__ import annotations
+
+QUEUE = "postupload"  # notifications
+BATCH_QUEUE = "postupload-batch"  # notifications deferred to a rate-limit reset, refused tag items
+
+DAY = 24 * 3600
+# Cloudinary retries for minutes and may deliver twice at any time; a day and an hour covers it.
+DEDUPE_TTL = DAY + 3600
+JOB_TIMEOUT = 600
+RESULT_TTL = 7 * DAY  # finished and failed jobs, with their results and reasons
+# Done marks outlive failed jobs, so replaying one skips what had succeeded.
+DONE_TTL = RESULT_TTL + DAY
+HISTORY_LENGTH = 500  # entries kept per asset
+HISTORY_TTL = 30 * DAY
+CAP_WINDOW = 3600  # the loop guard counts actions per asset per hour
+
+
+def dedupe(notification_id: str) -> str:
+    """Set when a notification's job is stored; an identical body is then a duplicate."""
+    return f"postupload:dedupe:{notification_id}"
+
+
+def done(action_key: str) -> str:
+    """Set when an action took effect (or joined a tag batch), with its outcome."""
+    return f"postupload:done:{action_key}"
+
+
+def queued(item_key: str) -> str:
+    """Set when one command of a tags action joined its batch, so a re-run does not add it twice."""
+    return f"postupload:queued:{item_key}"
+
+
+def cap(asset_key: str, window: int) -> str:
+    """Actions run on an asset within one CAP_WINDOW."""
+    return f"postupload:cap:{asset_key}:{window}"
+
+
+def history(asset_key: str) -> str:
+    return f"postupload:history:{asset_key}"
+
+
+def asset(public_id: str) -> str:
+    """public_id (or resource_type/type/public_id) -> the asset key its history is kept under."""
+    return f"postupload:asset:{public_id}"
+
+
+def admin_budget(cloud_name: str) -> tuple[str, str]:
+    """The shared Admin API budget (hash: remaining, reset) and the lock of the call probing it."""
+    return f"postupload:admin-budget:{cloud_name}", f"postupload:admin-budget:{cloud_name}:probe"
+
+
+TAG_BATCHES_DUE = "postupload:tag-batches:due"  # sorted set: batch id -> when to send (or lease end)
+TAG_BATCH_SPECS = "postupload:tag-batches:specs"  # hash: batch id -> [resource_type, type, command, tags]
+TAG_BATCH_ATTEMPTS = "postupload:tag-batches:attempts"  # hash: batch id -> failed sends in a row
+
+
+def tag_batch(batch_id: str) -> str:
+    """The list of assets waiting in one batch."""
+    return f"postupload:tag-batch:{batch_id}"

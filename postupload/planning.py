@@ -1,0 +1,115 @@
+"""From matched rules and a notification to the exact calls: one answer, shared by the worker,
+`rules explain`, rule tests and every preview. Pure: no Redis, RQ, Flask, SDK or network."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from handlers import ENDPOINTS, REGISTRY
+from postupload.calls import ActionRef, AssetPlan, Call, Delivery, Plan, PlannedAction, Refusal
+from postupload.errors import ActionError
+from postupload.notification import Notification, Target, locate
+from postupload.placeholders import fill
+
+if TYPE_CHECKING:
+    from postupload.ruleset import Rule
+
+# A notification's calls go in this order: what is sent at once (so a tag `replace` lands before
+# the same notification's batched adds), then the batched, then the budgeted Admin API calls.
+DELIVERY_ORDER: dict[Delivery, int] = {"now": 0, "batch": 1, "budget": 2}
+
+
+def plan_actions(rules: Sequence[Rule], notification: Notification) -> list[PlannedAction]:
+    """Every action of every matched rule, in order, with its placeholders filled and parameters exact."""
+    planned = []
+    for rule in rules:
+        for index, action in enumerate(rule.actions):
+            ((name, params),) = action.items()
+            try:
+                call = REGISTRY[name].plan(fill(params, notification), notification)
+            except ActionError as error:
+                planned.append(PlannedAction(rule.name, index, name, {}, str(error)))
+                continue
+            planned.append(PlannedAction(rule.name, index, name, call))
+    return planned
+
+
+def occurrence(notification: Notification, notification_id: str) -> str:
+    """Which occurrence of an asset's actions this is: its version, else the notification itself."""
+    version = notification.get("version")
+    return f"v{version}" if version else f"n{notification_id}"
+
+
+def action_ref(target: Target, occurrence: str, action: PlannedAction) -> ActionRef:
+    """The action on this asset, with its idempotency key: (asset, version, rule, action index)."""
+    key = f"{target.key}:{occurrence}:{action.rule}:{action.index}"
+    return ActionRef(action.rule, action.index, action.action, key)
+
+
+def plan_calls(
+    actions: Sequence[PlannedAction], target: Target, occurrence: str
+) -> tuple[list[Call], list[Refusal]]:
+    """The calls these actions make on one asset, in the order they are made, and the refusals.
+
+    Calls to an endpoint that can share a request (explicit) are joined when its `merge` allows.
+    """
+    calls: list[Call] = []
+    refused = []
+    for action in actions:
+        ref = action_ref(target, occurrence, action)
+        if action.error:
+            refused.append(Refusal(ref, action.error))
+            continue
+        for request in REGISTRY[action.action].requests(action.params):
+            call = Call(
+                request.api,
+                request.endpoint,
+                target.resource_type,
+                target.type,
+                (target.public_id,),
+                request.params,
+                request.delivery,
+                (ref,),
+            )
+            if not _joined(calls, call):
+                calls.append(call)
+    calls.sort(key=lambda call: DELIVERY_ORDER[call.delivery])
+    return calls, refused
+
+
+def _joined(calls: list[Call], new: Call) -> bool:
+    """Fold `new` into the first earlier call its endpoint lets it share a request with."""
+    merge = ENDPOINTS[new.endpoint].merge
+    if merge is None:
+        return False
+    for position, call in enumerate(calls):
+        if call.endpoint != new.endpoint or call.delivery != new.delivery:
+            continue
+        params = merge(call.params, new.params)
+        if params is not None:
+            calls[position] = Call(
+                call.api,
+                call.endpoint,
+                call.resource_type,
+                call.type,
+                call.public_ids,
+                params,
+                call.delivery,
+                call.actions + new.actions,
+            )
+            return True
+    return False
+
+
+def plan(rules: Sequence[Rule], notification: Notification, notification_id: str) -> Plan:
+    """What a notification causes, given the rules it matched (in order): every asset's calls."""
+    actions = plan_actions(rules, notification)
+    located = locate(notification)
+    seen = occurrence(notification, notification_id)
+    assets = []
+    for target in located.targets:
+        calls, refused = plan_calls(actions, target, seen)
+        assets.append(AssetPlan(target, tuple(calls), tuple(refused)))
+    problems = tuple(located.problems) if actions else ()
+    return Plan(tuple(rule.name for rule in rules), tuple(actions), tuple(assets), problems)

@@ -1,0 +1,197 @@
+"""Performing plans against a real Redis with a recording fake of our Cloudinary client and a clock
+that moves only when told: skipping what is done, the loop guard, the Admin budget, tag batches."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from postupload import history, keys
+from postupload.batches import FLUSH_AFTER, TagBatches
+from postupload.budget import AdminBudget
+from postupload.client import RateLimit
+from postupload.envelope import Envelope
+from postupload.errors import ActionError, RateLimitError
+from postupload.executor import Executor
+from postupload.planning import plan
+from postupload.queue import batch_queue
+from postupload.ruleset import RuleSet, load_ruleset
+from tests.fakes import Clock, RecordingClient
+
+RULES = """
+rules:
+  - name: thumbs
+    match: {resource_type: image}
+    actions:
+      - explicit: {eager: "c_scale,w_200"}
+      - addon: {background_removal: cloudinary_ai}
+      - tags: {add: [processed]}
+      - context: {set: {state: done}}
+  - name: approve
+    match: {resource_type: image}
+    actions:
+      - moderation: {status: approved}
+"""
+
+
+class Harness:
+    def __init__(self, connection: redis.Redis, rules: RuleSet, cap: int = 100) -> None:
+        self.connection = connection
+        self.rules = rules
+        self.clock = Clock()
+        self.client = RecordingClient()
+        self.scheduled: list[tuple[str, float]] = []
+        self.batches = TagBatches(connection, batch_queue(connection), clock=self.clock)
+        self.executor = Executor(
+            connection,
+            self.client,
+            self.batches,
+            AdminBudget(connection, "test-cloud"),
+            lambda envelope, when: self.scheduled.append((envelope.id, when)),
+            cap,
+            self.clock,
+        )
+
+    def run(
+        self, public_id: str = "shoe", notification_id: str = "n1", **fields: Any
+    ) -> list[dict[str, Any]]:
+        notification = {
+            "notification_type": "upload",
+            "public_id": public_id,
+            "asset_id": f"id-{public_id}",
+            "version": 1,
+            "resource_type": "image",
+            "type": "upload",
+            **fields,
+        }
+        envelope = Envelope(notification_id, self.clock(), "test-cloud", notification)
+        planned = plan(self.rules.match(notification), notification, notification_id)
+        return [outcome.as_dict() for outcome in self.executor.execute(envelope, planned)]
+
+
+@pytest.fixture
+def harness(redis_conn: redis.Redis, tmp_path: Path) -> Harness:
+    (tmp_path / "rules.yaml").write_text(RULES)
+    return Harness(redis_conn, load_ruleset(tmp_path))
+
+
+def statuses(outcomes: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return [(o["rule"], o["action"], o["status"]) for o in outcomes]
+
+
+def test_the_plan_is_performed_as_planned_and_once(harness: Harness) -> None:
+    first = harness.run()
+    assert statuses(first) == [
+        ("thumbs", "explicit", "ok"),
+        ("thumbs", "addon", "ok"),
+        ("thumbs", "context", "ok"),
+        ("approve", "moderation", "ok"),
+        ("thumbs", "tags", "batched"),
+    ]
+    # The explicit and the add-on share one request; the tag change waits in its batch.
+    assert harness.client.endpoints() == ["explicit", "context", "update"]
+    assert harness.client.calls[0]["params"] == {
+        "eager": "c_scale,w_200",
+        "background_removal": "cloudinary_ai",
+    }
+    # A retried job, a replay or a duplicate delivery: everything is skipped, nothing is called.
+    again = harness.run()
+    assert {o["status"] for o in again} == {"skipped"}
+    assert len(harness.client.calls) == 3
+    told = [e for e in history.read(harness.connection, "shoe") if e["event"] == "action"]
+    assert [e["status"] for e in told] == ["ok", "ok", "ok", "ok", "batched", *["skipped"] * 5]
+
+
+def test_a_failed_call_is_not_marked_done_and_runs_again(harness: Harness) -> None:
+    def fail_context(endpoint: str, call: dict[str, Any]) -> None:
+        if endpoint == "context":
+            raise ActionError("Cloudinary call failed: 503", permanent=False)
+
+    harness.client.fail = fail_context
+    outcomes = harness.run()
+    assert ("thumbs", "context", "failed") in statuses(outcomes)
+    harness.client.fail = None
+    harness.client.calls.clear()
+    again = harness.run()
+    assert harness.client.endpoints() == ["context"]  # only what had failed
+    assert ("thumbs", "context", "ok") in statuses(again)
+
+
+def test_the_loop_guard_stops_actions_past_the_cap_within_the_hour(
+    redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    (tmp_path / "rules.yaml").write_text(RULES)
+    harness = Harness(redis_conn, load_ruleset(tmp_path), cap=3)
+    outcomes = harness.run()
+    capped = [o for o in outcomes if o["status"] == "capped"]
+    assert [(o["rule"], o["action"]) for o in capped] == [("thumbs", "context"), ("approve", "moderation")]
+    assert "POSTUPLOAD_ASSET_ACTION_CAP" in capped[0]["detail"]
+    # A new version within the hour (a loop feeding itself): nothing more runs.
+    assert {o["status"] for o in harness.run(notification_id="n2", version=2)} == {"capped"}
+    harness.clock.advance(keys.CAP_WINDOW)  # the next hour has room again, for `cap` actions
+    later = statuses(harness.run(notification_id="n3", version=3))
+    assert [status for _, _, status in later].count("capped") == 2
+
+
+def test_moderation_waits_for_the_budget_reset_instead_of_calling(harness: Harness) -> None:
+    reset = harness.clock() + 600
+    harness.executor.budget.learn(RateLimit(500, 0, reset))  # none left in this window
+    outcomes = harness.run()
+    assert ("approve", "moderation", "deferred") in statuses(outcomes)
+    assert "update" not in harness.client.endpoints()
+    assert harness.scheduled == [("n1", reset)]
+    harness.clock.advance(601)  # the reset: one call probes the new window, then it goes through
+    assert ("approve", "moderation", "ok") in statuses(harness.run())
+    assert harness.client.endpoints()[-1] == "update"
+
+
+def test_a_420_defers_to_the_time_cloudinary_names(harness: Harness) -> None:
+    reset = harness.clock() + 90
+
+    def rate_limited(endpoint: str, call: dict[str, Any]) -> None:
+        if endpoint == "update":
+            raise RateLimitError("Cloudinary answered 420", reset)
+
+    harness.client.fail = rate_limited
+    outcomes = harness.run()
+    deferred = [o for o in outcomes if o["status"] == "deferred"]
+    assert [o["action"] for o in deferred] == ["moderation"]
+    assert harness.scheduled == [("n1", reset)]
+    assert harness.executor.budget.take(harness.clock()) == reset  # every worker now waits for it
+
+
+def test_a_thousand_uploads_tag_changes_go_in_one_call(redis_conn: redis.Redis, tmp_path: Path) -> None:
+    """The coalescing claim, deterministically: 1000 uploads within the batch window make one call."""
+    (tmp_path / "rules.yaml").write_text(
+        "rules:\n  - {name: tag-all, match: {resource_type: image}, actions: [{tags: {add: [seen]}}]}\n"
+    )
+    harness = Harness(redis_conn, load_ruleset(tmp_path))
+    for number in range(999):
+        harness.run(f"burst/{number}", f"n{number}")
+        harness.clock.advance(0.001)
+    assert harness.batches.flush_due(harness.client) == 0  # not due yet: it waits for more
+    harness.run("burst/999", "n999")  # the thousandth fills a call: due at once
+    assert harness.batches.flush_due(harness.client) == 1
+    (call,) = harness.client.calls
+    assert call["command"] == "add" and call["tags"] == ["seen"]
+    assert sorted(call["public_ids"]) == sorted(f"burst/{number}" for number in range(1000))
+    done = redis_conn.mget([keys.done(f"id-burst/{n}:v1:tag-all:0:add") for n in range(1000)])
+    assert all(mark and json.loads(mark)["status"] == "ok" for mark in done)
+
+
+def test_a_batch_is_sent_when_its_window_ends(redis_conn: redis.Redis, tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(
+        "rules:\n  - {name: tag-all, match: {resource_type: image}, actions: [{tags: {add: [seen]}}]}\n"
+    )
+    harness = Harness(redis_conn, load_ruleset(tmp_path))
+    harness.run("first", "n1")
+    harness.clock.advance(FLUSH_AFTER - 0.01)
+    harness.run("second", "n2")
+    assert harness.batches.flush_due(harness.client) == 0
+    harness.clock.advance(0.01)  # FLUSH_AFTER after the first asset: both go, in one call
+    assert harness.batches.flush_due(harness.client) == 1
+    assert harness.client.calls[0]["public_ids"] == ["first", "second"]
