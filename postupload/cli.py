@@ -163,7 +163,7 @@ def emulator(
     duplicate_rate, seed) to /emulator/faults. GET /emulator/state, /emulator/calls and
     /emulator/notifications show what happened.
     """
-    from postupload.emulator import Emulator, Faults
+    from postupload.emulator import Emulator, Faults, serve
 
     try:
         delays = [float(item) for item in retry_delays.split(",") if item.strip()]
@@ -183,7 +183,7 @@ def emulator(
     )
     for path in assets:
         service.add_asset(json.loads(path.read_bytes()))
-    server = service.serve(host, port)
+    server = serve(service, host, port)
     click.echo(f"Cloudinary emulator for cloud {account.cloud_name} on http://{host}:{server.server_port}")
     server.serve_forever()
 

@@ -18,7 +18,7 @@ import requests
 from werkzeug.serving import make_server
 
 from postupload.config import Account, Settings
-from postupload.emulator import Emulator
+from postupload.emulator import Emulator, serve
 from postupload.redis_server import RedisServer, free_port
 from postupload.signature import sign_notification
 
@@ -84,7 +84,7 @@ class RunningEmulator:
 
     def __init__(self, account: Account, notify_url: str | None = None, **options: Any) -> None:
         self.service = Emulator(account, notify_url, **options)
-        self.server = self.service.serve("127.0.0.1", 0)
+        self.server = serve(self.service, "127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.account = Account(account.cloud_name, account.api_key, account.api_secret, self.url)
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()

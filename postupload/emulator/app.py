@@ -1,0 +1,231 @@
+"""The emulator over HTTP: the API routes the SDK calls, faults and latency, and its own routes."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.datastructures import MultiDict
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from postupload.emulator.operations import Emulator
+from postupload.emulator.wire import (
+    UNSIGNED_NOTIFICATION_PARAMS,
+    ApiError,
+    check_basic_auth,
+    check_upload_auth,
+)
+
+
+def create_app(emulator: Emulator) -> Flask:
+    """The Flask app serving the API and the emulator's own routes."""
+    app = Flask("postupload.emulator")
+    app.config["MAX_FORM_PARTS"] = 100_000  # the service takes (and ignores) ids beyond 1000
+    cloud = emulator.account.cloud_name
+    upload_actions: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
+        "explicit": emulator.explicit,
+        "tags": emulator.tags,
+        "context": emulator.context,
+        "metadata": emulator.metadata,
+    }
+
+    @app.post(f"/v1_1/{cloud}/<resource_type>/<action>")
+    def upload_api(resource_type: str, action: str) -> Response:
+        params = _form_params(request.form)
+        entry = _entry("upload", action, resource_type, params)
+
+        def authenticate() -> str:
+            unsigned = UNSIGNED_NOTIFICATION_PARAMS if action != "explicit" else frozenset()
+            authorization = request.headers.get("Authorization")
+            return check_upload_auth(emulator.account, params, authorization, time.time(), unsigned)
+
+        def act() -> dict[str, Any]:
+            if action not in upload_actions:
+                raise ApiError(404, f"Unsupported Upload API action {action!r}")
+            return upload_actions[action](resource_type, params)
+
+        return serve_call(emulator, entry, authenticate, act)
+
+    @app.route(
+        f"/v1_1/{cloud}/resources/<resource_type>/<delivery_type>/<path:public_id>",
+        methods=["GET", "POST"],
+    )
+    def admin_resource(resource_type: str, delivery_type: str, public_id: str) -> Response:
+        params = _admin_params()
+        endpoint = "update" if request.method == "POST" else "resource"
+        entry = _entry("admin", endpoint, resource_type, params, type=delivery_type, public_id=public_id)
+
+        def authenticate() -> str:
+            check_basic_auth(emulator.account, request.headers.get("Authorization"))
+            return "basic"
+
+        def act() -> Any:
+            if request.method == "POST":
+                return emulator.update(resource_type, delivery_type, public_id, params)
+            with emulator.lock:
+                return emulator._asset(resource_type, delivery_type, public_id).resource(cloud)
+
+        return serve_call(emulator, entry, authenticate, act)
+
+    @app.post("/emulator/upload")
+    def emulator_upload() -> tuple[Response, int]:
+        values = request.get_json(silent=True)
+        if not isinstance(values, dict):
+            return jsonify({"error": {"message": "send the asset's fields as a JSON object"}}), 400
+        return jsonify(emulator.upload(values)), 200
+
+    @app.get("/emulator/state")
+    def emulator_state() -> Response:
+        with emulator.lock:
+            return jsonify(
+                {
+                    "assets": [asset.resource(cloud) for asset in emulator.assets.values()],
+                    "faults": emulator.faults.as_dict(),
+                    "admin": {
+                        "budget": emulator.rate_limit.budget,
+                        "window": emulator.rate_limit.window,
+                        "used": emulator.rate_limit.used,
+                    },
+                }
+            )
+
+    @app.get("/emulator/calls")
+    def emulator_calls() -> Response:
+        since = request.args.get("since", 0, type=int)
+        with emulator.lock:
+            return jsonify({"calls": emulator.calls[since:]})
+
+    @app.get("/emulator/notifications")
+    def emulator_notifications() -> Response:
+        with emulator.lock:
+            return jsonify({"notifications": json.loads(json.dumps(emulator.notifier.sent))})
+
+    @app.route("/emulator/faults", methods=["GET", "POST"])
+    def emulator_faults() -> tuple[Response, int]:
+        if request.method == "POST":
+            values = request.get_json(silent=True)
+            if not isinstance(values, dict):
+                return jsonify({"error": {"message": "send the faults to change as a JSON object"}}), 400
+            with emulator.lock:
+                try:
+                    emulator.faults.update(values)
+                except ValueError as error:
+                    return jsonify({"error": {"message": str(error)}}), 400
+        with emulator.lock:
+            return jsonify(emulator.faults.as_dict()), 200
+
+    return app
+
+
+def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> BaseWSGIServer:
+    """A threaded HTTP server for this emulator; call serve_forever() on it (or in a thread)."""
+    return make_server(host, port, create_app(emulator), threaded=True)
+
+
+def serve_call(
+    emulator: Emulator, entry: dict[str, Any], authenticate: Callable[[], str], act: Callable[[], Any]
+) -> Response:
+    """Answer one API call: latency, faults, auth, the Admin budget, the effect, the record."""
+    faults, admin = emulator.faults, entry["api"] == "admin"
+    with emulator.lock:
+        jitter = faults.random.uniform(0, faults.latency_jitter) if faults.latency_jitter else 0.0
+        error_roll, timeout_roll = faults.random.random(), faults.random.random()
+        burst = admin and faults.rate_limit_burst > 0
+        if burst:
+            faults.rate_limit_burst -= 1
+    if faults.latency + jitter:
+        time.sleep(faults.latency + jitter)
+    headers: dict[str, str] = {}
+    try:
+        if error_roll < faults.error_rate:
+            entry["fault"] = "error"
+            return _finish(emulator, entry, *_server_error(error_roll))
+        entry["auth"] = authenticate()  # a rejected call costs no budget
+        if admin:
+            if burst:
+                entry["fault"] = "rate_limit_burst"
+            with emulator.lock:
+                headers = emulator.rate_limit.take(time.time(), burst)
+        answer = act()
+    except ApiError as error:
+        if admin and not headers:
+            with emulator.lock:
+                headers = emulator.rate_limit.headers(time.time())
+        body = jsonify({"error": {"message": error.message}})
+        return _finish(emulator, entry, body, error.status, {**headers, **error.headers})
+    if timeout_roll < faults.timeout_rate:
+        # The effect is done, but the answer never comes: the caller cannot tell which happened.
+        entry["fault"] = "timeout"
+        _finish(emulator, entry, jsonify(answer), 200, headers)
+        time.sleep(faults.hang)
+        return jsonify({"error": {"message": "Gateway Timeout"}}), 504  # type: ignore[return-value]
+    return _finish(emulator, entry, jsonify(answer), 200, headers)
+
+
+def _finish(
+    emulator: Emulator,
+    entry: dict[str, Any],
+    body: Response,
+    status: int,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    entry["status"] = status
+    entry["duration"] = round(time.time() - entry["time"], 4)  # latency included, a hang not
+    emulator.record(entry)
+    body.status_code = status
+    body.headers.update(headers or {})
+    return body
+
+
+def _entry(
+    api: str, endpoint: str, resource_type: str, params: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    return {
+        "api": api,
+        "endpoint": endpoint,
+        "resource_type": resource_type,
+        **extra,
+        "params": params,
+        "time": time.time(),
+    }
+
+
+def _server_error(roll: float) -> tuple[Response, int, dict[str, str]]:
+    """500 or 503 in Cloudinary's error shape, or a gateway's 502 HTML page (the SDK cannot parse it)."""
+    status = (500, 502, 503)[int(roll * 1000) % 3]
+    if status == 502:
+        page = Response("<html><body><h1>502 Bad Gateway</h1></body></html>", mimetype="text/html")
+        return page, 502, {}
+    return jsonify({"error": {"message": "General Error"}}), status, {}
+
+
+def _form_params(form: MultiDict[str, str]) -> dict[str, Any]:
+    """Form fields as the API reads them: `name[]` repeated fields are one list."""
+    params: dict[str, Any] = {}
+    for key in form:
+        if key.endswith("[]"):
+            params[key[:-2]] = form.getlist(key)
+        else:
+            params[key] = form[key]
+    return params
+
+
+def _admin_params() -> dict[str, Any]:
+    """Admin API parameters: a JSON body, form fields (`name[0]`-style lists) or the query string."""
+    if request.is_json:
+        body = request.get_json(silent=True)
+        return body if isinstance(body, dict) else {}
+    params: dict[str, Any] = {}
+    lists: dict[str, list[str]] = {}
+    for source in (request.args, request.form):
+        for key in source:
+            match = re.fullmatch(r"(.+)\[\d*\]", key)
+            if match:
+                lists.setdefault(match.group(1), []).extend(source.getlist(key))
+            else:
+                params[key] = source[key]
+    return {**params, **lists}

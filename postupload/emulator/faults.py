@@ -1,0 +1,92 @@
+"""What goes wrong, and the Admin API rate limit: seeded, so a run can be repeated."""
+
+from __future__ import annotations
+
+import email.utils
+import random
+from dataclasses import dataclass, fields
+from typing import Any
+
+from postupload.emulator.wire import ApiError
+
+
+@dataclass
+class Faults:
+    """What goes wrong, and how slowly; every random choice comes from one seeded generator."""
+
+    latency: float = 0.0  # seconds added to every API call
+    latency_jitter: float = 0.0  # plus a uniform random 0..jitter seconds
+    error_rate: float = 0.0  # share of API calls answered 500, 502 or 503, without effect
+    timeout_rate: float = 0.0  # share of API calls that take effect but hold the answer back
+    hang: float = 30.0  # how long such a call holds the connection before giving up (504)
+    rate_limit_burst: int = 0  # the next N Admin API calls answer 420
+    drop_rate: float = 0.0  # share of notifications never sent
+    duplicate_rate: float = 0.0  # share of notifications sent twice
+    seed: int | None = None
+
+    RATES = ("error_rate", "timeout_rate", "drop_rate", "duplicate_rate")
+
+    def __post_init__(self) -> None:
+        self.random = random.Random(self.seed)
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Change some knobs; raise ValueError naming a bad one (nothing changes then)."""
+        known = {f.name: f for f in fields(self)}
+        checked: dict[str, Any] = {}
+        for name, value in values.items():
+            if name not in known:
+                raise ValueError(f"unknown fault {name!r}; known: {', '.join(known)}")
+            if name == "seed":
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                    raise ValueError("seed: expected an integer or null")
+            elif name == "rate_limit_burst":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError("rate_limit_burst: expected a whole number ≥ 0")
+            elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{name}: expected a number ≥ 0")
+            elif name in self.RATES and value > 1:
+                raise ValueError(f"{name}: expected a share between 0 and 1")
+            checked[name] = value
+        for name, value in checked.items():
+            setattr(self, name, value)
+        if "seed" in checked:
+            self.random = random.Random(self.seed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class RateLimit:
+    """The Admin API budget: `budget` calls per fixed window, windows aligned on multiples of its length."""
+
+    def __init__(self, budget: int = 500, window: int = 3600) -> None:
+        self.budget = budget
+        self.window = window
+        self.window_start = 0
+        self.used = 0
+
+    def take(self, now: float, burst: bool = False) -> dict[str, str]:
+        """Count one call and answer its headers; raise ApiError 420 when the budget is spent."""
+        headers = self.headers(now)
+        if burst or self.used >= self.budget:
+            reset = headers["X-FeatureRateLimit-Reset"]
+            raise ApiError(
+                420, f"Rate Limit Exceeded. Try again on {reset}", {**headers, **self._remaining(0)}
+            )
+        self.used += 1
+        return {**headers, **self._remaining(self.budget - self.used)}
+
+    def headers(self, now: float) -> dict[str, str]:
+        """The headers every Admin API answer carries, without counting a call."""
+        start = int(now) - int(now) % self.window
+        if start != self.window_start:
+            self.window_start, self.used = start, 0
+        return {
+            "X-FeatureRateLimit-Limit": str(self.budget),
+            "X-FeatureRateLimit-Reset": email.utils.formatdate(start + self.window, usegmt=True),
+            **self._remaining(self.budget - self.used),
+        }
+
+    @staticmethod
+    def _remaining(count: int) -> dict[str, str]:
+        return {"X-FeatureRateLimit-Remaining": str(count)}

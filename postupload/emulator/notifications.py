@@ -1,0 +1,183 @@
+"""Cloudinary's side of notifications: the bodies it sends, signed, redelivered until answered 200."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from typing import Any
+
+from postupload.config import Account
+from postupload.emulator.assets import Asset
+from postupload.emulator.faults import Faults
+from postupload.emulator.wire import iso_now
+from postupload.signature import sign_notification
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETRY_DELAYS = (180.0, 360.0, 540.0)  # Cloudinary's redeliveries (third-party report)
+
+
+class Notifier:
+    """Builds and delivers the notifications; `sent` records each one and its delivery answers."""
+
+    def __init__(
+        self,
+        account: Account,
+        url: str | None,
+        faults: Faults,
+        lock: threading.RLock,
+        retry_delays: Iterable[float] = DEFAULT_RETRY_DELAYS,
+        signature_algorithm: str = "sha1",
+    ) -> None:
+        self.account = account
+        self.url = url
+        self.faults = faults
+        self.lock = lock
+        self.retry_delays = tuple(retry_delays)
+        self.signature_algorithm = signature_algorithm
+        self.sent: list[dict[str, Any]] = []
+
+    def upload(self, asset: Asset) -> dict[str, Any]:
+        resource = asset.resource(self.account.cloud_name)
+        body = self.envelope("upload")
+        for key in (
+            "asset_id",
+            "public_id",
+            "version",
+            "version_id",
+            "width",
+            "height",
+            "format",
+            "resource_type",
+            "created_at",
+            "tags",
+            "bytes",
+            "type",
+            "etag",
+            "url",
+            "secure_url",
+            "asset_folder",
+            "display_name",
+        ):
+            body[key] = resource[key]
+        body["placeholder"] = False
+        if asset.original_filename:
+            body["original_filename"] = asset.original_filename
+        if asset.context:
+            body["context"] = {"custom": dict(asset.context)}
+        if asset.metadata:
+            body["metadata"] = dict(asset.metadata)
+        if asset.moderation_kind:
+            body["moderation"] = [{"kind": asset.moderation_kind, "status": "pending"}]
+        body["api_key"] = self.account.api_key
+        return self.triggered(body)
+
+    def moderation(self, asset: Asset) -> dict[str, Any]:
+        """As `samples/notifications/moderation-*.json`: no asset_id, resource_type or type."""
+        return {
+            "moderation_response": {},
+            "moderation_status": asset.moderation_status,
+            "moderation_kind": asset.moderation_kind or "manual",
+            "moderation_updated_at": iso_now("Z"),
+            **self._about(asset),
+            "notification_type": "moderation",
+        }
+
+    def eager(self, asset: Asset, eager: list[str], batch_id: str) -> dict[str, Any]:
+        return {
+            "notification_type": "eager",
+            "eager": [
+                {**asset.eager_item(self.account.cloud_name, item), "status": "complete"} for item in eager
+            ],
+            "public_id": asset.public_id,
+            "batch_id": batch_id,
+            "asset_id": asset.asset_id,
+            "resource_type": asset.resource_type,
+            "type": asset.type,
+        }
+
+    def info(self, asset: Asset, addon: str) -> dict[str, Any]:
+        return {
+            "info_kind": asset.addons[addon][-1].split(":")[0],
+            "info_status": "complete",
+            **self._about(asset),
+            "notification_type": "info",
+        }
+
+    def _about(self, asset: Asset) -> dict[str, Any]:
+        """How moderation and info notifications name the asset (no asset_id, resource_type or type)."""
+        resource = asset.resource(self.account.cloud_name)
+        keys = ("public_id", "created_at", "version", "url", "secure_url", "etag")
+        about = {key: resource[key] for key in keys}
+        about["uploaded_at"] = about.pop("created_at")
+        return about
+
+    def envelope(self, notification_type: str) -> dict[str, Any]:
+        return {
+            "notification_type": notification_type,
+            "timestamp": iso_now(),
+            "request_id": secrets.token_hex(16),
+        }
+
+    def triggered(self, body: dict[str, Any]) -> dict[str, Any]:
+        body["notification_context"] = {
+            "triggered_at": iso_now("Z"),
+            "triggered_by": {"source": "api", "id": self.account.api_key},
+        }
+        body["signature_key"] = self.account.api_key
+        return body
+
+    def send(self, body: dict[str, Any], url: str | None = None) -> None:
+        """Deliver a signed notification in the background (or drop or repeat it, as faults say)."""
+        target = url or self.url
+        if not target:
+            return
+        with self.lock:
+            roll_drop, roll_duplicate = self.faults.random.random(), self.faults.random.random()
+            dropped = roll_drop < self.faults.drop_rate
+            copies = 0 if dropped else 2 if roll_duplicate < self.faults.duplicate_rate else 1
+            entry = {
+                "seq": len(self.sent) + 1,
+                "notification_type": body["notification_type"],
+                "public_id": body.get("public_id"),
+                "url": target,
+                "copies": copies,
+                "dropped": dropped,
+                "deliveries": [],
+            }
+            self.sent.append(entry)
+        raw = json.dumps(body, separators=(",", ":")).encode()
+        for _ in range(copies):
+            threading.Thread(target=self._deliver, args=(target, raw, entry), daemon=True).start()
+
+    def _deliver(self, url: str, raw: bytes, entry: dict[str, Any]) -> None:
+        """POST until a 200, pausing between tries as Cloudinary does (delays are configurable)."""
+        for pause in (*self.retry_delays, None):
+            timestamp = str(int(time.time()))
+            headers = {
+                "Content-Type": "application/json",
+                "X-Cld-Timestamp": timestamp,
+                "X-Cld-Signature": sign_notification(
+                    raw, timestamp, self.account.api_secret, self.signature_algorithm
+                ),
+            }
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, raw, headers), timeout=10) as answer:
+                    status: int | str = answer.status
+            except urllib.error.HTTPError as error:
+                status = error.code
+            except OSError as error:
+                status = f"error: {error}"
+            with self.lock:
+                entry["deliveries"].append(status)
+            if status == 200:
+                return
+            log.warning("notification to %s answered %s", url, status)
+            if pause is not None:
+                time.sleep(pause)
