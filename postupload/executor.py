@@ -79,14 +79,15 @@ class Executor:
         seen = occurrence(envelope.notification, envelope.id)
         for asset in plan.assets:
             with self.connection.pipeline(transaction=False) as pipe:
-                run = _Run(self, asset.target, envelope.id, outcomes, pipe)
+                asset_key = history.asset_key(self.connection, asset.target)
+                run = _Run(self, asset.target, asset_key, envelope.id, outcomes, pipe)
                 entry = {
                     "event": "notification",
                     "notification": envelope.id,
                     "notification_type": envelope.notification_type,
                     "rules": list(plan.rules),
                 }
-                history.record(pipe, asset.target.key, asset.target.public_id, entry, self.clock())
+                history.record(pipe, asset_key, asset.target.public_id, entry, self.clock())
                 todo = run.not_done(list(plan.actions), seen)
                 calls, _ = plan_calls(run.within_cap(todo), asset.target, seen)
                 retry_at = max([retry_at, *(run.perform(call) for call in calls)])
@@ -105,12 +106,14 @@ class _Run:
         self,
         executor: Executor,
         target: Target,
+        asset_key: str,
         notification_id: str,
         outcomes: list[Outcome],
         pipe: redis.client.Pipeline,
     ) -> None:
         self.x = executor
         self.target = target
+        self.asset_key = asset_key  # the asset's history and loop-guard identity
         self.notification_id = notification_id
         self.outcomes = outcomes
         self.pipe = pipe
@@ -137,7 +140,7 @@ class _Run:
         """The loop guard: past `cap` actions on this asset this hour, the rest are stopped, with why."""
         if not self.x.cap or not todo:
             return todo
-        key = keys.cap(self.target.key, int(self.x.clock()) // keys.CAP_WINDOW)
+        key = keys.cap(self.asset_key, int(self.x.clock()) // keys.CAP_WINDOW)
         with self.x.connection.pipeline() as pipe:
             pipe.incrby(key, len(todo))
             pipe.expire(key, 2 * keys.CAP_WINDOW)
@@ -194,7 +197,7 @@ class _Run:
         for ref in call.actions:
             item = {
                 "public_id": self.target.public_id,
-                "asset": self.target.key,
+                "asset": self.asset_key,
                 "key": keys.done(f"{ref.key}:{command}"),
                 "rule": ref.rule,
                 "notification": self.notification_id,
@@ -241,7 +244,7 @@ class _Run:
                 self.pipe.set(marks[position], json.dumps(mark), ex=keys.DONE_TTL)
             entry = {"event": "action", "notification": self.notification_id, "call": action.params}
             entry.update(outcome.as_dict())
-            history.record(self.pipe, self.target.key, self.target.public_id, entry, self.x.clock())
+            history.record(self.pipe, self.asset_key, self.target.public_id, entry, self.x.clock())
 
 
 def _iso(moment: float) -> str:

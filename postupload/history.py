@@ -8,6 +8,7 @@ from typing import Any
 import redis
 
 from postupload import keys
+from postupload.notification import Target
 
 # One call per entry: append, bound, keep 30 days, and remember the public_id -> asset mapping.
 _RECORD = """
@@ -28,6 +29,16 @@ def record(
     names = [keys.history(asset_key), keys.asset(public_id or "")]
     args: list[str | int] = [text, keys.HISTORY_LENGTH, keys.HISTORY_TTL, public_id or "", asset_key]
     _script(keys=names, args=args, client=connection)
+
+
+def asset_key(connection: redis.Redis, target: Target) -> str:
+    """The key an asset's history is kept under: its asset_id. Moderation, info and some eager
+    notifications do not carry it, so for those the key an earlier notification recorded for the
+    public_id is used, and one asset's story is not split in two."""
+    if target.asset_id:
+        return target.asset_id
+    known = connection.get(keys.asset(target.public_id))
+    return known.decode() if isinstance(known, bytes) else target.key
 
 
 def read(connection: redis.Redis, asset: str) -> list[dict[str, Any]]:

@@ -27,8 +27,11 @@ from postupload.ruleset import RuleSource
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_TTL = 15  # a job whose worker stops heartbeating this long is run again
-MAINTENANCE_INTERVAL = 10  # how often some worker looks for such jobs
+# A job whose worker stops heartbeating (beats every HEARTBEAT_TTL / 3 s) this long is run again; some
+# worker looks for such jobs every MAINTENANCE_INTERVAL s, so a killed worker's job runs again within
+# about 15 s. Three missed beats are needed, so a slow Redis round trip does not orphan a live job.
+HEARTBEAT_TTL = 9
+MAINTENANCE_INTERVAL = 5
 
 
 @dataclass

@@ -24,6 +24,7 @@ from postupload.emulator import Faults, string_to_sign
 from postupload.notification import parse_notification
 from postupload.signature import verify_notification
 from tests.conftest import ACCOUNT, ROOT, Receiver, RunningEmulator, wait_until
+from tests.fakes import Clock
 
 
 def test_string_to_sign_matches_every_shared_vector(samples: Path) -> None:
@@ -153,23 +154,22 @@ def test_admin_api_needs_the_right_credentials(emulator: RunningEmulator) -> Non
 
 
 def test_rate_limit_headers_count_down_then_420_until_the_reset(make_emulator: Any) -> None:
-    emulator = make_emulator(admin_budget=3, admin_window=4)
+    clock = Clock(3600 * 500_000)  # the start of a window
+    emulator = make_emulator(admin_budget=3, admin_window=60, clock=clock)
     emulator.service.add_asset({"public_id": "p"})
     opts = emulator.sdk()
-    # Start at the beginning of a window so the three calls surely share it.
-    wait_until(lambda: time.time() % 4 < 0.2, timeout=5, interval=0.01)
     remaining = [cloudinary.api.resource("p", **opts).rate_limit_remaining for _ in range(3)]
     assert remaining == [2, 1, 0]
     with pytest.raises(cloudinary.exceptions.RateLimited, match="Try again on") as raised:
         cloudinary.api.update("p", moderation_status="approved", **opts)
     reset = email.utils.parsedate_to_datetime(str(raised.value).split("Try again on ")[1]).timestamp()
-    assert time.time() < reset <= time.time() + 4
+    assert reset == clock() + 60
     answer = requests.get(f"{emulator.url}/v1_1/{ACCOUNT.cloud_name}/resources/image/upload/p", timeout=5)
     assert (
         answer.headers["X-FeatureRateLimit-Remaining"] == "0" and answer.status_code == 401
     )  # no credentials
     assert state(emulator, "p")["moderation_status"] is None  # the refused update did nothing
-    time.sleep(max(0.0, reset - time.time()) + 0.05)
+    clock.advance(60)
     after = cloudinary.api.update("p", moderation_status="approved", **opts)
     assert after.rate_limit_allowed == 3 and after.rate_limit_remaining == 2
 

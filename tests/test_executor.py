@@ -195,3 +195,22 @@ def test_a_batch_is_sent_when_its_window_ends(redis_conn: redis.Redis, tmp_path:
     harness.clock.advance(0.01)  # FLUSH_AFTER after the first asset: both go, in one call
     assert harness.batches.flush_due(harness.client) == 1
     assert harness.client.calls[0]["public_ids"] == ["first", "second"]
+
+
+def test_notifications_without_an_asset_id_add_to_the_same_assets_history(harness: Harness) -> None:
+    harness.run()  # the upload names asset_id id-shoe
+    moderation = {
+        "notification_type": "moderation",
+        "moderation_status": "approved",
+        "public_id": "shoe",
+        "version": 1,
+        "url": "http://res.cloudinary.com/test-cloud/image/upload/v1/shoe.jpg",
+    }
+    envelope = Envelope("n-moderation", harness.clock(), "test-cloud", moderation)
+    harness.executor.execute(envelope, plan([], moderation, envelope.id))
+    told = history.read(harness.connection, "shoe")
+    assert [e.get("notification_type") for e in told if e["event"] == "notification"] == [
+        "upload",
+        "moderation",
+    ]
+    assert history.read(harness.connection, "id-shoe") == told

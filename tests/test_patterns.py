@@ -240,7 +240,7 @@ EVENTS = st.recursive(
 ).filter(lambda value: isinstance(value, dict))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(patterns(), min_size=1, max_size=8), st.lists(EVENTS, min_size=1, max_size=5))
 def test_compiled_matcher_agrees_with_reference(
     pattern_list: list[dict[str, Any]], events: list[Any]

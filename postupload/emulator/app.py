@@ -149,12 +149,12 @@ def serve_call(
             if burst:
                 entry["fault"] = "rate_limit_burst"
             with emulator.lock:
-                headers = emulator.rate_limit.take(time.time(), burst)
+                headers = emulator.rate_limit.take(emulator.clock(), burst)
         answer = act()
     except ApiError as error:
         if admin and not headers:
             with emulator.lock:
-                headers = emulator.rate_limit.headers(time.time())
+                headers = emulator.rate_limit.headers(emulator.clock())
         body = jsonify({"error": {"message": error.message}})
         return _finish(emulator, entry, body, error.status, {**headers, **error.headers})
     if timeout_roll < faults.timeout_rate:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import fields
 from typing import Any
 
@@ -49,8 +50,10 @@ class Emulator:
         admin_window: int = 3600,
         retry_delays: Iterable[float] = DEFAULT_RETRY_DELAYS,
         signature_algorithm: str = "sha1",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.account = account
+        self.clock = clock  # the Admin API windows follow it
         self.faults = faults or Faults()
         self.rate_limit = RateLimit(admin_budget, admin_window)
         self.assets: dict[tuple[str, str, str], Asset] = {}
