@@ -9,7 +9,7 @@ from postupload.calls import Call, Plan
 from postupload.notification import Notification
 from postupload.patterns import first_mismatch
 from postupload.planning import plan
-from postupload.ruleset import RuleSet
+from postupload.ruleset import Rule, RuleSet
 
 HOW = {
     "now": "",
@@ -18,9 +18,8 @@ HOW = {
 }
 
 
-def decisions(ruleset: RuleSet, notification: Notification) -> list[dict[str, Any]]:
+def decisions(ruleset: RuleSet, notification: Notification, matched: list[Rule]) -> list[dict[str, Any]]:
     """Each rule, in order: matched, disabled, stopped by an earlier rule, or the first field that failed."""
-    matched = ruleset.match(notification)
     matched_names = {rule.name for rule in matched}
     stopper = matched[-1].name if matched and matched[-1].stop else None
     found = []
@@ -42,14 +41,16 @@ def decisions(ruleset: RuleSet, notification: Notification) -> list[dict[str, An
 
 def explain(ruleset: RuleSet, notification: Notification, notification_id: str) -> dict[str, Any]:
     """The report as a value: rule decisions and the plan (what `--format json` prints)."""
-    planned = plan(ruleset.match(notification), notification, notification_id)
-    return {"decisions": decisions(ruleset, notification), "plan": planned.as_dict()}
+    matched = ruleset.match(notification)
+    planned = plan(matched, notification, notification_id)
+    return {"decisions": decisions(ruleset, notification, matched), "plan": planned.as_dict()}
 
 
 def explain_text(ruleset: RuleSet, notification: Notification, notification_id: str) -> str:
     """The report for people: one line per rule, then every call, in the order it would be made."""
+    matched = ruleset.match(notification)
     lines = []
-    for item in decisions(ruleset, notification):
+    for item in decisions(ruleset, notification, matched):
         where = f"({item['file']}:{item['line']})"
         if item["decision"] == "disabled":
             lines.append(f"  - {item['rule']}: disabled {where}")
@@ -60,7 +61,7 @@ def explain_text(ruleset: RuleSet, notification: Notification, notification_id: 
             lines.append(f"  - {item['rule']}: would match, but {item['reason']} {where}")
         else:
             lines.append(f"  ✗ {item['rule']}: {item['reason']} {where}")
-    planned = plan(ruleset.match(notification), notification, notification_id)
+    planned = plan(matched, notification, notification_id)
     lines.append(f"{len(planned.rules)} of {len(ruleset.rules)} rules match.")
     return "\n".join(lines + render_plan(planned))
 

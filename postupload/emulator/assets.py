@@ -103,3 +103,12 @@ def context_change(asset: Asset, before: dict[str, str]) -> dict[str, Any]:
         "removed": [{"name": k, "value": v} for k, v in before.items() if k not in after],
         "updated": [{"name": k, "value": v} for k, v in after.items() if k in before and before[k] != v],
     }
+
+
+def merge_pairs(values: dict[str, Any], pairs: dict[str, Any]) -> None:
+    """Context and metadata updates: each pair sets its key, and an empty value deletes it."""
+    for key, value in pairs.items():
+        if value == "":
+            values.pop(key, None)
+        else:
+            values[key] = value

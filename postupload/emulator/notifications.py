@@ -133,6 +133,11 @@ class Notifier:
         body["signature_key"] = self.account.api_key
         return body
 
+    def changed(self, kind: str, resources: Any, url: str | None) -> None:
+        """A `resource_*_changed` notification about what one of our calls changed."""
+        body = {**self.envelope(kind), "source": "api", "resources": resources}
+        self.send(self.triggered(body), url)
+
     def send(self, body: dict[str, Any], url: str | None = None) -> None:
         """Deliver a signed notification in the background (or drop or repeat it, as faults say)."""
         target = url or self.url

@@ -10,7 +10,7 @@ from dataclasses import fields
 from typing import Any
 
 from postupload.config import Account
-from postupload.emulator.assets import Asset, apply_tags, context_change
+from postupload.emulator.assets import Asset, apply_tags, context_change, merge_pairs
 from postupload.emulator.faults import Faults, RateLimit
 from postupload.emulator.notifications import DEFAULT_RETRY_DELAYS, Notifier
 from postupload.emulator.wire import (
@@ -188,12 +188,7 @@ class Emulator:
                 }
                 for asset in changed
             ]
-            body = {
-                **self.notifier.envelope("resource_tags_changed"),
-                "source": "api",
-                "resources": resources,
-            }
-            self.notifier.send(self.notifier.triggered(body), params.get("notification_url"))
+            self.notifier.changed("resource_tags_changed", resources, params.get("notification_url"))
         return {"public_ids": [asset.public_id for asset in targets]}
 
     def context(self, resource_type: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -210,20 +205,11 @@ class Emulator:
                 if command == "remove_all":
                     asset.context = {}
                 else:
-                    for key, value in pairs.items():
-                        if value == "":
-                            asset.context.pop(key, None)
-                        else:
-                            asset.context[key] = value
+                    merge_pairs(asset.context, pairs)
                 if asset.context != before:
                     changes[asset.public_id] = context_change(asset, before)
         if changes:
-            body = {
-                **self.notifier.envelope("resource_context_changed"),
-                "source": "api",
-                "resources": changes,
-            }
-            self.notifier.send(self.notifier.triggered(body), params.get("notification_url"))
+            self.notifier.changed("resource_context_changed", changes, params.get("notification_url"))
         return {"public_ids": [asset.public_id for asset in targets]}
 
     def metadata(self, resource_type: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -235,11 +221,7 @@ class Emulator:
             changes: dict[str, dict[str, Any]] = {}
             for asset in targets:
                 before = dict(asset.metadata)
-                for key, value in values.items():
-                    if value == "":
-                        asset.metadata.pop(key, None)
-                    else:
-                        asset.metadata[key] = value
+                merge_pairs(asset.metadata, values)
                 if asset.metadata != before:
                     changes[asset.public_id] = {
                         "asset_id": asset.asset_id,
@@ -249,12 +231,7 @@ class Emulator:
                         "new_metadata": dict(asset.metadata),
                     }
         if changes:
-            body = {
-                **self.notifier.envelope("resource_metadata_changed"),
-                "source": "api",
-                "resources": changes,
-            }
-            self.notifier.send(self.notifier.triggered(body), params.get("notification_url"))
+            self.notifier.changed("resource_metadata_changed", changes, params.get("notification_url"))
         return {"public_ids": [asset.public_id for asset in targets]}
 
     # --- Admin API ----------------------------------------------------------------------------
