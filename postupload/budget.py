@@ -45,10 +45,10 @@ return 1
 
 
 class AdminBudget:
-    def __init__(self, connection: redis.Redis, cloud_name: str, probe_timeout: float = 60.0) -> None:
+    def __init__(self, connection: redis.Redis, cloud_name: str) -> None:
         self.connection = connection
         self.keys = list(keys.admin_budget(cloud_name))
-        self.probe_timeout_ms = int(probe_timeout * 1000)
+        self.probe_timeout_ms = int(keys.ADMIN_PROBE_TTL * 1000)
         self._take = connection.register_script(_TAKE)
         self._learn = connection.register_script(_LEARN)
 

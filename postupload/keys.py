@@ -46,6 +46,10 @@ def asset(public_id: str) -> str:
     return f"postupload:asset:{public_id}"
 
 
+# A worker probing an unknown Admin budget holds the probe this long at most (its call may hang).
+ADMIN_PROBE_TTL = 60
+
+
 def admin_budget(cloud_name: str) -> tuple[str, str]:
     """The shared Admin API budget (hash: remaining, reset) and the lock of the call probing it."""
     return f"postupload:admin-budget:{cloud_name}", f"postupload:admin-budget:{cloud_name}:probe"
