@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 import urllib.error
@@ -15,7 +14,7 @@ from typing import Any
 import click
 from click.decorators import FC
 
-from postupload import keys
+from postupload import keys, logs
 from postupload.config import DEV_ACCOUNT, Settings
 from postupload.errors import BadNotification, PostuploadError, RuleSetError
 
@@ -41,9 +40,7 @@ class Group(click.Group):
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """postupload: Cloudinary notifications in, rule-driven follow-up work out."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
-    )
+    logs.configure()
     # The environment is read once, here, and checked before anything imports the cloudinary SDK,
     # which parses CLOUDINARY_URL at import time and raises a bare ValueError on a bad one.
     ctx.obj = Settings.from_env()
@@ -412,7 +409,7 @@ def failed_list(settings: Settings, output: str) -> None:
         return
     for job in jobs:
         when = job.failed_at.strftime("%Y-%m-%d %H:%M:%S") if job.failed_at else "?"
-        click.echo(f"{job.id}  {when}  {job.description}\n    {job.reason}")
+        click.echo(f"{job.id}  {when}  {logs.printable(job.description)}\n    {logs.printable(job.reason)}")
     click.echo(f"{len(jobs)} failed job{'s' if len(jobs) != 1 else ''}")
 
 

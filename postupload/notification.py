@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
+from urllib.parse import unquote
 
 import jsonschema
 
@@ -205,12 +206,37 @@ def locate(notification: Notification) -> Located:
         if not isinstance(public_id, str) or not public_id:
             problems.append(f"{kind} notification: an asset without a public_id was passed over")
             continue
+        unsafe = unsafe_public_id(public_id)
+        if unsafe:
+            problems.append(f"public_id {public_id!r} refused: {unsafe}")
+            continue
         target = _target(kind, public_id, fields, urls)
         if target is None:
-            problems.append(f"{public_id}: the {kind} notification does not say its resource_type and type")
+            problems.append(
+                f"{public_id}: the {kind} notification does not say its resource_type and type "
+                "(or names ones that are not a Cloudinary resource type and delivery type)"
+            )
         else:
             targets.append(target)
     return Located(targets, problems)
+
+
+# resource_type and type become URL path segments of every call: only such names can be.
+_KIND_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def unsafe_public_id(public_id: str) -> str | None:
+    """Why this public_id cannot be named in an API call, or None when it can.
+
+    The Admin API takes the public_id in its URL path, and the SDK decodes %xx before it builds the
+    path, so a `.` or `..` segment (also as %2e) would make the HTTP client resolve the path to
+    another asset or endpoint. Control characters are never part of a public_id.
+    """
+    if any(ord(char) < 32 or ord(char) == 127 for char in public_id):
+        return "it holds control characters"
+    if any(segment in (".", "..") for segment in unquote(public_id).split("/")):
+        return "a '.' or '..' path segment would steer the call to another asset or endpoint"
+    return None
 
 
 def _target(kind: Any, public_id: str, fields: dict[str, Any], urls: list[Any]) -> Target | None:
@@ -224,9 +250,9 @@ def _target(kind: Any, public_id: str, fields: dict[str, Any], urls: list[Any]) 
     if kind == "upload":
         resource_type = resource_type or UPLOAD_DEFAULTS["resource_type"]
         delivery_type = delivery_type or UPLOAD_DEFAULTS["type"]
-    if not (
-        isinstance(resource_type, str) and resource_type and isinstance(delivery_type, str) and delivery_type
-    ):
+    if not (isinstance(resource_type, str) and _KIND_NAME.fullmatch(resource_type)):
+        return None
+    if not (isinstance(delivery_type, str) and _KIND_NAME.fullmatch(delivery_type)):
         return None
     asset_id = fields.get("asset_id")
     return Target(resource_type, delivery_type, public_id, asset_id if isinstance(asset_id, str) else None)

@@ -67,7 +67,15 @@ def enqueue_notification(queue: Queue, envelope: Envelope, retries: int = 6) -> 
             )
             pipe.execute()
         except redis.WatchError:
-            return False  # an identical body was stored between our WATCH and EXEC
+            # redis-py raises WatchError both when an identical body was stored between our WATCH
+            # and EXEC and when the connection broke in between (a restart, Redis loading its
+            # append-only file): only a stored mark makes it a duplicate, and any doubt is an error
+            # (the web answers 503, and Cloudinary delivers again).
+            if queue.connection.exists(key):
+                return False
+            raise redis.ConnectionError(
+                "the connection to Redis broke before the notification was stored"
+            ) from None
     return True
 
 

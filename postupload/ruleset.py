@@ -297,12 +297,9 @@ class RuleSource:
         except RuleSetError as error:
             self.error = error
             kept = "keeping the last good set" if self.ruleset else "no rule set loaded"
-            log.error(
-                "rule set in %s is invalid, %s:\n%s",
-                self.directory,
-                kept,
-                "\n".join(str(problem) for problem in error.problems),
-            )
+            log.error("rule set in %s is invalid, %s:", self.directory, kept)
+            for problem in error.problems:
+                log.error("  %s", problem)
 
     def _fingerprint_now(self) -> object:
         try:

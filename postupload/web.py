@@ -11,9 +11,10 @@ from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from werkzeug.exceptions import HTTPException
 
+from postupload import logs
 from postupload.config import Settings
 from postupload.envelope import Envelope
-from postupload.errors import RequestRejected, UnsupportedMediaType
+from postupload.errors import BadNotification, BodyTooLarge, RequestRejected, UnsupportedMediaType
 from postupload.queue import connect, enqueue_notification, notification_queue
 from postupload.ruleset import RuleSource
 
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None, connection: redis.Redis | None = None) -> Flask:
     """The Flask app; with no arguments, configured from the environment (gunicorn's entry)."""
     settings = settings or Settings.from_env()
+    if not logging.getLogger().handlers:  # under gunicorn's own entry point nothing set it up
+        logs.configure()
     account = settings.require_account()
     connection = connection or connect(settings.require_redis_url())
     queue = notification_queue(connection)
@@ -42,7 +45,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
                 "unsupported_media_type", f"Content-Type must be application/json, got {request.mimetype!r}"
             )
         envelope = Envelope.from_http(
-            request.get_data(),
+            _read_body(settings.max_body),
             request.headers,
             secret=account.api_secret,
             cloud_name=account.cloud_name,
@@ -98,6 +101,28 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         return _error(error.name.lower().replace(" ", "_"), error.description or error.name, status)
 
     return app
+
+
+def _read_body(limit: int) -> bytes:
+    """The body, read up to `limit` bytes whether it came with a Content-Length or chunked."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while size <= limit:
+            part = request.stream.read(limit + 1 - size)
+            if not part:
+                break
+            parts.append(part)
+            size += len(part)
+    except HTTPException:
+        raise  # werkzeug's own answers (a Content-Length over the limit: 413)
+    except Exception:  # the server's parser on a malformed chunked body, or a broken connection
+        raise BadNotification(
+            "unreadable_body", "the body could not be read: malformed chunked encoding or a broken connection"
+        ) from None
+    if size > limit:
+        raise BodyTooLarge("body_too_large", f"body is larger than POSTUPLOAD_MAX_BODY ({limit} bytes)")
+    return b"".join(parts)
 
 
 def _error(code: str, message: str, status: int) -> tuple[Response, int]:

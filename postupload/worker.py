@@ -82,11 +82,17 @@ class Runtime:
             "problems": list(planned.problems),
         }
         failed = [outcome for outcome in outcomes if outcome.status == "failed"]
-        if failed:
-            reasons = "; ".join(f"rule {o.rule} {o.action} on {o.public_id}: {o.error}" for o in failed)
+        if failed or planned.problems:
+            # Actions that could not even be planned on an asset fail the job too, permanently: the
+            # failed registry is where ops look, and the reason says what was refused.
+            reasons = [f"rule {o.rule} {o.action} on {o.public_id!r}: {o.error}" for o in failed]
+            reasons += list(planned.problems)
             permanent = all(outcome.permanent for outcome in failed)
             raise ActionError(
-                f"{len(failed)} of {len(outcomes)} actions failed: {reasons}", permanent=permanent
+                f"{len(failed)} of {len(outcomes)} actions failed"
+                f"{f', {len(planned.problems)} assets refused' if planned.problems else ''}: "
+                + "; ".join(reasons),
+                permanent=permanent,
             )
         return result
 

@@ -187,7 +187,8 @@ def test_a_resources_item_without_its_types_is_passed_over_with_the_reason() -> 
     located = locate({"notification_type": "delete", "resources": [{"public_id": "a"}, {"nope": 1}]})
     assert located.targets == []
     assert located.problems == [
-        "a: the delete notification does not say its resource_type and type",
+        "a: the delete notification does not say its resource_type and type "
+        "(or names ones that are not a Cloudinary resource type and delivery type)",
         "delete notification: an asset without a public_id was passed over",
     ]
 
@@ -274,3 +275,45 @@ def test_the_plan_is_a_json_value(tmp_path: Path) -> None:
         "action": "explicit",
         "key": "a1:v7:thumbs:0",
     }
+
+
+APPROVE_ALL = """
+rules:
+  - {name: approve, match: {resource_type: image}, actions: [{moderation: {status: approved}}]}
+"""
+
+
+@pytest.mark.parametrize(
+    "public_id",
+    [
+        "mod/../../victim",
+        "mod/%2e%2e/%2E%2E/victim",
+        "..",
+        "a/./b",
+        "mod/../../../../../../emulator/faults",
+        "a\r\nb",
+        "a\x00",
+    ],
+)
+def test_a_public_id_that_would_steer_a_url_is_refused_with_the_reason(
+    tmp_path: Path, public_id: str
+) -> None:
+    planned = plan_for(ruleset_of(tmp_path, APPROVE_ALL), {**UPLOAD, "public_id": public_id})
+    assert planned.calls == []
+    (problem,) = planned.problems
+    assert problem.startswith(f"public_id {public_id!r} refused: ")
+
+
+@pytest.mark.parametrize("public_id", ["folder/sub/name", "a?b", "a#b", "50% off", "...", "a..b/c.", "café"])
+def test_ordinary_public_ids_are_named_as_they_are(tmp_path: Path, public_id: str) -> None:
+    (call,) = plan_for(ruleset_of(tmp_path, APPROVE_ALL), {**UPLOAD, "public_id": public_id}).calls
+    assert call.public_ids == (public_id,)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("resource_type", "../emulator"), ("type", "upload/../../x"), ("resource_type", "image?x=1")],
+)
+def test_resource_and_delivery_types_must_be_names(field: str, value: str) -> None:
+    located = locate({**UPLOAD, field: value})
+    assert located.targets == [] and "does not say its resource_type and type" in located.problems[0]

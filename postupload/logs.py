@@ -1,0 +1,29 @@
+"""Log lines that notification data cannot forge: one event, one line, control characters escaped."""
+
+from __future__ import annotations
+
+import logging
+
+# \r, \n, \t as themselves; other control characters as \xNN (printed, never acted on by a terminal).
+_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(32), 127]} | {9: "\\t", 10: "\\n", 13: "\\r"}
+
+
+def printable(text: str) -> str:
+    """`text` with every control character escaped: safe for a log line or a terminal."""
+    return text.translate(_ESCAPES)
+
+
+class OneLineFormatter(logging.Formatter):
+    """Escapes control characters in the message (where notification data ends up); a traceback
+    attached to the record keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+
+def configure(level: int = logging.INFO) -> None:
+    """The root logger of every postupload process."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
