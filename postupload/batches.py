@@ -28,6 +28,7 @@ from postupload import history, keys
 from postupload.calls import Call
 from postupload.client import Client
 from postupload.errors import ActionError
+from postupload.logs import printable
 from postupload.queue import retry_policy
 
 log = logging.getLogger(__name__)
@@ -253,7 +254,7 @@ class TagBatches:
             retry=None if error.permanent else retry_policy(self.retries),
             result_ttl=keys.RESULT_TTL,
             failure_ttl=keys.RESULT_TTL,
-            description=f"tags {spec.command} {list(spec.tags)} on {item['public_id']}",
+            description=printable(f"tags {spec.command} {list(spec.tags)} on {item['public_id']}"),
         )
 
     def apply_single(self, spec_json: str, item: dict[str, Any], client: Client) -> dict[str, Any]:
@@ -292,13 +293,20 @@ class Flusher:
         return self
 
     def run(self) -> None:
+        failing = False  # said once per outage, not 20 times a second
         while not self.stopping.wait(POLL):
             try:
                 self.batches.flush_due(self.client)
             except redis.RedisError as error:
-                log.warning("tag flusher: %s", error)
+                if not failing:
+                    log.warning("tag flusher: Redis failed (%s); trying again every %.2f s", error, POLL)
+                failing = True
+                continue
             except Exception:  # keep flushing whatever one batch did; the lease brings it back
                 log.exception("tag flusher")
+            if failing:
+                log.warning("tag flusher: Redis answers again")
+                failing = False
 
     def stop(self) -> None:
         self.stopping.set()

@@ -14,12 +14,16 @@ def printable(text: str) -> str:
 
 
 class OneLineFormatter(logging.Formatter):
-    """Escapes control characters in the message (where notification data ends up); a traceback
-    attached to the record keeps its lines."""
+    """Escapes control characters in the message (where notification data ends up). A traceback
+    attached to the record keeps its lines, each indented, so no line of it can pass for a record."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = printable(record.message)
         return super().formatMessage(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        first, *rest = super().format(record).split("\n")
+        return "\n".join([first, *(f"  {printable(line)}" for line in rest)])
 
 
 def configure(level: int = logging.INFO) -> None:

@@ -12,6 +12,7 @@ from rq.serializers import JSONSerializer
 
 from postupload import keys
 from postupload.envelope import Envelope
+from postupload.logs import printable
 
 JOB_FUNCTION = "postupload.worker.process_notification"
 
@@ -61,7 +62,7 @@ def enqueue_notification(queue: Queue, envelope: Envelope, retries: int = 6) -> 
                 timeout=keys.JOB_TIMEOUT,
                 result_ttl=keys.RESULT_TTL,
                 failure_ttl=keys.RESULT_TTL,
-                description=f"notification {envelope.notification_type}",
+                description=f"notification {printable(envelope.notification_type)}",
                 retry=retry_policy(retries),
                 pipeline=pipe,
             )

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 import redis
+
+from postupload.errors import PostuploadError
+from postupload.processes import die_with_parent
 
 
 def redis_server_binary() -> str:
@@ -37,6 +42,7 @@ class RedisServer:
         self.directory = directory
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self._lock_file: IO[str] | None = None
 
     @property
     def url(self) -> str:
@@ -63,32 +69,53 @@ class RedisServer:
             "--logfile",
             str(log_file.resolve()),
         ]
+        self._lock()
         # Its own session: a Ctrl-C meant for our process must not stop Redis before its clients.
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
+        # It holds the directory's lock too, so no second server opens the same append-only file
+        # while this one lives, even if we are gone.
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+            pass_fds=[self._lock_file.fileno()] if self._lock_file else [],
+        )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}:\n{tail}")
+                raise PostuploadError(f"redis-server exited with {self.process.returncode}:\n{tail}")
             try:
                 client.ping()
                 return self
             except redis.ConnectionError:
                 time.sleep(0.02)
         self.stop()
-        raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout} s")
+        raise PostuploadError(f"redis-server did not answer on port {self.port} within {timeout} s")
+
+    def _lock(self) -> None:
+        if self._lock_file is None:
+            self._lock_file = open(self.directory / "lock", "w")  # noqa: SIM115 (held while we run)
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PostuploadError(
+                f"another redis-server uses {self.directory} (another `postupload run` here?)"
+            ) from None
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (Redis flushes its append-only file), then SIGKILL if it does not go."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._lock_file is not None:
+            self._lock_file.close()  # the lock goes with the last open copy (Redis had one)
+            self._lock_file = None
 
     def __enter__(self) -> RedisServer:
         return self.start()

@@ -1,30 +1,72 @@
-"""`postupload run`: every process of a local deployment, started in order and stopped in reverse."""
+"""`postupload run`: every process of a local deployment, started in order, kept running, stopped in
+reverse."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import click
+import redis
 
 from postupload.config import DEV_ACCOUNT, Account, Settings
 from postupload.errors import PostuploadError
+from postupload.processes import die_with_parent
 from postupload.redis_server import RedisServer, free_port
 
 EXAMPLE_NOTIFICATION = Path("examples/upload.json")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # a closed terminal stops it all too
+RESTARTS = 5  # a child that dies this often within RESTART_WINDOW seconds is given up on
+RESTART_WINDOW = 60.0
+
+
+@dataclass
+class Child:
+    """One process we started, and how to start it again."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    deaths: list[float] = field(default_factory=list)
+
+    def start(self) -> Child:
+        # Its own session: a Ctrl-C reaches only us, and we stop the children in order (worker
+        # before Redis). The kernel ends it if we die without a word (SIGKILL).
+        self.process = subprocess.Popen(
+            self.command, env=self.env, start_new_session=True, preexec_fn=die_with_parent
+        )
+        return self
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def run_local(settings: Settings, port: int, environ: Mapping[str, str] | None = None) -> None:
     """Embedded Redis (unless REDIS_URL), the emulator (unless CLOUDINARY_URL), web and worker."""
     env = dict(os.environ if environ is None else environ)
-    children: list[subprocess.Popen[bytes]] = []
+    _check_port(port)
+    if settings.redis_url is not None:
+        _check_redis(settings.redis_url)
+    stop = _stop_on_signals()
+    children: list[Child] = []
     redis_server = None
     webhook_url = f"http://127.0.0.1:{port}/webhooks/cloudinary"
     me = [sys.executable, "-m", "postupload"]
@@ -39,81 +81,103 @@ def run_local(settings: Settings, port: int, environ: Mapping[str, str] | None =
             env["CLOUDINARY_URL"] = account.to_url()
             seed = ["--asset", str(EXAMPLE_NOTIFICATION)] if EXAMPLE_NOTIFICATION.exists() else []
             command = [*me, "emulator", "--port", str(emulator_port), "--notify-url", webhook_url, *seed]
-            children.append(_start(command, env))
-        children.append(_start([*me, "web", "--port", str(port)], env))
-        children.append(_start([*me, "worker"], env))
-        _wait_for(f"http://127.0.0.1:{port}/healthz", children)
-        _banner(webhook_url, env, account)
-        _supervise(children)
+            children.append(Child("emulator", command, env).start())
+        children.append(Child("web", [*me, "web", "--port", str(port)], env).start())
+        children.append(Child("worker", [*me, "worker"], env).start())
+        if not _wait_for_web(port, children, stop):
+            return
+        _banner(webhook_url, env, account, settings.account is None)
+        _supervise(children, stop)
     finally:
         # A second Ctrl-C must not cut the clean-up short and leave processes behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
         for child in reversed(children):  # worker first (it finishes its job), Redis last
-            _stop(child)
+            child.stop()
         if redis_server is not None:
             redis_server.stop()
 
 
-def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    # Own session: Ctrl-C reaches only us, and we stop the children in order (worker before Redis).
-    return subprocess.Popen(command, env=env, start_new_session=True)
-
-
-def _stop(child: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    if child.poll() is None:
-        child.terminate()
-    try:
-        child.wait(timeout)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
-
-
-def _wait_for(url: str, children: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(child.poll() is not None for child in children):
-            raise PostuploadError("a process stopped while starting; see its messages above")
+def _check_port(port: int) -> None:
+    with socket.socket() as probe:
         try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
+            probe.bind(("127.0.0.1", port))
         except OSError:
-            time.sleep(0.2)
-    raise PostuploadError(f"the web process did not answer on {url} within {timeout} s")
+            raise PostuploadError(f"port {port} is in use; stop what uses it, or give --port") from None
 
 
-def _banner(webhook_url: str, env: dict[str, str], account: Account) -> None:
-    emulator = f" (emulator at {account.upload_prefix})" if account.upload_prefix else ""
+def _check_redis(url: str) -> None:
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
+    except (redis.RedisError, ValueError) as error:
+        raise PostuploadError(f"REDIS_URL {_masked(url)} does not answer: {error}") from None
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    # Installed explicitly: a shell starting us in the background leaves SIGINT ignored.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda signum, frame: stop.set())
+    return stop
+
+
+def _wait_for_web(port: int, children: list[Child], stop: threading.Event, timeout: float = 30) -> bool:
+    """Until our web process answers /healthz (the port was free before it started: it is ours)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stop.is_set():
+        dead = [child.name for child in children if child.process and child.process.poll() is not None]
+        if dead:
+            raise PostuploadError(f"{', '.join(dead)} stopped while starting; see its messages above")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return True
+        except OSError:
+            stop.wait(0.2)
+    if stop.is_set():
+        return False  # stopped while starting: nothing to report
+    raise PostuploadError(f"the web process did not answer on port {port} within {timeout} s")
+
+
+def _masked(url: str) -> str:
+    """A URL with the password part hidden: banners and errors are read over shoulders."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest or ":" not in rest.split("@", 1)[0]:
+        return url
+    user, _, tail = rest.partition("@")
+    return f"{scheme}{sep}{user.split(':', 1)[0]}:***@{tail}"
+
+
+def _banner(webhook_url: str, env: dict[str, str], account: Account, development: bool) -> None:
+    emulator = f" (emulator at {account.upload_prefix})" if development else ""
+    # The development account's secret is no secret; a real account's stays in its environment.
+    prefix = f"CLOUDINARY_URL='{env['CLOUDINARY_URL']}' " if development else ""
     lines = [
         "",
         f"postupload is running. POST Cloudinary notifications to {webhook_url}",
-        f"  Redis: {env['REDIS_URL']}",
+        f"  Redis: {_masked(env['REDIS_URL'])}",
         f"  Cloudinary: cloud {account.cloud_name}{emulator}",
         "Send a signed sample notification:",
-        f"  CLOUDINARY_URL='{env['CLOUDINARY_URL']}' .venv/bin/postupload notify {EXAMPLE_NOTIFICATION} "
-        f"--url {webhook_url}",
+        f"  {prefix}.venv/bin/postupload notify {EXAMPLE_NOTIFICATION} --url {webhook_url}",
     ]
-    if account.upload_prefix:
+    if development:
         lines.append(f"See the calls it caused: curl {account.upload_prefix}/emulator/calls")
     lines.append("Stop with Ctrl-C.\n")
     click.echo("\n".join(lines))
 
 
-def _supervise(children: list[subprocess.Popen[bytes]]) -> None:
-    """Wait until Ctrl-C, SIGTERM, or any child stopping; the caller then stops the rest."""
-    stopping = False
-
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    # Installed explicitly: a shell starting us in the background leaves SIGINT ignored.
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    while not stopping:
+def _supervise(children: list[Child], stop: threading.Event) -> None:
+    """Until a stop signal: a child that dies is started again, unless it keeps dying."""
+    while not stop.wait(0.2):
         for child in children:
-            if child.poll() is not None:
-                click.echo(f"process {child.args!r} stopped with {child.returncode}; stopping", err=True)
-                return
-        time.sleep(0.2)
+            if child.process is None or child.process.poll() is None:
+                continue
+            now = time.monotonic()
+            child.deaths = [moment for moment in child.deaths if now - moment < RESTART_WINDOW] + [now]
+            if len(child.deaths) >= RESTARTS:
+                raise PostuploadError(
+                    f"{child.name} stopped {len(child.deaths)} times within {RESTART_WINDOW:.0f} s "
+                    f"(last with {child.process.returncode}); stopping everything"
+                )
+            click.echo(f"{child.name} stopped with {child.process.returncode}; starting it again", err=True)
+            child.start()
     click.echo("stopping")

@@ -9,6 +9,7 @@ from typing import Any
 import redis
 from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from rq import Worker
 from werkzeug.exceptions import HTTPException
 
 from postupload import logs
@@ -78,9 +79,14 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         if ruleset is None:
             reason = str(rules.error) if rules.error else "no rule set loaded"
             return _error("no_rule_set", f"no valid rule set: {reason}", 503)
-        body: dict[str, Any] = {"status": "ready", "rules": len(ruleset.rules)}
+        # Readiness is about taking notifications, which needs neither a valid new edit nor a worker;
+        # what is wrong elsewhere is said, not answered with a 503 that would stop the intake.
+        workers = Worker.count(connection=connection)
+        body: dict[str, Any] = {"status": "ready", "rules": len(ruleset.rules), "workers": workers}
         if rules.error is not None:
             body["rules_error"] = str(rules.error)  # the last good set keeps running
+        if workers == 0:
+            body["workers_error"] = "no worker is alive: notifications are stored but not worked"
         return jsonify(body), 200
 
     @app.get("/metrics")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import signal
 import threading
 from dataclasses import dataclass
 from types import TracebackType
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 # about 15 s. Three missed beats are needed, so a slow Redis round trip does not orphan a live job.
 HEARTBEAT_TTL = 9
 MAINTENANCE_INTERVAL = 5
+WORKER_TTL = 60
 
 
 @dataclass
@@ -133,8 +136,15 @@ class Worker(SimpleWorker):
     heartbeating its job, so a worker killed mid-job is noticed within HEARTBEAT_TTL seconds and
     its job is run again (RQ retries abandoned jobs), instead of after the job timeout."""
 
+    stopping: threading.Event | None = None  # set on SIGTERM/SIGINT, for whoever runs this worker
+
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return HEARTBEAT_TTL
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        if self.stopping is not None:
+            self.stopping.set()
+        super().request_stop(signum, frame)
 
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
         stop = threading.Event()
@@ -158,25 +168,84 @@ class Worker(SimpleWorker):
 
 
 def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[str], burst: bool) -> bool:
-    """Work the queues until stopped (or, with burst, until they are empty)."""
+    """Work the queues until stopped (or, with burst, until they are empty), riding out Redis outages."""
     global _runtime
     current = Runtime.from_settings(settings, connection)
     if current.rules.current() is None:
         assert current.rules.error is not None
         raise current.rules.error
     _runtime = current
-    queues = [notification_queue(connection, name) for name in queue_names]
-    worker = Worker(
-        queues,
-        connection=connection,
-        serializer=JSONSerializer,
-        exception_handlers=[no_retry_when_permanent],
-        maintenance_interval=MAINTENANCE_INTERVAL,
-    )
+    stopping = _StopSignals()
     flusher = Flusher(current.executor.batches, current.client).start()
+    worked = False
     try:
-        return worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+        for attempt in itertools.count():
+            if not stopping.wait_for_redis(connection):
+                return worked
+            worker = _worker(connection, queue_names)
+            worker.stopping = stopping.stop
+            try:
+                worked = worker.work(burst=burst, with_scheduler=True, logging_level="INFO") or worked
+            except redis.RedisError as error:  # while starting or stopping, outside RQ's own loop
+                log.warning("worker %s: Redis failed: %s", worker.name, error)
+            stopping.reinstall()  # RQ's handlers were in place while it worked
+            if burst or stopping.requested:
+                return worked
+            # RQ left its loop on an error (Redis went away under a job): start afresh. The job in
+            # hand stops heartbeating and is run again; done marks keep its effects single.
+            pause = min(30.0, 2.0**attempt)
+            log.warning("worker stopped working on an error; starting again in %.0f s", pause)
+            if stopping.sleep(pause):
+                return worked
+        return worked
     finally:
         flusher.stop()
         if burst:  # the queues are empty: send what waits in batches now rather than leave it
             current.executor.batches.drain(current.client)
+
+
+def _worker(connection: redis.Redis, queue_names: list[str]) -> Worker:
+    return Worker(
+        [notification_queue(connection, name) for name in queue_names],
+        connection=connection,
+        serializer=JSONSerializer,
+        exception_handlers=[no_retry_when_permanent],
+        maintenance_interval=MAINTENANCE_INTERVAL,
+        # A worker that dies without a word leaves RQ's count of live workers within this time.
+        worker_ttl=WORKER_TTL,
+    )
+
+
+class _StopSignals:
+    """SIGTERM and SIGINT while no RQ worker is working (waiting for Redis, or between two)."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.reinstall()
+
+    @property
+    def requested(self) -> bool:
+        return self.stop.is_set()
+
+    def reinstall(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda signum, frame: self.stop.set())
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep; True if a stop was asked for meanwhile."""
+        return self.stop.wait(seconds)
+
+    def wait_for_redis(self, connection: redis.Redis) -> bool:
+        """Until Redis answers (True) or a stop is asked for (False); says once that it waits."""
+        for attempt in itertools.count():
+            try:
+                connection.ping()
+                if attempt:
+                    log.warning("Redis answers again")
+                return not self.requested
+            except redis.RedisError as error:
+                if not attempt:
+                    log.warning("Redis does not answer (%s); waiting for it", error)
+            if self.sleep(min(5.0, 0.2 * 2**attempt)):
+                return False
+        return False

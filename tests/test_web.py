@@ -224,7 +224,12 @@ def test_no_input_gets_a_500(
 def test_health_and_readiness(client: FlaskClient) -> None:
     assert client.get("/healthz").status_code == 200
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json == {"status": "ready", "rules": 1}
+    assert ready.status_code == 200 and ready.json == {
+        "status": "ready",
+        "rules": 1,
+        "workers": 0,
+        "workers_error": "no worker is alive: notifications are stored but not worked",
+    }
 
 
 def test_readiness_reports_a_broken_rule_set(settings: Settings, redis_conn: redis.Redis) -> None:

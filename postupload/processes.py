@@ -1,0 +1,16 @@
+"""Child processes that do not outlive the process that started them."""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: the kernel sends it SIGTERM when its parent dies, however it dies
+    (Linux's PR_SET_PDEATHSIG; elsewhere nothing is done)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

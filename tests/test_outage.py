@@ -1,0 +1,196 @@
+"""Processes that outlive trouble: workers ride out a Redis outage, `postupload run` keeps its
+children running and stops them all on any stop signal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from rq import Worker as RqWorker
+
+from postupload.redis_server import RedisServer, free_port
+from tests.conftest import ROOT, Processes, Stack, wait_until
+from tests.test_actions import _faults
+
+RULES = (
+    "rules:\n  - {name: seen, match: {resource_type: image}, actions: [{context: {set: {seen: 'yes'}}}]}\n"
+)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path / "own-redis") as server:
+        yield server
+
+
+@pytest.fixture
+def outage_stack(processes: Processes, own_redis: RedisServer, tmp_path: Path) -> Iterator[Stack]:
+    rules = tmp_path / "outage-rules"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text(RULES)
+    stack = Stack(processes, own_redis, rules, {}, faults=_faults(latency=0.8))
+    yield stack
+    processes.stop()
+    stack.stop()
+
+
+def seen(stack: Stack, names: list[str]) -> bool:
+    assets = stack.assets()
+    return all(assets.get(name, {}).get("context") == {"custom": {"seen": "yes"}} for name in names)
+
+
+def test_a_busy_worker_rides_out_a_redis_restart(outage_stack: Stack, own_redis: RedisServer) -> None:
+    stack = outage_stack
+    stack.start_workers(1)
+    names = [f"outage/{number}" for number in range(3)]
+    for name in names:
+        stack.upload(public_id=name)
+    # Redis goes away while the worker is in the middle of a job (each call takes 0.8 s).
+    assert wait_until(lambda: any(w.get_current_job_id() for w in RqWorker.all(connection=stack.redis)), 15)
+    own_redis.stop()
+    time.sleep(2)
+    own_redis.start()
+    assert wait_until(lambda: seen(stack, names), 40), stack.processes.output()[-3000:]
+    assert stack.workers[0].poll() is None  # the same process, still working
+    output = stack.processes.output()
+    assert "unhandled exception" not in output or "starting again" in output
+    per_asset = [call["params"]["public_ids"][0] for call in stack.calls("context") if call["status"] == 200]
+    assert sorted(set(per_asset)) == names
+    assert len(per_asset) <= len(names) + 1  # at most the call in flight at the outage, made again
+
+
+def test_a_worker_started_while_redis_is_down_waits_for_it(
+    outage_stack: Stack, own_redis: RedisServer
+) -> None:
+    stack = outage_stack
+    own_redis.stop()
+    stack.start_workers(1)
+    time.sleep(2)
+    assert stack.workers[0].poll() is None, stack.processes.output()
+    own_redis.start()
+    stack.upload(public_id="late-redis")
+    assert wait_until(lambda: seen(stack, ["late-redis"]), 20), stack.processes.output()[-3000:]
+    waited = [line for line in stack.processes.output().splitlines() if "waiting for it" in line]
+    assert len(waited) == 1  # said once, not once a retry
+
+
+def test_readiness_tells_when_no_worker_is_alive(outage_stack: Stack) -> None:
+    stack = outage_stack
+    ready = f"http://127.0.0.1:{stack.web.server_port}/readyz"
+    assert requests.get(ready, timeout=5).json()["workers"] == 0
+    stack.start_workers(1)
+    assert wait_until(lambda: requests.get(ready, timeout=5).json()["workers"] == 1, 15)
+    stack.workers[0].terminate()
+    stack.workers[0].wait()
+    answer = requests.get(ready, timeout=5)
+    assert answer.status_code == 200 and answer.json()["workers_error"].startswith("no worker is alive")
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def workers_of(pid: int) -> list[int]:
+    return [child for child in children_of(pid) if command_of(child).endswith(" worker ")]
+
+
+def command_of(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[Any]:
+    """`postupload run` in an empty directory (its own Redis under var/), stopped at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, **env: str) -> subprocess.Popen[bytes]:
+        environ = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CLOUDINARY_URL")}
+        log = tmp_path / f"run-{len(started)}.log"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "postupload", "run", *args],
+            cwd=tmp_path,
+            env={**environ, "POSTUPLOAD_RULES_DIR": str(ROOT / "rules"), **env},
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        process.log = log  # type: ignore[attr-defined]
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_run_restarts_a_child_that_dies_and_a_hangup_stops_everything(run: Any) -> None:
+    port = free_port()
+    supervisor = run("--port", str(port))
+    ready = f"http://127.0.0.1:{port}/readyz"
+    assert wait_until(lambda: _json(ready).get("workers") == 1, 40)
+    assert wait_until(lambda: "postupload is running" in supervisor.log.read_text(), 20)
+    (worker,) = workers_of(supervisor.pid)
+    os.kill(worker, signal.SIGKILL)
+    assert wait_until(lambda: workers_of(supervisor.pid) not in ([], [worker]), 10), supervisor.log.read_text()[-3000:]
+    assert wait_until(lambda: _json(ready).get("workers", 0) >= 1, 40)
+    everything = children_of(supervisor.pid)
+    supervisor.send_signal(signal.SIGHUP)  # the terminal closed
+    assert supervisor.wait(30) == 0
+    assert not [pid for pid in everything if Path(f"/proc/{pid}").exists() and command_of(pid)]
+    assert "worker stopped with -9; starting it again" in supervisor.log.read_text()
+
+
+def _json(url: str) -> dict[str, Any]:
+    try:
+        answer: dict[str, Any] = requests.get(url, timeout=2).json()
+        return answer
+    except (requests.RequestException, ValueError):
+        return {}
+
+
+def test_run_refuses_a_port_in_use_and_a_redis_that_does_not_answer(run: Any) -> None:
+    with socket_on() as port:
+        busy = run("--port", str(port))
+        assert busy.wait(30) == 1
+        assert f"port {port} is in use" in busy.log.read_text()
+    unreachable = run("--port", str(free_port()), REDIS_URL=f"redis://:secret@127.0.0.1:{free_port()}/0")
+    assert unreachable.wait(30) == 1
+    said = unreachable.log.read_text()
+    assert "does not answer" in said and "secret" not in said and "Traceback" not in said
+
+
+class socket_on:
+    """A port something else listens on."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        return int(self.listener.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        self.listener.close()
