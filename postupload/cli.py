@@ -53,24 +53,31 @@ def main(ctx: click.Context) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, help="Port to listen on.")
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
+@click.option(
+    "--worker-class",
+    type=click.Choice(["gevent", "gthread"]),
+    default="gevent",
+    show_default=True,
+    help="gevent: slow and idle clients cost a greenlet; gthread (4 threads a worker) only for comparison.",
+)
 @pass_settings
-def web(settings: Settings, host: str, port: int, workers: int) -> None:
-    """The web process: receives, verifies and queues notifications (gunicorn)."""
+def web(settings: Settings, host: str, port: int, workers: int, worker_class: str) -> None:
+    """The web process: receives, verifies and queues notifications (gunicorn, postupload/serving.py)."""
     from gunicorn.app.base import BaseApplication
 
+    from postupload import serving
     from postupload.web import create_app
-
-    app = create_app(settings)
 
     class Server(BaseApplication):
         def load_config(self) -> None:
-            self.cfg.set("bind", f"{host}:{port}")
-            self.cfg.set("workers", workers)
-            self.cfg.set("threads", 4)
-            self.cfg.set("accesslog", "-")
+            chosen = {"bind": f"{host}:{port}", "workers": workers, "worker_class": worker_class}
+            if worker_class == "gthread":
+                chosen["threads"] = 4
+            for name, value in {**serving.SETTINGS, **chosen}.items():
+                self.cfg.set(name, value)
 
         def load(self) -> Any:
-            return app
+            return create_app(settings)  # in each worker, after gevent has patched the standard library
 
     Server().run()
 

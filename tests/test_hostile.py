@@ -117,3 +117,19 @@ def test_chunked_bodies_get_their_documented_answers(
     assert (payload.get("status") or payload["error"]["code"]) == code
     time.sleep(0.2)
     assert "Traceback" not in processes.output()
+
+
+def test_slow_and_idle_clients_do_not_keep_notifications_from_being_answered(web: str) -> None:
+    """A small version of bench/slow_clients.py (500 slow + 2000 idle there): the web's event-driven
+    worker class answers every notification, fast, while clients dribble headers or sit idle."""
+    from bench.slow_clients import Hostile, legitimate, summary
+
+    hostile = Hostile(int(web.rsplit(":", 1)[1]), slow=100, idle=400)
+    try:
+        time.sleep(1.5)  # the slow ones are in the middle of their headers
+        latencies = legitimate(f"{web}/webhooks/cloudinary", 40, "hostile", ACCOUNT.api_secret, within=20)
+        answered, _, p99 = summary(latencies)
+    finally:
+        hostile.stop()
+    assert answered == 40
+    assert p99 < 100  # milliseconds; about 5 here, alone or not

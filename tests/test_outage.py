@@ -155,7 +155,9 @@ def test_run_restarts_a_child_that_dies_and_a_hangup_stops_everything(run: Any) 
     assert wait_until(lambda: "postupload is running" in supervisor.log.read_text(), 20)
     (worker,) = workers_of(supervisor.pid)
     os.kill(worker, signal.SIGKILL)
-    assert wait_until(lambda: workers_of(supervisor.pid) not in ([], [worker]), 10), supervisor.log.read_text()[-3000:]
+    assert wait_until(lambda: workers_of(supervisor.pid) not in ([], [worker]), 10), (
+        supervisor.log.read_text()[-3000:]
+    )
     assert wait_until(lambda: _json(ready).get("workers", 0) >= 1, 40)
     everything = children_of(supervisor.pid)
     supervisor.send_signal(signal.SIGHUP)  # the terminal closed
