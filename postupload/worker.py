@@ -12,8 +12,10 @@ from typing import Any
 
 import redis
 from rq import Queue, SimpleWorker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.executions import Execution
 from rq.job import Job
+from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
 from postupload.batches import Flusher, TagBatches
@@ -24,6 +26,7 @@ from postupload.envelope import Envelope
 from postupload.errors import ActionError, RuleSetError
 from postupload.executor import Executor
 from postupload.planning import plan
+from postupload.processes import die_with_parent
 from postupload.queue import batch_queue, connect, notification_queue, schedule_again
 from postupload.ruleset import RuleSource
 
@@ -34,7 +37,11 @@ log = logging.getLogger(__name__)
 # about 15 s. Three missed beats are needed, so a slow Redis round trip does not orphan a live job.
 HEARTBEAT_TTL = 9
 MAINTENANCE_INTERVAL = 5
-WORKER_TTL = 60
+# An idle RQ worker blocks on the queue for worker_ttl - 15 s and runs maintenance only between two
+# waits: 20 makes that the maintenance interval, so an idle worker too brings back a dead worker's
+# job and takes over a dead scheduler's lock within seconds (RQ's default, 420, made it minutes).
+# A worker that dies leaves RQ's count of live workers (and /readyz) within these 20 s.
+WORKER_TTL = MAINTENANCE_INTERVAL + 15
 
 
 @dataclass
@@ -146,6 +153,34 @@ class Worker(SimpleWorker):
             self.stopping.set()
         super().request_stop(signum, frame)
 
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        """RQ's own, with our Scheduler (which does not outlive this worker)."""
+        self.scheduler = Scheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+        )
+        self.scheduler.acquire_locks()
+        if self.scheduler.acquired_locks:
+            if burst:
+                try:
+                    self.scheduler.register_birth()
+                    self.scheduler.enqueue_scheduled_jobs()
+                finally:
+                    self.scheduler.release_locks()
+                    self.scheduler.register_death()
+            else:
+                self.scheduler.start()
+
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
         stop = threading.Event()
 
@@ -165,6 +200,17 @@ class Worker(SimpleWorker):
         finally:
             stop.set()
             beating.join()
+
+
+class Scheduler(RQScheduler):
+    """RQ's scheduler (retries with intervals, work deferred to a rate-limit reset) in a process
+    forked from its worker. A worker killed outright would leave it running, orphaned; this one gets
+    SIGTERM when its worker dies, stops, and releases its lock, so another worker's scheduler takes
+    over at its next maintenance (MAINTENANCE_INTERVAL) instead of after the lock's 61 s."""
+
+    def work(self) -> None:
+        die_with_parent()
+        super().work()
 
 
 def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[str], burst: bool) -> bool:
@@ -211,7 +257,6 @@ def _worker(connection: redis.Redis, queue_names: list[str]) -> Worker:
         serializer=JSONSerializer,
         exception_handlers=[no_retry_when_permanent],
         maintenance_interval=MAINTENANCE_INTERVAL,
-        # A worker that dies without a word leaves RQ's count of live workers within this time.
         worker_ttl=WORKER_TTL,
     )
 

@@ -196,3 +196,23 @@ class socket_on:
 
     def __exit__(self, *exc: object) -> None:
         self.listener.close()
+
+
+def test_scheduled_retries_go_on_when_the_worker_holding_the_scheduler_is_killed(make_stack: Any) -> None:
+    stack: Stack = make_stack(RULES, env={"POSTUPLOAD_RETRIES": "4"}, faults=_faults(error_rate=1.0))
+    stack.start_workers(2)
+    stack.upload(public_id="retry-me")
+    scheduled = lambda: stack.redis.zcard("rq:scheduled:postupload")  # noqa: E731
+    assert wait_until(scheduled, 20), stack.processes.output()[-3000:]  # a retry waits for its time
+    holders = [(w, kids) for w in stack.workers if (kids := children_of(w.pid))]
+    assert len(holders) == 1  # one worker runs the scheduler, in a child process
+    (holder, (scheduler,)) = holders[0]
+    holder.kill()
+    holder.wait()
+    requests.post(f"{stack.emulator.url}/emulator/faults", json={"error_rate": 0}, timeout=5)
+    killed_at = time.monotonic()
+    assert wait_until(lambda: seen(stack, ["retry-me"]), 40), stack.processes.output()[-3000:]
+    # Its scheduler stopped with it and let go of the lock: the other worker's took over. The claim
+    # is one maintenance round (5 s) plus the retry's own interval; 30 s leaves a margin of 2x.
+    assert time.monotonic() - killed_at < 30
+    assert wait_until(lambda: not Path(f"/proc/{scheduler}").exists() or not command_of(scheduler), 10)
