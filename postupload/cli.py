@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import redis
 from click.decorators import FC
 
 from postupload import keys, logs
@@ -33,6 +34,9 @@ class Group(click.Group):
             raise SystemExit(1) from None
         except PostuploadError as error:
             click.echo(f"postupload: error: {error}", err=True)
+            raise SystemExit(1) from None
+        except redis.RedisError as error:  # a command that reads Redis (history, failed, ...)
+            click.echo(f"postupload: error: Redis (REDIS_URL) does not answer: {error}", err=True)
             raise SystemExit(1) from None
 
 

@@ -76,7 +76,7 @@ class Settings:
         url = env.get("CLOUDINARY_URL") or None
         return cls(
             account=Account.from_url(url) if url else None,
-            redis_url=env.get("REDIS_URL") or None,
+            redis_url=_redis_url(env),
             rules_dir=Path(env.get("POSTUPLOAD_RULES_DIR") or "rules"),
             signature_tolerance=_int(env, "POSTUPLOAD_SIGNATURE_TOLERANCE", 7200),
             signature_algorithms=_algorithms(env),
@@ -124,6 +124,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise ConfigError(name, f"must be more than 0, got {raw}")
     return value
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    raw = env.get("REDIS_URL") or None
+    if raw is not None and urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("REDIS_URL", "expected redis://[:password@]host:port/db (or rediss://, unix://)")
+    return raw
 
 
 def _algorithms(env: Mapping[str, str]) -> frozenset[str]:

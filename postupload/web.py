@@ -74,7 +74,8 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         try:
             connection.ping()
         except redis.RedisError as error:
-            return _error("redis_unavailable", f"Redis does not answer: {error}", 503)
+            log.warning("readyz: Redis does not answer: %s", error)  # where it is: for the logs only
+            return _error("redis_unavailable", "Redis does not answer", 503)
         ruleset = rules.current()
         if ruleset is None:
             reason = str(rules.error) if rules.error else "no rule set loaded"

@@ -15,6 +15,7 @@ from rq import Queue, SimpleWorker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.executions import Execution
 from rq.job import Job
+from rq.job_lifecycle import call_exception_handlers
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
@@ -23,7 +24,7 @@ from postupload.budget import AdminBudget
 from postupload.cloudinary_api import CloudinaryClient
 from postupload.config import Settings
 from postupload.envelope import Envelope
-from postupload.errors import ActionError, RuleSetError
+from postupload.errors import ActionError, PostuploadError, RuleSetError
 from postupload.executor import Executor
 from postupload.planning import plan
 from postupload.processes import die_with_parent
@@ -147,6 +148,17 @@ class Worker(SimpleWorker):
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return HEARTBEAT_TTL
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """Our own failures (what Cloudinary answered, what was refused) are one log line each, with
+        the reason; anything else keeps RQ's traceback."""
+        error = exc_info[1]
+        if not isinstance(error, PostuploadError):
+            super().handle_exception(job, *exc_info)
+            return
+        then = "for good" if getattr(error, "permanent", True) or not job.retries_left else "to be retried"
+        log.warning("job %s (%s) failed %s: %s", job.id, job.description, then, error)
+        call_exception_handlers(self._exc_handlers, job, *exc_info)
 
     def request_stop(self, signum: int, frame: Any) -> None:
         if self.stopping is not None:

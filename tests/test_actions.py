@@ -377,6 +377,12 @@ def test_transient_errors_retry_with_backoff_then_fail_with_the_reason(make_stac
     times = [call["time"] for call in stack.calls("explicit")]
     assert len(times) == 3  # the first try and two retries
     assert times[1] - times[0] >= 1 and times[2] - times[1] >= 1  # with a pause between
+    # Each failure is one log line with what Cloudinary answered, not a traceback.
+    said = [line for line in stack.processes.output().splitlines() if f"job {job.id}" in line]
+    retried = [line for line in said if "failed to be retried: " in line]
+    assert len(retried) == 2 and all("Cloudinary call failed" in line for line in retried), said
+    assert sum("failed for good: " in line for line in said) == 1
+    assert "Traceback" not in stack.processes.output()
 
 
 def test_a_transient_outage_heals_without_losing_the_upload(make_stack: Any) -> None:

@@ -58,3 +58,22 @@ def test_missing_account_says_how_to_set_it() -> None:
 
 def test_secret_is_not_in_repr() -> None:
     assert "abc" not in repr(Account("c", "k", "abc"))
+
+
+def test_a_redis_url_without_its_scheme_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"REDIS_URL: expected redis://\[:password@\]host:port/db"):
+        Settings.from_env({"REDIS_URL": "localhost:6379"})
+
+
+def test_a_command_that_needs_redis_says_in_one_line_when_it_does_not_answer() -> None:
+    from click.testing import CliRunner
+
+    from postupload.cli import main
+    from postupload.redis_server import free_port
+
+    env = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "CLOUDINARY_URL": "cloudinary://k:s@c"}
+    for command in (["failed", "list"], ["history", "x"]):
+        result = CliRunner().invoke(main, command, env=env)
+        assert result.exit_code == 1
+        (line,) = result.output.strip().splitlines()
+        assert line.startswith("postupload: error: Redis (REDIS_URL) does not answer: ")
