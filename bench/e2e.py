@@ -27,7 +27,7 @@ from typing import Any
 import requests
 
 from postupload.config import DEV_ACCOUNT, Account, Settings
-from postupload.queue import batch_queue, connect, notification_queue
+from postupload.queue import connect, notification_queue, quiet
 from postupload.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,13 +140,6 @@ class Run:
                 process.kill()
 
 
-def idle(connection: Any) -> bool:
-    for queue in (notification_queue(connection), batch_queue(connection)):
-        if queue.count or queue.started_job_registry.count or queue.scheduled_job_registry.count:
-            return False
-    return not connection.zcard("postupload:tag-batches:due")
-
-
 def complete(run: Run, count: int) -> bool:
     assets = requests.get(f"{run.emulator}/emulator/state", timeout=30).json()["assets"]
     finished = [
@@ -173,7 +166,7 @@ def measure(
         started = time.perf_counter()
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(upload, range(uploads)))
-        while not (idle(connection) and complete(run, uploads)):
+        while not (quiet(connection) and complete(run, uploads)):
             if time.perf_counter() - started > 1800:
                 raise RuntimeError("the run did not finish in 30 minutes")
             time.sleep(0.25)

@@ -255,6 +255,7 @@ class TagBatches:
             result_ttl=keys.RESULT_TTL,
             failure_ttl=keys.RESULT_TTL,
             description=printable(f"tags {spec.command} {list(spec.tags)} on {item['public_id']}"),
+            at_front=True,
         )
 
     def apply_single(self, spec_json: str, item: dict[str, Any], client: Client) -> dict[str, Any]:

@@ -90,9 +90,9 @@ def web(settings: Settings, host: str, port: int, workers: int, worker_class: st
 @click.option("--burst", is_flag=True, help="Stop once the queues are empty.")
 @click.option(
     "--queues",
-    default=f"{keys.BATCH_QUEUE},{keys.QUEUE}",
+    default=keys.QUEUE,
     show_default=True,
-    help="Comma-separated queue names, the first first.",
+    help="Comma-separated queue names, the first first (from one queue RQ dequeues crash-safely).",
 )
 @pass_settings
 def worker(settings: Settings, burst: bool, queues: str) -> None:

@@ -9,7 +9,7 @@ import redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from postupload.queue import batch_queue, notification_queue, retry_policy
+from postupload.queue import notification_queue, retry_policy
 
 
 @dataclass(frozen=True)
@@ -24,20 +24,20 @@ class FailedJob:
 def failed_jobs(connection: redis.Redis) -> list[FailedJob]:
     """Every failed job of our queues, oldest failure first."""
     found = []
-    for queue in (notification_queue(connection), batch_queue(connection)):
-        for job_id in queue.failed_job_registry.get_job_ids():
-            try:
-                job = queue.fetch_job(job_id)
-            except NoSuchJobError:
-                continue
-            if job is None:
-                continue
-            result = job.latest_result()
-            text = (result.exc_string if result else None) or job.exc_info or ""
-            lines = [line for line in text.strip().splitlines() if line.strip()]
-            found.append(
-                FailedJob(job.id, queue.name, job.description or "", job.ended_at, lines[-1] if lines else "")
-            )
+    queue = notification_queue(connection)
+    for job_id in queue.failed_job_registry.get_job_ids():
+        try:
+            job = queue.fetch_job(job_id)
+        except NoSuchJobError:
+            continue
+        if job is None:
+            continue
+        result = job.latest_result()
+        text = (result.exc_string if result else None) or job.exc_info or ""
+        lines = [line for line in text.strip().splitlines() if line.strip()]
+        found.append(
+            FailedJob(job.id, queue.name, job.description or "", job.ended_at, lines[-1] if lines else "")
+        )
     return sorted(found, key=lambda job: job.failed_at or datetime.min)
 
 

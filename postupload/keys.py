@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-QUEUE = "postupload"  # notifications
-BATCH_QUEUE = "postupload-batch"  # notifications deferred to a rate-limit reset, refused tag items
+# The one queue: notifications, and (at its front) notifications deferred to a rate-limit reset and
+# tag changes Cloudinary refused in a batch. One queue, because RQ dequeues safely (BLMOVE into an
+# intermediate list that maintenance recovers) only from a single queue; from several it pops, and
+# a job popped just before a crash or a Redis restart would be lost.
+QUEUE = "postupload"
 
 DAY = 24 * 3600
 # Cloudinary retries for minutes and may deliver twice at any time; a day and an hour covers it.

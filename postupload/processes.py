@@ -11,6 +11,7 @@ PR_SET_PDEATHSIG = 1
 
 def die_with_parent() -> None:
     """In a child, before exec: the kernel sends it SIGTERM when its parent dies, however it dies
-    (Linux's PR_SET_PDEATHSIG; elsewhere nothing is done)."""
+    (Linux's PR_SET_PDEATHSIG; elsewhere nothing is done). The kernel ties it to the thread that
+    started the child: start such children from a thread that outlives them (the main one)."""
     if sys.platform == "linux":
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -27,9 +27,18 @@ def notification_queue(connection: redis.Redis, name: str = keys.QUEUE) -> Queue
     return Queue(name, connection=connection, serializer=JSONSerializer)
 
 
-def batch_queue(connection: redis.Redis) -> Queue:
-    """Notifications deferred to a rate-limit reset and refused tag items; workers take it first."""
-    return notification_queue(connection, keys.BATCH_QUEUE)
+def quiet(connection: redis.Redis) -> bool:
+    """Nothing left to do: no job queued, being worked (or stuck between queue and worker) or
+    scheduled, and no tag change waiting in a batch."""
+    queue = notification_queue(connection)
+    busy = (
+        queue.count,
+        connection.llen(queue.intermediate_queue_key),
+        queue.started_job_registry.count,
+        queue.scheduled_job_registry.count,
+        connection.zcard(keys.TAG_BATCHES_DUE),
+    )
+    return not any(busy)
 
 
 def retry_policy(attempts: int, base: float = 2.0) -> Retry | None:
@@ -90,6 +99,7 @@ def schedule_again(queue: Queue, envelope: Envelope, when: float, retries: int) 
         JOB_FUNCTION,
         envelope.to_job(),
         job_id=job_id,
+        at_front=True,  # it waited already: ahead of what came since
         retry=retry_policy(retries),
         result_ttl=keys.RESULT_TTL,
         failure_ttl=keys.RESULT_TTL,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import signal
+import socket
 import threading
 from dataclasses import dataclass
 from types import TracebackType
@@ -28,7 +30,7 @@ from postupload.errors import ActionError, PostuploadError, RuleSetError
 from postupload.executor import Executor
 from postupload.planning import plan
 from postupload.processes import die_with_parent
-from postupload.queue import batch_queue, connect, notification_queue, schedule_again
+from postupload.queue import connect, notification_queue, schedule_again
 from postupload.ruleset import RuleSource
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,13 @@ MAINTENANCE_INTERVAL = 5
 # job and takes over a dead scheduler's lock within seconds (RQ's default, 420, made it minutes).
 # A worker that dies leaves RQ's count of live workers (and /readyz) within these 20 s.
 WORKER_TTL = MAINTENANCE_INTERVAL + 15
+STALE_LOCK = 10  # seconds a scheduler lock went without its owner's refresh (every second): it is gone
+# Delete the lock only while its time to live says it was not refreshed lately (atomic with the check).
+_BREAK_STALE_LOCK = """
+local ttl = redis.call('TTL', KEYS[1])
+if ttl >= 0 and ttl < tonumber(ARGV[1]) then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 @dataclass
@@ -60,7 +69,7 @@ class Runtime:
         connection = connection or connect(settings.require_redis_url())
         account = settings.require_account()
         client = CloudinaryClient(account, settings.api_timeout)
-        queue = batch_queue(connection)
+        queue = notification_queue(connection)
 
         def again(envelope: Envelope, when: float) -> None:
             schedule_again(queue, envelope, when, settings.retries)
@@ -165,6 +174,11 @@ class Worker(SimpleWorker):
             self.stopping.set()
         super().request_stop(signum, frame)
 
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()
+        if self.stopping is not None and self.stopping.is_set():
+            self._stop_requested = True  # asked while it started, before RQ's handlers: stop at once
+
     def _start_scheduler(
         self,
         burst: bool = False,
@@ -172,9 +186,12 @@ class Worker(SimpleWorker):
         date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
         log_format: str = DEFAULT_LOGGING_FORMAT,
     ) -> None:
-        """RQ's own, with our Scheduler (which does not outlive this worker)."""
+        """RQ's own, with our Scheduler (which does not outlive this worker). Its name is this
+        process's, so after a Redis outage (which its scheduler does not survive, nor can it release
+        its lock then) this process takes its own lock back at once instead of after the lock's 61 s."""
         self.scheduler = Scheduler(
             self.queues,
+            name=f"{socket.gethostname()}:{os.getpid()}",
             connection=self.connection,
             logging_level=logging_level if logging_level is not None else self.log.level,
             date_format=date_format,
@@ -218,7 +235,18 @@ class Scheduler(RQScheduler):
     """RQ's scheduler (retries with intervals, work deferred to a rate-limit reset) in a process
     forked from its worker. A worker killed outright would leave it running, orphaned; this one gets
     SIGTERM when its worker dies, stops, and releases its lock, so another worker's scheduler takes
-    over at its next maintenance (MAINTENANCE_INTERVAL) instead of after the lock's 61 s."""
+    over at its next maintenance (MAINTENANCE_INTERVAL) instead of after the lock's 61 s.
+
+    A scheduler that could not release its lock (Redis was away when it stopped) refreshes it no
+    more: a lock left STALE_LOCK seconds without a refresh is taken over."""
+
+    def acquire_locks(self, auto_start: bool = False) -> Any:
+        breaker = self.connection.register_script(_BREAK_STALE_LOCK)
+        fresh = self.interval + 60 - STALE_LOCK  # RQ refreshes its locks to interval + 60 s
+        for name in self._queue_names:
+            if breaker(keys=[self.get_locking_key(name)], args=[fresh]):
+                log.warning("scheduler lock for %s not refreshed for %d s: taken over", name, STALE_LOCK)
+        return super().acquire_locks(auto_start)
 
     def work(self) -> None:
         die_with_parent()

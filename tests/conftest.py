@@ -271,22 +271,15 @@ class Stack:
 
     def idle(self) -> bool:
         """No job queued, running or scheduled, and no tag waiting in a batch."""
-        from postupload.queue import batch_queue, notification_queue
+        from postupload.queue import quiet
 
-        for queue in (notification_queue(self.redis), batch_queue(self.redis)):
-            if queue.count or queue.started_job_registry.count or queue.scheduled_job_registry.count:
-                return False
-        pending = self.redis.scan_iter("postupload:tag-batch:*", _type="list")
-        return not any(self.redis.llen(key) for key in pending)
+        return quiet(self.redis)
 
     def failed(self) -> list[Any]:
-        from postupload.queue import batch_queue, notification_queue
+        from postupload.queue import notification_queue
 
-        jobs = []
-        for queue in (notification_queue(self.redis), batch_queue(self.redis)):
-            registry = queue.failed_job_registry
-            jobs += [queue.fetch_job(job_id) for job_id in registry.get_job_ids()]
-        return jobs
+        queue = notification_queue(self.redis)
+        return [queue.fetch_job(job_id) for job_id in queue.failed_job_registry.get_job_ids()]
 
     def stop(self) -> None:
         self.emulator.server.shutdown()

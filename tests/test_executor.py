@@ -18,7 +18,7 @@ from postupload.envelope import Envelope
 from postupload.errors import ActionError, RateLimitError
 from postupload.executor import Executor
 from postupload.planning import plan
-from postupload.queue import batch_queue
+from postupload.queue import notification_queue
 from postupload.ruleset import RuleSet, load_ruleset
 from tests.fakes import Clock, RecordingClient
 
@@ -45,7 +45,7 @@ class Harness:
         self.clock = Clock()
         self.client = RecordingClient()
         self.scheduled: list[tuple[str, float]] = []
-        self.batches = TagBatches(connection, batch_queue(connection), clock=self.clock)
+        self.batches = TagBatches(connection, notification_queue(connection), clock=self.clock)
         self.executor = Executor(
             connection,
             self.client,
@@ -214,3 +214,19 @@ def test_notifications_without_an_asset_id_add_to_the_same_assets_history(harnes
         "moderation",
     ]
     assert history.read(harness.connection, "id-shoe") == told
+
+
+def test_a_scheduler_lock_left_without_refresh_is_taken_over(redis_conn: redis.Redis) -> None:
+    """A scheduler that died while Redis was away could not release its lock: after STALE_LOCK
+    seconds without a refresh it is taken over, not after the lock's full 61 s."""
+    from postupload.queue import notification_queue
+    from postupload.worker import STALE_LOCK, Scheduler
+
+    scheduler = Scheduler([notification_queue(redis_conn)], connection=redis_conn, name="ours")
+    key = scheduler.get_locking_key("postupload")
+    redis_conn.set(key, "alive", ex=61 - STALE_LOCK + 2)  # refreshed 8 s ago: its owner lives
+    scheduler.acquire_locks()
+    assert redis_conn.get(key) == b"alive" and not scheduler.acquired_locks
+    redis_conn.set(key, "gone", ex=61 - STALE_LOCK - 2)  # 12 s without a refresh
+    scheduler.acquire_locks()
+    assert redis_conn.get(key) == b"ours" and scheduler.acquired_locks == {"postupload"}

@@ -89,7 +89,7 @@ def test_readiness_tells_when_no_worker_is_alive(outage_stack: Stack) -> None:
     stack.start_workers(1)
     assert wait_until(lambda: requests.get(ready, timeout=5).json()["workers"] == 1, 15)
     stack.workers[0].terminate()
-    stack.workers[0].wait()
+    stack.workers[0].wait(15)
     answer = requests.get(ready, timeout=5)
     assert answer.status_code == 200 and answer.json()["workers_error"].startswith("no worker is alive")
 

@@ -1,0 +1,314 @@
+"""Chaos: uploads through the whole deployment while it is faulted and its processes are killed.
+
+Run with `make chaos` or `.venv/bin/python bench/chaos.py [--uploads 2000] [--seed 1]`.
+The emulator answers with errors, lost answers (the effect is applied, the answer never comes) and
+duplicated notifications, reproducibly from the seed. While the uploads arrive, a worker is
+SIGKILLed, Redis is restarted, and the web is SIGKILLed and started again (as a platform would).
+The emulator redelivers every notification not answered 200, as Cloudinary does.
+
+Printed: uploads, faults injected by kind, lost assets (an effect missing), doubled effects (an asset
+named again in an answered call), of which explained (the call's answer was lost, or it was in flight
+when a process died or Redis went away) and unexplained, workers left dead, and the time from the
+last upload to quiet. Everything runs on 127.0.0.1 and is bounded in uploads and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+
+from postupload.config import DEV_ACCOUNT, Account
+from postupload.queue import quiet
+from postupload.redis_server import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES = """
+rules:
+  - name: everyday
+    match: {resource_type: image, public_id: [{prefix: chaos/}]}
+    actions:
+      - explicit: {eager: "c_scale,w_300"}
+      - tags: {add: [processed]}
+      - context: {set: {state: done}}
+      - metadata: {set: {stage: published}}
+"""
+API_TIMEOUT = 2.0  # the workers' POSTUPLOAD_API_TIMEOUT; a call answered slower lost its answer
+
+
+@dataclass
+class Report:
+    uploads: int
+    faults: Counter[str]
+    lost: list[str]
+    doubled: int
+    explained: int
+    dead_workers: int
+    quiet_after: float
+    events: list[str] = field(default_factory=list)
+
+    @property
+    def unexplained(self) -> int:
+        return self.doubled - self.explained
+
+    def lines(self) -> list[str]:
+        faults = ", ".join(f"{kind} {count}" for kind, count in sorted(self.faults.items())) or "none"
+        return [
+            f"uploads {self.uploads}; faults injected: {faults}",
+            f"disruptions: {'; '.join(self.events)}",
+            f"lost assets: {len(self.lost)}{' ' + str(self.lost[:5]) if self.lost else ''}",
+            f"doubled effects: {self.doubled} ({self.explained} explained by lost answers or calls "
+            f"in flight, {self.unexplained} unexplained)",
+            f"workers left dead: {self.dead_workers}; quiet {self.quiet_after:.1f} s after the last upload",
+        ]
+
+
+class Deployment:
+    """Emulator, web and workers as processes on one Redis, each restartable by the chaos run."""
+
+    def __init__(self, scratch: Path, seed: int, workers: int, error_rate: float) -> None:
+        self.scratch = scratch
+        self.redis = RedisServer(scratch / "redis").start()
+        self.emulator_port, self.web_port = free_port(), free_port()
+        self.emulator = f"http://127.0.0.1:{self.emulator_port}"
+        rules = scratch / "rules"
+        rules.mkdir()
+        (rules / "chaos.yaml").write_text(RULES)
+        account = Account(DEV_ACCOUNT.cloud_name, DEV_ACCOUNT.api_key, DEV_ACCOUNT.api_secret, self.emulator)
+        self.env = {
+            **os.environ,
+            "CLOUDINARY_URL": account.to_url(),
+            "REDIS_URL": self.redis.url,
+            "POSTUPLOAD_RULES_DIR": str(rules),
+            "POSTUPLOAD_API_TIMEOUT": str(API_TIMEOUT),
+            "POSTUPLOAD_ASSET_ACTION_CAP": "0",
+        }
+        faults = [
+            "--error-rate",
+            str(error_rate),
+            "--timeout-rate",
+            "0.01",
+            "--hang",
+            "3",
+            "--duplicate-rate",
+            "0.1",
+        ]
+        webhook = f"http://127.0.0.1:{self.web_port}/webhooks/cloudinary"
+        self.emulator_process = self._start(
+            "emulator",
+            "--port",
+            str(self.emulator_port),
+            "--notify-url",
+            webhook,
+            "--latency",
+            "0.02",
+            "--seed",
+            str(seed),
+            "--retry-delays",
+            "1,2,4,8,16,30",
+            *faults,
+        )
+        self.web = self._start("web", "--port", str(self.web_port))
+        self.workers = [self._start("worker") for _ in range(workers)]
+        self._wait(f"{self.emulator}/emulator/state")
+        self._wait(f"http://127.0.0.1:{self.web_port}/healthz")
+
+    def _start(self, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.scratch / f"{args[0]}-{time.monotonic_ns()}.log").open("wb")
+        command = [sys.executable, "-m", "postupload", *args]
+        return subprocess.Popen(command, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+    def _wait(self, url: str) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                requests.get(url, timeout=1)
+                return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise RuntimeError(f"{url} did not answer within 30 s")
+
+    def connection(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis.url, socket_timeout=5)
+
+    def stop(self) -> None:
+        for process in [*self.workers, self.web, self.emulator_process]:
+            if process.poll() is None:
+                process.terminate()
+        for process in [*self.workers, self.web, self.emulator_process]:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.redis.stop()
+
+
+def idle(connection: redis.Redis) -> bool:
+    try:
+        return quiet(connection)
+    except redis.RedisError:
+        return False
+
+
+def done(asset: dict[str, Any]) -> bool:
+    return bool(
+        asset["derived"] == ["c_scale,w_300"]
+        and "processed" in asset["tags"]
+        and asset["context"] == {"custom": {"state": "done"}}
+        and asset["metadata"] == {"stage": "published"}
+    )
+
+
+def run(
+    uploads: int,
+    seed: int,
+    *,
+    workers: int = 2,
+    error_rate: float = 0.05,
+    quiet_within: float = 300,
+    logs: Path | None = None,
+) -> Report:
+    """The whole chaos run; returns what it found. The processes' logs go to `logs` when given."""
+    with tempfile.TemporaryDirectory() as temporary:
+        scratch = logs or Path(temporary)
+        deployment = Deployment(scratch, seed, workers, error_rate)
+        events: list[str] = []
+        outages: list[tuple[float, float]] = []  # (from, to) unix times a process or Redis was away
+        try:
+            names = [f"chaos/{number}" for number in range(uploads)]
+            session = requests.Session()
+
+            def upload(name: str) -> None:
+                session.post(f"{deployment.emulator}/emulator/upload", json={"public_id": name}, timeout=30)
+
+            def upload_all() -> None:
+                with ThreadPoolExecutor(4) as pool:
+                    list(pool.map(upload, names))
+
+            uploading = threading.Thread(target=upload_all)
+            uploading.start()
+            # From this thread: a child dies with the thread that started it (PR_SET_PDEATHSIG).
+            _disrupt(deployment, uploads, events, outages)
+            uploading.join()
+            last_upload = time.monotonic()
+            connection = deployment.connection()
+            deadline = time.monotonic() + quiet_within
+            assets: dict[str, Any] = {}
+            while time.monotonic() < deadline:
+                state = requests.get(f"{deployment.emulator}/emulator/state", timeout=60).json()
+                assets = {asset["public_id"]: asset for asset in state["assets"]}
+                if all(done(assets.get(name, {"derived": []})) for name in names) and idle(connection):
+                    break
+                time.sleep(1)
+            quiet_after = time.monotonic() - last_upload
+            calls = requests.get(f"{deployment.emulator}/emulator/calls", timeout=120).json()["calls"]
+            lost = [name for name in names if name not in assets or not done(assets[name])]
+            doubled, explained = _doubles(calls, outages)
+            dead = sum(worker.poll() is not None for worker in deployment.workers[1:])
+            faults = Counter(call["fault"] for call in calls if call.get("fault"))
+            sent = requests.get(f"{deployment.emulator}/emulator/notifications", timeout=60).json()
+            faults["duplicated notification"] = sum(entry["copies"] == 2 for entry in sent["notifications"])
+            return Report(uploads, faults, lost, doubled, explained, dead, quiet_after, events)
+        finally:
+            deployment.stop()
+
+
+def _disrupt(
+    deployment: Deployment, uploads: int, events: list[str], outages: list[tuple[float, float]]
+) -> None:
+    """Kill a worker, restart Redis, kill and restart the web, spread over the uploads."""
+    connection = deployment.connection()
+
+    def uploaded_at_least(share: float) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if connection.dbsize() and _notifications_seen(connection) >= uploads * share:
+                    return
+            except redis.RedisError:
+                pass
+            time.sleep(0.1)
+
+    uploaded_at_least(0.2)
+    victim = deployment.workers[0]
+    victim.kill()  # SIGKILL: its job in hand is run again by another
+    outages.append((time.time() - API_TIMEOUT, time.time() + 1))
+    events.append("worker SIGKILLed")
+    uploaded_at_least(0.45)
+    began = time.time()
+    deployment.redis.stop()
+    time.sleep(2)
+    deployment.redis.start(timeout=60)
+    outages.append((began - API_TIMEOUT, time.time() + 1))
+    events.append(f"Redis restarted ({time.time() - began:.1f} s away)")
+    uploaded_at_least(0.7)
+    began = time.time()
+    deployment.web.kill()
+    deployment.web.wait()
+    time.sleep(1)
+    deployment.web = deployment._start("web", "--port", str(deployment.web_port))
+    deployment._wait(f"http://127.0.0.1:{deployment.web_port}/healthz")
+    events.append(f"web SIGKILLed and started again ({time.time() - began:.1f} s away)")
+
+
+def _notifications_seen(connection: redis.Redis) -> int:
+    return sum(1 for _ in connection.scan_iter("postupload:dedupe:*", count=1000))
+
+
+def _doubles(calls: list[dict[str, Any]], outages: list[tuple[float, float]]) -> tuple[int, int]:
+    """Assets named again in answered calls to the same endpoint, and how many of those repeats
+    have a reason: a call before them whose answer was lost, or one in flight during an outage."""
+    seen: Counter[tuple[str, str]] = Counter()
+    reasons: Counter[tuple[str, str]] = Counter()
+    for call in calls:
+        if call["endpoint"] not in ("explicit", "tags", "context", "metadata"):
+            continue
+        ids = (
+            [call["params"]["public_id"]] if call["endpoint"] == "explicit" else call["params"]["public_ids"]
+        )
+        took_effect = call["status"] == 200
+        answer_lost = call.get("fault") == "timeout" or call.get("duration", 0) >= API_TIMEOUT * 0.9
+        in_outage = any(start <= call["time"] <= end for start, end in outages)
+        for public_id in ids:
+            key = (call["endpoint"], public_id)
+            if took_effect:
+                seen[key] += 1
+                if answer_lost or in_outage:
+                    reasons[key] += 1
+    doubled = sum(count - 1 for count in seen.values() if count > 1)
+    explained = sum(min(seen[key] - 1, reasons[key]) for key in seen if seen[key] > 1)
+    return doubled, explained
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--uploads", type=int, default=2000)
+    parser.add_argument("--seeds", default="1,2,3", help="one run per seed")
+    parser.add_argument("--logs", type=Path, help="keep the processes' logs (and Redis) in this directory")
+    options = parser.parse_args()
+    for seed in options.seeds.split(","):
+        logs = options.logs / f"seed-{seed}" if options.logs else None
+        if logs:
+            logs.mkdir(parents=True, exist_ok=True)
+        report = run(options.uploads, int(seed), logs=logs)
+        print(f"seed {seed}:")
+        for line in report.lines():
+            print(f"  {line}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
