@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import signal
+import subprocess
 import sys
 
 PR_SET_PDEATHSIG = 1
@@ -15,3 +16,16 @@ def die_with_parent() -> None:
     started the child: start such children from a thread that outlives them (the main one)."""
     if sys.platform == "linux":
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def stop(process: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """SIGTERM (let it finish what it holds), then SIGKILL if it has not gone within `timeout`."""
+    if process is None:
+        return
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -13,6 +13,7 @@ from typing import IO
 
 import redis
 
+from postupload import processes
 from postupload.errors import PostuploadError
 from postupload.processes import die_with_parent
 
@@ -106,13 +107,7 @@ class RedisServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (Redis flushes its append-only file), then SIGKILL if it does not go."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        processes.stop(self.process, timeout)
         if self._lock_file is not None:
             self._lock_file.close()  # the lock goes with the last open copy (Redis had one)
             self._lock_file = None

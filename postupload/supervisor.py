@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 import redis
 
+from postupload import processes
 from postupload.config import DEV_ACCOUNT, Account, Settings
 from postupload.errors import PostuploadError
 from postupload.processes import die_with_parent
@@ -47,16 +48,8 @@ class Child:
         )
         return self
 
-    def stop(self, timeout: float = 10) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+    def stop(self) -> None:
+        processes.stop(self.process)
 
 
 def run_local(settings: Settings, port: int, environ: Mapping[str, str] | None = None) -> None:

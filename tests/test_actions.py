@@ -214,19 +214,19 @@ def test_every_effect_exactly_once_through_5xx_timeouts_and_duplicate_notificati
     faults = _faults(error_rate=0.1, timeout_rate=0.03, hang=2.5, duplicate_rate=0.2, seed=11)
     stack: Stack = make_stack(EVERYDAY, env={"POSTUPLOAD_API_TIMEOUT": "1"}, faults=faults)
     stack.start_workers(2)
-    names = [f"flaky/{number}" for number in range(60)]
+    names = [f"flaky/{number}" for number in range(40)]
     for name in names:
         stack.upload(public_id=name)
     assert wait_until(lambda: stack.idle() and _all_done(stack, names), 120), stack.processes.output()[-3000:]
     faulted = [call.get("fault") for call in stack.calls() if call.get("fault")]
-    assert faulted.count("error") >= 6 and faulted.count("timeout") >= 2  # the faults did happen
+    assert faulted.count("error") >= 4 and faulted.count("timeout") >= 1  # the faults did happen
     # A call that took effect but whose answer the worker gave up on is made again: injected
     # timeouts, and any call the loaded machine answered slower than the worker's 1 s timeout.
     lost = [c for c in stack.calls() if c.get("fault") == "timeout" or c.get("duration", 0) >= 0.9]
     duplicates = requests.get(f"{stack.emulator.url}/emulator/notifications", timeout=5).json()[
         "notifications"
     ]
-    assert sum(entry["copies"] == 2 for entry in duplicates) >= 6
+    assert sum(entry["copies"] == 2 for entry in duplicates) >= 4
     assert not stack.failed()
     assert_exactly_once(stack, names, allow_repeat=len(lost))  # nothing else is ever repeated
 
@@ -306,7 +306,7 @@ rules:
 
 
 def test_a_runaway_chain_is_stopped_by_the_cap_with_a_record(make_stack: Any) -> None:
-    stack: Stack = make_stack(PING_PONG, env={"POSTUPLOAD_ASSET_ACTION_CAP": "3"})
+    stack: Stack = make_stack(PING_PONG, env={"POSTUPLOAD_ASSET_ACTION_CAP": "2"})
     stack.start_workers(1)
     stack.upload(public_id="loop")
 
@@ -325,7 +325,7 @@ def test_a_runaway_chain_is_stopped_by_the_cap_with_a_record(make_stack: Any) ->
         for e in history.read(stack.redis, "loop")
         if e.get("event") == "action" and e["status"] == "batched"
     ]
-    assert len(ran) == 3
+    assert len(ran) == 2
 
 
 def signed_post(stack: Stack, notification: dict[str, Any]) -> None:

@@ -216,3 +216,23 @@ def test_scheduled_retries_go_on_when_the_worker_holding_the_scheduler_is_killed
     # is one maintenance round (5 s) plus the retry's own interval; 30 s leaves a margin of 2x.
     assert time.monotonic() - killed_at < 30
     assert wait_until(lambda: not Path(f"/proc/{scheduler}").exists() or not command_of(scheduler), 10)
+
+
+def test_run_killed_outright_takes_its_children_with_it_and_shows_no_secret(run: Any) -> None:
+    port = free_port()
+    supervisor = run("--port", str(port), CLOUDINARY_URL="cloudinary://123:top-secret-value@real-cloud")
+    assert wait_until(lambda: "postupload is running" in supervisor.log.read_text(), 40)
+    assert "top-secret-value" not in supervisor.log.read_text()
+    children = children_of(supervisor.pid)
+    assert len(children) == 3  # redis-server, web, worker (no emulator for a real account)
+    supervisor.kill()
+    supervisor.wait()
+    gone = lambda: not any(command_of(pid) for pid in children)  # noqa: E731
+    assert wait_until(gone, 20), [command_of(pid) for pid in children]
+
+
+def test_two_redis_servers_cannot_share_a_data_directory(tmp_path: Path) -> None:
+    from postupload.errors import PostuploadError
+
+    with RedisServer(tmp_path / "data"), pytest.raises(PostuploadError, match="another redis-server uses"):
+        RedisServer(tmp_path / "data").start()
