@@ -4,7 +4,8 @@ Run with `make chaos` or `.venv/bin/python bench/chaos.py [--uploads 2000] [--se
 The emulator answers with errors, lost answers (the effect is applied, the answer never comes) and
 duplicated notifications, reproducibly from the seed. While the uploads arrive, a worker is
 SIGKILLed, Redis is restarted, and the web is SIGKILLed and started again (as a platform would).
-The emulator redelivers every notification not answered 200, as Cloudinary does.
+The emulator redelivers every notification not answered 200, as Cloudinary does. Killed processes
+are started again a second later, as a platform's process manager would.
 
 Printed: uploads, faults injected by kind, lost assets (an effect missing), doubled effects (an asset
 named again in an answered call), of which explained (the call's answer was lost, or it was in flight
@@ -31,7 +32,8 @@ import redis
 import requests
 
 from postupload.config import DEV_ACCOUNT, Account
-from postupload.queue import quiet
+from postupload.processes import die_with_parent
+from postupload.queue import notification_queue, quiet
 from postupload.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +54,8 @@ API_TIMEOUT = 2.0  # the workers' POSTUPLOAD_API_TIMEOUT; a call answered slower
 class Report:
     uploads: int
     faults: Counter[str]
-    lost: list[str]
+    lost: dict[str, list[str]]  # asset -> the effects it lacks
+    failed_jobs: int
     doubled: int
     explained: int
     dead_workers: int
@@ -68,7 +71,8 @@ class Report:
         return [
             f"uploads {self.uploads}; faults injected: {faults}",
             f"disruptions: {'; '.join(self.events)}",
-            f"lost assets: {len(self.lost)}{' ' + str(self.lost[:5]) if self.lost else ''}",
+            f"lost assets: {len(self.lost)} {dict(list(self.lost.items())[:5]) if self.lost else ''}; "
+            f"failed jobs: {self.failed_jobs}",
             f"doubled effects: {self.doubled} ({self.explained} explained by lost answers or calls "
             f"in flight, {self.unexplained} unexplained)",
             f"workers left dead: {self.dead_workers}; quiet {self.quiet_after:.1f} s after the last upload",
@@ -128,7 +132,9 @@ class Deployment:
     def _start(self, *args: str) -> subprocess.Popen[bytes]:
         log = (self.scratch / f"{args[0]}-{time.monotonic_ns()}.log").open("wb")
         command = [sys.executable, "-m", "postupload", *args]
-        return subprocess.Popen(command, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            command, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+        )
 
     def _wait(self, url: str) -> None:
         deadline = time.monotonic() + 30
@@ -162,13 +168,17 @@ def idle(connection: redis.Redis) -> bool:
         return False
 
 
-def done(asset: dict[str, Any]) -> bool:
-    return bool(
-        asset["derived"] == ["c_scale,w_300"]
-        and "processed" in asset["tags"]
-        and asset["context"] == {"custom": {"state": "done"}}
-        and asset["metadata"] == {"stage": "published"}
-    )
+def missing(asset: dict[str, Any] | None) -> list[str]:
+    """The effects the rules ask for that an asset lacks (all of them if it is not there)."""
+    if asset is None:
+        return ["the asset"]
+    wanted = {
+        "explicit": asset["derived"] == ["c_scale,w_300"],
+        "tags": "processed" in asset["tags"],
+        "context": asset["context"] == {"custom": {"state": "done"}},
+        "metadata": asset["metadata"] == {"stage": "published"},
+    }
+    return [effect for effect, there in wanted.items() if not there]
 
 
 def run(
@@ -177,7 +187,7 @@ def run(
     *,
     workers: int = 2,
     error_rate: float = 0.05,
-    quiet_within: float = 300,
+    quiet_within: float = 900,
     logs: Path | None = None,
 ) -> Report:
     """The whole chaos run; returns what it found. The processes' logs go to `logs` when given."""
@@ -209,18 +219,19 @@ def run(
             while time.monotonic() < deadline:
                 state = requests.get(f"{deployment.emulator}/emulator/state", timeout=60).json()
                 assets = {asset["public_id"]: asset for asset in state["assets"]}
-                if all(done(assets.get(name, {"derived": []})) for name in names) and idle(connection):
+                if not any(missing(assets.get(name)) for name in names) and idle(connection):
                     break
                 time.sleep(1)
             quiet_after = time.monotonic() - last_upload
             calls = requests.get(f"{deployment.emulator}/emulator/calls", timeout=120).json()["calls"]
-            lost = [name for name in names if name not in assets or not done(assets[name])]
+            lost = {name: gaps for name in names if (gaps := missing(assets.get(name)))}
+            failed_jobs = notification_queue(connection).failed_job_registry.count
             doubled, explained = _doubles(calls, outages)
-            dead = sum(worker.poll() is not None for worker in deployment.workers[1:])
+            dead = sum(worker.poll() is not None for worker in deployment.workers)
             faults = Counter(call["fault"] for call in calls if call.get("fault"))
             sent = requests.get(f"{deployment.emulator}/emulator/notifications", timeout=60).json()
             faults["duplicated notification"] = sum(entry["copies"] == 2 for entry in sent["notifications"])
-            return Report(uploads, faults, lost, doubled, explained, dead, quiet_after, events)
+            return Report(uploads, faults, lost, failed_jobs, doubled, explained, dead, quiet_after, events)
         finally:
             deployment.stop()
 
@@ -245,7 +256,9 @@ def _disrupt(
     victim = deployment.workers[0]
     victim.kill()  # SIGKILL: its job in hand is run again by another
     outages.append((time.time() - API_TIMEOUT, time.time() + 1))
-    events.append("worker SIGKILLed")
+    time.sleep(1)
+    deployment.workers[0] = deployment._start("worker")  # as a platform restarts a crashed process
+    events.append("worker SIGKILLed and started again")
     uploaded_at_least(0.45)
     began = time.time()
     deployment.redis.stop()
