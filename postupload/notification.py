@@ -228,13 +228,16 @@ _KIND_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 def unsafe_public_id(public_id: str) -> str | None:
     """Why this public_id cannot be named in an API call, or None when it can.
 
-    The Admin API takes the public_id in its URL path, and the SDK decodes %xx before it builds the
-    path, so a `.` or `..` segment (also as %2e) would make the HTTP client resolve the path to
-    another asset or endpoint. Control characters are never part of a public_id.
+    The Admin API takes the public_id in its URL path. The SDK decodes %xx before it builds the
+    path (so `%3F` would name the asset `?`, and `%2e%2e` a `..` segment), and the HTTP client
+    resolves `.` and `..` segments (so `mod/../victim` would name `victim`, or another endpoint).
+    Control characters are never part of a public_id.
     """
     if any(ord(char) < 32 or ord(char) == 127 for char in public_id):
         return "it holds control characters"
-    if any(segment in (".", "..") for segment in unquote(public_id).split("/")):
+    if unquote(public_id) != public_id:
+        return "it holds a %-escape, which the SDK decodes: the call would name another asset"
+    if any(segment in (".", "..") for segment in public_id.split("/")):
         return "a '.' or '..' path segment would steer the call to another asset or endpoint"
     return None
 

@@ -288,6 +288,7 @@ rules:
     [
         "mod/../../victim",
         "mod/%2e%2e/%2E%2E/victim",
+        "%3Fnot-a-query",
         "..",
         "a/./b",
         "mod/../../../../../../emulator/faults",
@@ -304,7 +305,9 @@ def test_a_public_id_that_would_steer_a_url_is_refused_with_the_reason(
     assert problem.startswith(f"public_id {public_id!r} refused: ")
 
 
-@pytest.mark.parametrize("public_id", ["folder/sub/name", "a?b", "a#b", "50% off", "...", "a..b/c.", "café"])
+@pytest.mark.parametrize(
+    "public_id", ["folder/sub/name", "a?b", "a#b", "50% off", "100%", "...", "a..b/c.", "café"]
+)
 def test_ordinary_public_ids_are_named_as_they_are(tmp_path: Path, public_id: str) -> None:
     (call,) = plan_for(ruleset_of(tmp_path, APPROVE_ALL), {**UPLOAD, "public_id": public_id}).calls
     assert call.public_ids == (public_id,)
