@@ -18,6 +18,7 @@ DONE_TTL = RESULT_TTL + DAY
 HISTORY_LENGTH = 500  # entries kept per asset
 HISTORY_TTL = 30 * DAY
 CAP_WINDOW = 3600  # the loop guard counts actions per asset per hour
+CLEANING_LOCK_TTL = 15  # RQ's lock on cleaning a queue's registries (held for well under a second)
 
 
 def dedupe(notification_id: str) -> str:

@@ -22,9 +22,18 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30)
 
 
+class NotificationQueue(Queue):
+    """RQ's queue, whose registry-cleaning lock lapses in CLEANING_LOCK_TTL s instead of RQ's 899: a
+    worker killed while it cleans would otherwise keep every worker from cleaning, and so from
+    bringing back dead workers' jobs, for 15 minutes."""
+
+    def acquire_maintenance_lock(self) -> bool:
+        return bool(self.connection.set(self.registry_cleaning_key, 1, nx=True, ex=keys.CLEANING_LOCK_TTL))
+
+
 def notification_queue(connection: redis.Redis, name: str = keys.QUEUE) -> Queue:
     """Our queue: JSON job arguments, so any RQ tool can read them."""
-    return Queue(name, connection=connection, serializer=JSONSerializer)
+    return NotificationQueue(name, connection=connection, serializer=JSONSerializer)
 
 
 def quiet(connection: redis.Redis) -> bool:

@@ -230,3 +230,13 @@ def test_a_scheduler_lock_left_without_refresh_is_taken_over(redis_conn: redis.R
     redis_conn.set(key, "gone", ex=61 - STALE_LOCK - 2)  # 12 s without a refresh
     scheduler.acquire_locks()
     assert redis_conn.get(key) == b"ours" and scheduler.acquired_locks == {"postupload"}
+
+
+def test_a_registry_cleaning_lock_left_by_a_killed_worker_lapses_soon(redis_conn: redis.Redis) -> None:
+    from postupload.keys import CLEANING_LOCK_TTL
+    from postupload.queue import notification_queue
+
+    queue = notification_queue(redis_conn)
+    assert queue.acquire_maintenance_lock()  # a worker that is then killed before it releases it
+    assert 0 < redis_conn.ttl(queue.registry_cleaning_key) <= CLEANING_LOCK_TTL  # RQ's own: 899 s
+    assert not notification_queue(redis_conn).acquire_maintenance_lock()
