@@ -249,6 +249,10 @@ class Scheduler(RQScheduler):
         return super().acquire_locks(auto_start)
 
     def work(self) -> None:
+        # Forked, it inherited the worker's handlers, which only set a flag in the worker: a SIGTERM
+        # before RQ installs its own would be lost, and the worker would wait for it forever.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)
         die_with_parent()
         super().work()
 
