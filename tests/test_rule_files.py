@@ -199,8 +199,6 @@ def test_every_action_kind_is_one_module_in_the_registry_and_the_schema() -> Non
     jsonschema.Draft202012Validator.check_schema(schema)
     assert set(schema["$defs"]["action"]["properties"]) == set(REGISTRY)
     assert schema["$defs"]["actions"] == {name: handler.schema for name, handler in REGISTRY.items()}
-    for handler in REGISTRY.values():  # every call a kind plans goes to an endpoint some kind sends
-        assert handler.name in schema["$defs"]["actions"]
     assert set(ENDPOINTS) == {"explicit", "tags", "context", "metadata", "update"}
 
 
