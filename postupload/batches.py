@@ -29,6 +29,7 @@ from postupload.calls import Call
 from postupload.client import Client
 from postupload.errors import ActionError
 from postupload.logs import printable
+from postupload.metrics import Recorder
 from postupload.queue import retry_policy
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,10 @@ class TagBatches:
         lease: float = 40.0,
         retries: int = 6,
         clock: Callable[[], float] = time.time,
+        recorder: Recorder | None = None,
     ) -> None:
         self.connection = connection
+        self.recorder = recorder
         self.queue = queue  # where refused items go, as jobs of their own
         self.lease = lease
         self.retries = retries
@@ -225,6 +228,8 @@ class TagBatches:
             halves = (todo[:middle], todo[middle:])
             return 1 + sum(self._apply(spec, batch_id, half, client) for half in halves)
         self.mark_done(spec, todo, set(changed))
+        if self.recorder is not None:
+            self.recorder.observe("postupload_tag_batch_size", len(public_ids), command=spec.command)
         return 1
 
     def mark_done(self, spec: Spec, items: list[dict[str, Any]], changed: set[str]) -> None:
@@ -297,7 +302,8 @@ class Flusher:
         failing = False  # said once per outage, not 20 times a second
         while not self.stopping.wait(POLL):
             try:
-                self.batches.flush_due(self.client)
+                if self.batches.flush_due(self.client) and self.batches.recorder is not None:
+                    self.batches.recorder.flush()
             except redis.RedisError as error:
                 if not failing:
                     log.warning("tag flusher: Redis failed (%s); trying again every %.2f s", error, POLL)

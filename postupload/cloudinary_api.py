@@ -16,31 +16,41 @@ import cloudinary.uploader
 from postupload.client import RateLimit
 from postupload.config import Account
 from postupload.errors import ActionError, RateLimitError
+from postupload.metrics import Recorder
 
 # The SDK's exceptions carry no status code (cloudinary/exceptions.py); map them back.
-PERMANENT_ERRORS: dict[type[Exception], int] = {
+STATUS_OF_ERROR: dict[type[Exception], int] = {
     cloudinary.exceptions.BadRequest: 400,
     cloudinary.exceptions.AuthorizationRequired: 401,
     cloudinary.exceptions.NotAllowed: 403,
     cloudinary.exceptions.NotFound: 404,
     cloudinary.exceptions.AlreadyExists: 409,
+    cloudinary.exceptions.RateLimited: 420,
 }
+PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 409})
 # Cloudinary's 420 message ends "Try again on <HTTP date>"; without it, wait this long.
 RATE_LIMIT_FALLBACK = 60.0
 
 
 class CloudinaryClient:
-    """Our `Client` through the official SDK, on one account: every call names it and has a timeout."""
+    """Our `Client` through the official SDK, on one account: every call names it and has a timeout,
+    and is timed into the `postupload_cloudinary_call_seconds` histogram by endpoint and status."""
 
-    def __init__(self, account: Account, timeout: float) -> None:
+    def __init__(self, account: Account, timeout: float, recorder: Recorder | None = None) -> None:
         self.account = account
         self.timeout = timeout
+        self.recorder = recorder
 
     def explicit(self, public_id: str, *, resource_type: str, type: str, **params: Any) -> dict[str, Any]:
         """Upload API explicit (not rate-limited): eager transformations and add-ons."""
         return dict(
             self._call(
-                cloudinary.uploader.explicit, public_id, resource_type=resource_type, type=type, **params
+                "explicit",
+                cloudinary.uploader.explicit,
+                public_id,
+                resource_type=resource_type,
+                type=type,
+                **params,
             )
         )
 
@@ -53,7 +63,9 @@ class CloudinaryClient:
             "remove": cloudinary.uploader.remove_tag,
             "replace": cloudinary.uploader.replace_tag,
         }[command]
-        answer = self._call(function, tags, public_ids, resource_type=resource_type, type=type)
+        answer = self._call(
+            f"tags/{command}", function, tags, public_ids, resource_type=resource_type, type=type
+        )
         return list(answer.get("public_ids") or [])
 
     def context(
@@ -61,7 +73,12 @@ class CloudinaryClient:
     ) -> list[str]:
         """Upload API context add: merges the pairs; an empty value removes that key."""
         answer = self._call(
-            cloudinary.uploader.add_context, pairs, public_ids, resource_type=resource_type, type=type
+            "context",
+            cloudinary.uploader.add_context,
+            pairs,
+            public_ids,
+            resource_type=resource_type,
+            type=type,
         )
         return list(answer.get("public_ids") or [])
 
@@ -70,7 +87,12 @@ class CloudinaryClient:
     ) -> list[str]:
         """Upload API metadata: sets structured metadata fields by external id."""
         answer = self._call(
-            cloudinary.uploader.update_metadata, values, public_ids, resource_type=resource_type, type=type
+            "metadata",
+            cloudinary.uploader.update_metadata,
+            values,
+            public_ids,
+            resource_type=resource_type,
+            type=type,
         )
         return list(answer.get("public_ids") or [])
 
@@ -79,25 +101,71 @@ class CloudinaryClient:
     ) -> tuple[dict[str, Any], RateLimit | None]:
         """Admin API update (rate-limited); answers the resource and what its headers say of the budget."""
         answer = self._call(
-            cloudinary.api.update, public_id, resource_type=resource_type, type=type, **params
+            "update", cloudinary.api.update, public_id, resource_type=resource_type, type=type, **params
         )
         return dict(answer), rate_limit_of(answer)
 
-    def _call(self, function: Callable[..., Any], *args: Any, **params: Any) -> Any:
-        # Upload calls honour only a per-call timeout; without one a call can hang forever.
+    def _call(self, endpoint: str, function: Callable[..., Any], *args: Any, **params: Any) -> Any:
+        # Upload calls honour only a per-call timeout; without one a call can hang forever. They are
+        # asked to return errors rather than raise them: the SDK's exceptions drop the HTTP status.
         options = {**self.account.sdk_options(), "timeout": self.timeout}
+        if function.__module__ == cloudinary.uploader.__name__:
+            options["return_error"] = True
+        status = "error"
+        started = time.monotonic()
         try:
-            return function(*args, **params, **options)
-        except cloudinary.exceptions.RateLimited as error:
-            reset = retry_time(str(error)) or time.time() + RATE_LIMIT_FALLBACK
-            raise RateLimitError(f"Cloudinary answered 420: {error}", reset) from None
-        except tuple(PERMANENT_ERRORS) as error:
-            status = PERMANENT_ERRORS[type(error)]
-            raise ActionError(
-                f"Cloudinary answered {status}: {error}", permanent=True, status=status
-            ) from None
-        except Exception as error:  # GeneralError, the SDK's bare Error/Exception for 502/504, sockets
-            raise ActionError(f"Cloudinary call failed: {error}", permanent=False) from None
+            answer = function(*args, **params, **options)
+            error = answer.get("error") if isinstance(answer, dict) else None
+            if isinstance(error, dict):
+                code = error.get("http_code")
+                status = str(code) if isinstance(code, int) else "error"
+                raise failure(code if isinstance(code, int) else None, str(error.get("message", "")))
+            status = "200"
+            return answer
+        except ActionError:
+            raise
+        except Exception as error:  # the SDK's exceptions, sockets, timeouts
+            code, status = status_of(error)
+            message = str(error)
+            if "Error parsing server response" in message:  # the SDK quotes the whole body
+                message = "its answer is not JSON (a proxy's error page?)"
+            raise failure(code, message, status) from None
+        finally:
+            if self.recorder is not None:
+                seconds = time.monotonic() - started
+                self.recorder.observe(
+                    "postupload_cloudinary_call_seconds", seconds, endpoint=endpoint, status=status
+                )
+
+
+def status_of(error: Exception) -> tuple[int | None, str]:
+    """The HTTP status an SDK exception stands for (its class, or its message), and the label for it:
+    the status, or timeout / connection when no answer came."""
+    message = str(error)
+    # Admin API: "Error 503 - ..."; either API, a body that is not JSON: "... server response (502)".
+    found = re.match(r"Error (\d{3}) - ", message) or re.search(r"server response \((\d{3})\)", message)
+    if found:
+        return int(found.group(1)), found.group(1)
+    for kind, code in STATUS_OF_ERROR.items():
+        if isinstance(error, kind):
+            return code, str(code)
+    if "timed out" in message.lower() or "timeout" in message.lower():
+        return None, "timeout"
+    if "Socket" in message or "Unexpected error" in message or isinstance(error, OSError):
+        return None, "connection"
+    return None, "error"
+
+
+def failure(status: int | None, message: str, reason: str | None = None) -> ActionError:
+    """Our error for what Cloudinary answered (status None: no answer came, for `reason`)."""
+    if status in (420, 429):
+        reset = retry_time(message) or time.time() + RATE_LIMIT_FALLBACK
+        return RateLimitError(f"Cloudinary answered {status}: {message}", reset)
+    if status in PERMANENT_STATUSES:
+        return ActionError(f"Cloudinary answered {status}: {message}", permanent=True, status=status)
+    if status is None:
+        return ActionError(f"Cloudinary call failed: {message}", permanent=False, reason=reason)
+    return ActionError(f"Cloudinary answered {status}: {message}", permanent=False, status=status)
 
 
 def rate_limit_of(answer: Any) -> RateLimit | None:

@@ -75,10 +75,13 @@ class RuleSetError(PostuploadError):
 class ActionError(PostuploadError):
     """An action that failed; `permanent` ones are not retried."""
 
-    def __init__(self, message: str, *, permanent: bool, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, permanent: bool, status: int | None = None, reason: str | None = None
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
-        self.status = status
+        self.status = status  # Cloudinary's HTTP status, when it answered
+        self.reason = reason or (str(status) if status else "error")  # a metric label: few values
 
 
 class RateLimitError(ActionError):

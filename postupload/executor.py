@@ -43,6 +43,7 @@ class Outcome:
     detail: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     permanent: bool = False
+    reason: str | None = None  # of a failure: Cloudinary's status, timeout, connection, placeholder
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -54,6 +55,7 @@ class Outcome:
         }
         if self.error:
             data["error"] = self.error
+            data["reason"] = self.reason or "error"
         return data
 
 
@@ -128,7 +130,7 @@ class _Run:
         todo = []
         for action, done in zip(actions, earlier, strict=True):
             if action.error:
-                self.finish([action], "failed", error=action.error, permanent=True)
+                self.finish([action], "failed", error=action.error, permanent=True, reason="placeholder")
             elif done is not None:
                 status = json.loads(done).get("status", "ok")
                 self.finish([action], "skipped", {"detail": f"already {status}"})
@@ -183,7 +185,7 @@ class _Run:
         except ActionError as error:
             if call.delivery == "budget":
                 self.x.budget.release()
-            self.finish(actions, "failed", error=str(error), permanent=error.permanent)
+            self.finish(actions, "failed", error=str(error), permanent=error.permanent, reason=error.reason)
             return 0.0
         if call.delivery == "budget":
             self.x.budget.learn(answer.rate_limit)
@@ -224,6 +226,7 @@ class _Run:
         *,
         error: str | None = None,
         permanent: bool = False,
+        reason: str | None = None,
         marks: list[str] | None = None,
     ) -> None:
         """Record an outcome for these actions, and write their done marks when given."""
@@ -237,6 +240,7 @@ class _Run:
                 detail or {},
                 error,
                 permanent,
+                reason,
             )
             self.outcomes.append(outcome)
             if marks:

@@ -67,3 +67,24 @@ TAG_BATCH_ATTEMPTS = "postupload:tag-batches:attempts"  # hash: batch id -> fail
 def tag_batch(batch_id: str) -> str:
     """The list of assets waiting in one batch."""
     return f"postupload:tag-batch:{batch_id}"
+
+
+# Metrics: every process adds its counts to one hash (see measures.py), so totals are the deployment's.
+METRICS = "postupload:metrics"
+RECENT_MINUTES = 60  # notifications per minute, kept this many minutes for the console
+RECENT_HOURS = 24  # rule matches per hour, kept this many hours for the console
+
+
+def notifications_in_minute(minute: int) -> str:
+    """Hash: answer -> notifications given that answer within one minute (unix time // 60)."""
+    return f"postupload:recent:notifications:{minute}"
+
+
+def matches_in_hour(hour: int) -> str:
+    """Hash: rule -> notifications it matched within one hour (unix time // 3600)."""
+    return f"postupload:recent:matches:{hour}"
+
+
+def invalid_rule_set(version: str) -> str:
+    """Set once per distinct invalid rule-set content, so each bad edit is counted once."""
+    return f"postupload:invalid-rule-set:{version}"

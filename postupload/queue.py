@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from datetime import UTC, datetime
 
 import redis
@@ -96,6 +97,14 @@ def enqueue_notification(queue: Queue, envelope: Envelope, retries: int = 6) -> 
                 "the connection to Redis broke before the notification was stored"
             ) from None
     return True
+
+
+_DEFERRAL = re.compile(r"-at-\d+$")
+
+
+def is_deferral(job_id: str) -> bool:
+    """A job `schedule_again` made (waiting for a reset), not a retry of a failed one."""
+    return _DEFERRAL.search(job_id) is not None
 
 
 def schedule_again(queue: Queue, envelope: Envelope, when: float, retries: int) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -50,6 +53,7 @@ class Rule:
 class RuleSet:
     rules: list[Rule]
     files: list[str] = field(default_factory=list)
+    version: str = ""  # of the files' names and contents: the same files, the same version
 
     def __post_init__(self) -> None:
         self._enabled = [rule for rule in self.rules if rule.enabled]
@@ -102,7 +106,20 @@ def load_ruleset(directory: Path) -> RuleSet:
     problems += _duplicate_names(rules)
     if problems:
         raise RuleSetError(sorted(problems, key=lambda p: (p.file, p.line, p.column)))
-    return RuleSet(rules, [str(p) for p in files])
+    return RuleSet(rules, [str(p) for p in files], content_version(files))
+
+
+def content_version(files: list[Path]) -> str:
+    """A short hash of the rule files' names and contents, to tell rule sets apart in metrics and logs."""
+    digest = hashlib.sha256()
+    for path in files:
+        try:
+            content = path.read_bytes()
+        except OSError:
+            content = b""
+        digest.update(f"{path.name}\0{len(content)}\0".encode())
+        digest.update(content)
+    return digest.hexdigest()[:12]
 
 
 def load_file(path: Path) -> tuple[list[Rule], list[Problem]]:
@@ -269,9 +286,15 @@ def _duplicate_names(rules: list[Rule]) -> list[Problem]:
 class RuleSource:
     """The last good rule set of a directory, reloaded when its files change (all or nothing)."""
 
-    def __init__(self, directory: Path, check_every: float = 1.0) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        check_every: float = 1.0,
+        on_invalid: Callable[[str], None] | None = None,
+    ) -> None:
         self.directory = directory
         self.check_every = check_every
+        self.on_invalid = on_invalid  # told the version of each invalid content met
         self.ruleset: RuleSet | None = None
         self.error: RuleSetError | None = None
         self._fingerprint: object = None
@@ -300,6 +323,10 @@ class RuleSource:
             log.error("rule set in %s is invalid, %s:", self.directory, kept)
             for problem in error.problems:
                 log.error("  %s", problem)
+            if self.on_invalid is not None:
+                # no directory to tell a version of: the error says so already
+                with contextlib.suppress(OSError):
+                    self.on_invalid(content_version(rule_files(self.directory)))
 
     def _fingerprint_now(self) -> object:
         try:

@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 import redis
-from flask import Flask, Response, jsonify, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from flask import Flask, Response, g, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from rq import Worker
 from werkzeug.exceptions import HTTPException
 
@@ -16,6 +16,8 @@ from postupload import logs
 from postupload.config import Settings
 from postupload.envelope import Envelope
 from postupload.errors import BadNotification, BodyTooLarge, RequestRejected, UnsupportedMediaType
+from postupload.metrics import Recorder, StateCollector
+from postupload.notification import WHERE_ASSETS
 from postupload.queue import connect, enqueue_notification, notification_queue
 from postupload.ruleset import RuleSource
 
@@ -30,11 +32,10 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     account = settings.require_account()
     connection = connection or connect(settings.require_redis_url())
     queue = notification_queue(connection)
-    rules = RuleSource(settings.rules_dir)
-    metrics = CollectorRegistry()
-    received = Counter(
-        "postupload_notifications_total", "Notifications received, by answer", ["answer"], registry=metrics
-    )
+    recorder = Recorder(connection)
+    rules = RuleSource(settings.rules_dir, on_invalid=recorder.invalid_rule_set)
+    metrics = CollectorRegistry(auto_describe=False)
+    metrics.register(StateCollector(connection, account.cloud_name, rules))
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
@@ -54,14 +55,16 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
             tolerance=settings.signature_tolerance,
             algorithms=settings.signature_algorithms,
         )
+        kind = envelope.notification_type
+        g.notification_type = kind if kind in WHERE_ASSETS else "other"  # label values stay few
         try:
             queued = enqueue_notification(queue, envelope, settings.retries)
         except redis.RedisError as error:
             log.error("notification %s not stored: %s", envelope.id, error)
-            received.labels("unavailable").inc()
+            g.answer = "store_unavailable"
             return _error("store_unavailable", "the notification could not be stored; retry later", 503)
         answer = "queued" if queued else "duplicate"
-        received.labels(answer).inc()
+        g.answer = answer
         log.info("notification %s %s (%s)", envelope.id, answer, envelope.notification_type)
         return jsonify({"status": answer, "id": envelope.id}), 200
 
@@ -91,12 +94,25 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         return jsonify(body), 200
 
     @app.get("/metrics")
-    def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics), mimetype=CONTENT_TYPE_LATEST)
+    def prometheus_metrics() -> Response | tuple[Response, int]:
+        try:
+            return Response(generate_latest(metrics), mimetype=CONTENT_TYPE_LATEST)
+        except redis.RedisError as error:  # the counts live there: no answer rather than a wrong one
+            log.warning("metrics: Redis does not answer: %s", error)
+            return _error("redis_unavailable", "Redis does not answer; the metrics are kept there", 503)
+
+    @app.after_request
+    def count_notification(response: Response) -> Response:
+        if request.endpoint == "webhook":
+            answer = g.get("answer") or _answer_code(response)
+            recorder.notification(g.get("notification_type", "unknown"), answer)
+            if answer != "store_unavailable":  # Redis is away: kept for the next notification's flush
+                recorder.flush()
+        return response
 
     @app.errorhandler(RequestRejected)
     def rejected(error: RequestRejected) -> tuple[Response, int]:
-        received.labels(error.code).inc()
+        g.answer = error.code
         return _error(error.code, error.message, error.status)
 
     @app.errorhandler(HTTPException)
@@ -130,6 +146,14 @@ def _read_body(limit: int) -> bytes:
     if size > limit:
         raise BodyTooLarge("body_too_large", f"body is larger than POSTUPLOAD_MAX_BODY ({limit} bytes)")
     return b"".join(parts)
+
+
+def _answer_code(response: Response) -> str:
+    """The error code of one of our JSON answers, or the status."""
+    body = response.get_json(silent=True) if response.is_json else None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return str(body["error"].get("code", response.status_code))
+    return str(response.status_code)
 
 
 def _error(code: str, message: str, status: int) -> tuple[Response, int]:

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -28,6 +29,7 @@ from postupload.config import Settings
 from postupload.envelope import Envelope
 from postupload.errors import ActionError, PostuploadError, RuleSetError
 from postupload.executor import Executor
+from postupload.metrics import Recorder
 from postupload.planning import plan
 from postupload.processes import die_with_parent
 from postupload.queue import connect, notification_queue, schedule_again
@@ -62,39 +64,54 @@ class Runtime:
     client: CloudinaryClient
     executor: Executor
     connection: redis.Redis
+    recorder: Recorder
 
     @classmethod
     def from_settings(cls, settings: Settings, connection: redis.Redis | None = None) -> Runtime:
         """Build every part from the settings and hand each what it uses."""
         connection = connection or connect(settings.require_redis_url())
         account = settings.require_account()
-        client = CloudinaryClient(account, settings.api_timeout)
+        recorder = Recorder(connection)
+        client = CloudinaryClient(account, settings.api_timeout, recorder)
         queue = notification_queue(connection)
 
         def again(envelope: Envelope, when: float) -> None:
             schedule_again(queue, envelope, when, settings.retries)
+            recorder.count("postupload_admin_budget_waits")
 
         executor = Executor(
             connection,
             client,
-            TagBatches(connection, queue, client.timeout + 10, settings.retries),
+            TagBatches(connection, queue, client.timeout + 10, settings.retries, recorder=recorder),
             AdminBudget(connection, account.cloud_name),
             again,
             settings.asset_action_cap,
         )
-        return cls(RuleSource(settings.rules_dir), client, executor, connection)
+        rules = RuleSource(settings.rules_dir, on_invalid=recorder.invalid_rule_set)
+        return cls(rules, client, executor, connection, recorder)
 
     def process(self, job_argument: Any) -> dict[str, Any]:
         """Match one notification and perform its plan; raise if any action failed."""
+        try:
+            return self._process(job_argument)
+        finally:
+            self.recorder.flush()
+
+    def _process(self, job_argument: Any) -> dict[str, Any]:
         ruleset = self.rules.current()
         if ruleset is None:
             raise RuleSetError(self.rules.error.problems if self.rules.error else [])
         envelope = Envelope.from_job(job_argument)
         matched = ruleset.match(envelope.notification)
+        self.recorder.matched(rule.name for rule in matched)
         planned = plan(matched, envelope.notification, envelope.id)
         if planned.problems:
             log.warning("notification %s: %s", envelope.id, "; ".join(planned.problems))
         outcomes = self.executor.execute(envelope, planned)
+        for outcome in outcomes:
+            self.recorder.count(
+                "postupload_actions", kind=outcome.action, rule=outcome.rule, outcome=outcome.status
+            )
         result = {
             "id": envelope.id,
             "rules": list(planned.rules),
@@ -108,12 +125,15 @@ class Runtime:
             reasons = [f"rule {o.rule} {o.action} on {o.public_id!r}: {o.error}" for o in failed]
             reasons += list(planned.problems)
             permanent = all(outcome.permanent for outcome in failed)
+            reason = next((o.reason for o in failed if o.reason), None) or "refused"
             raise ActionError(
                 f"{len(failed)} of {len(outcomes)} actions failed"
                 f"{f', {len(planned.problems)} assets refused' if planned.problems else ''}: "
                 + "; ".join(reasons),
                 permanent=permanent,
+                reason=reason,
             )
+        self.recorder.count("postupload_jobs", outcome="finished")
         return result
 
 
@@ -136,7 +156,31 @@ def process_notification(envelope: dict[str, Any]) -> dict[str, Any]:
 def apply_tag_item(spec_json: str, item: dict[str, Any]) -> dict[str, Any]:
     """Job: one asset's tag change that Cloudinary refused as part of a batch."""
     current = runtime()
-    return current.executor.batches.apply_single(spec_json, item, current.client)
+    try:
+        return current.executor.batches.apply_single(spec_json, item, current.client)
+    finally:
+        current.recorder.flush()
+
+
+def note_failure(job: Job, error: BaseException | None, recorder: Recorder | None) -> None:
+    """Keep the failure on the job (what `postupload jobs` and the console show of a job waiting for
+    its next try) and count it; RQ keeps only the last failure's traceback, and only once it failed
+    for good."""
+    reason = getattr(error, "reason", None) or type(error).__name__
+    retrying = bool(job.retries_left)  # RQ retries after this, once the exception handlers ran
+    job.meta["attempts"] = int(job.meta.get("attempts", 0)) + 1
+    job.meta["last_error"] = str(error)[:2000]
+    job.meta["last_reason"] = reason
+    job.meta["last_failed_at"] = time.time()
+    try:
+        job.save_meta()
+        if recorder is not None:
+            recorder.count("postupload_jobs", outcome="retrying" if retrying else "failed")
+            if retrying:
+                recorder.count("postupload_retries", reason=reason)
+            recorder.flush()
+    except redis.RedisError as failure:  # RQ meets the same trouble next, and says so
+        log.warning("job %s: its failure could not be noted: %s", job.id, failure)
 
 
 def no_retry_when_permanent(
@@ -164,10 +208,13 @@ class Worker(SimpleWorker):
         error = exc_info[1]
         if not isinstance(error, PostuploadError):
             super().handle_exception(job, *exc_info)
-            return
-        then = "for good" if getattr(error, "permanent", True) or not job.retries_left else "to be retried"
-        log.warning("job %s (%s) failed %s: %s", job.id, job.description, then, error)
-        call_exception_handlers(self._exc_handlers, job, *exc_info)
+        else:
+            then = (
+                "for good" if getattr(error, "permanent", True) or not job.retries_left else "to be retried"
+            )
+            log.warning("job %s (%s) failed %s: %s", job.id, job.description, then, error)
+            call_exception_handlers(self._exc_handlers, job, *exc_info)
+        note_failure(job, error, runtime().recorder if _runtime is not None else None)
 
     def request_stop(self, signum: int, frame: Any) -> None:
         if self.stopping is not None:

@@ -303,3 +303,19 @@ def make_stack(
     processes.stop()
     for stack in stacks:
         stack.stop()
+
+
+def metric_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """A /metrics page parsed with prometheus-client's own parser: (sample name, labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    """One sample's value; 0 when it was never counted."""
+    return samples.get((name, frozenset(labels.items())), 0.0)

@@ -18,7 +18,7 @@ from postupload.config import Settings
 from postupload.queue import notification_queue
 from postupload.redis_server import RedisServer
 from postupload.web import create_app
-from tests.conftest import signed_headers
+from tests.conftest import metric_samples, sample, signed_headers
 
 UPLOAD = json.dumps(
     {
@@ -250,9 +250,12 @@ def test_unknown_routes_and_methods_answer_json(client: FlaskClient) -> None:
 def test_metrics_count_answers(client: FlaskClient) -> None:
     client.post("/webhooks/cloudinary", data=UPLOAD, headers=signed_headers(UPLOAD))
     client.post("/webhooks/cloudinary", data=UPLOAD, headers=signed_headers(UPLOAD, "wrong"))
-    text = client.get("/metrics").get_data(as_text=True)
-    assert 'postupload_notifications_total{answer="queued"} 1.0' in text
-    assert 'postupload_notifications_total{answer="bad_signature"} 1.0' in text
+    client.post("/webhooks/cloudinary", data=UPLOAD, headers=signed_headers(UPLOAD))
+    samples = metric_samples(client.get("/metrics").get_data(as_text=True))
+    name = "postupload_notifications_total"
+    assert sample(samples, name, type="upload", answer="queued") == 1
+    assert sample(samples, name, type="upload", answer="duplicate") == 1
+    assert sample(samples, name, type="unknown", answer="bad_signature") == 1
 
 
 def _deep(levels: int) -> bytes:

@@ -1,0 +1,165 @@
+"""Metrics kept in Redis: each process adds its counts there, and any web process's /metrics shows
+the deployment's totals with the state of the queue read at scrape time.
+
+Why Redis and not prometheus-client's multiprocess mode or a port per worker: workers run on
+platforms (a Procfile's `worker`) that give them no port to scrape, web and worker processes come
+and go, and counts held in a process would start again from zero with it. In Redis a count only
+grows, whoever made it and whatever restarted since; one scrape of the web service sees it all.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+import redis
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from postupload import keys
+from postupload.measures import bucket, families, field
+from postupload.ruleset import RuleSource
+from postupload.state import overview
+
+log = logging.getLogger(__name__)
+
+
+class Recorder:
+    """Counts made in this process, added to Redis in one round trip by `flush` (after each request
+    or job). What cannot be added (Redis is away) is kept and added with the next flush."""
+
+    def __init__(self, connection: redis.Redis, clock: Callable[[], float] = time.time) -> None:
+        self.connection = connection
+        self.clock = clock
+        self._lock = threading.Lock()  # jobs, heartbeats and the tag-batch flusher share a worker
+        self._fields: defaultdict[str, float] = defaultdict(float)
+        self._recent: defaultdict[tuple[str, str, int], int] = defaultdict(int)  # key, field, ttl
+
+    def count(self, name: str, amount: float = 1, **labels: str) -> None:
+        with self._lock:
+            self._fields[field(name, labels)] += amount
+
+    def observe(self, name: str, value: float, **labels: str) -> None:
+        """One observation of a histogram."""
+        with self._lock:
+            self._fields[field(name, labels, bucket(name, value))] += 1
+            self._fields[field(name, labels, "sum")] += value
+
+    def notification(self, notification_type: str, answer: str) -> None:
+        self.count("postupload_notifications", type=notification_type, answer=answer)
+        minute = int(self.clock()) // 60
+        with self._lock:
+            self._recent[(keys.notifications_in_minute(minute), answer, keys.RECENT_MINUTES * 60)] += 1
+
+    def matched(self, rules: Iterable[str]) -> None:
+        hour = int(self.clock()) // 3600
+        for rule in rules:
+            self.count("postupload_rule_matches", rule=rule)
+            with self._lock:
+                self._recent[(keys.matches_in_hour(hour), rule, (keys.RECENT_HOURS + 1) * 3600)] += 1
+
+    def flush(self) -> bool:
+        """Add what was counted to Redis; False (and kept for the next flush) if Redis failed."""
+        with self._lock:
+            fields, self._fields = self._fields, defaultdict(float)
+            recent, self._recent = self._recent, defaultdict(int)
+        if not fields and not recent:
+            return True
+        try:
+            with self.connection.pipeline(transaction=True) as pipe:  # all or nothing: never twice
+                for name, amount in fields.items():
+                    if float(amount).is_integer():
+                        pipe.hincrby(keys.METRICS, name, int(amount))
+                    else:
+                        pipe.hincrbyfloat(keys.METRICS, name, amount)
+                for (key, name, ttl), amount in recent.items():
+                    pipe.hincrby(key, name, amount)
+                    pipe.expire(key, ttl)
+                pipe.execute()
+            return True
+        except redis.RedisError as error:
+            log.debug("metrics kept for the next flush: %s", error)
+            with self._lock:
+                for name, amount in fields.items():
+                    self._fields[name] += amount
+                for entry, amount in recent.items():
+                    self._recent[entry] += amount
+            return False
+
+    def invalid_rule_set(self, version: str) -> None:
+        """An invalid rule-set edit was kept out: counted once however many processes saw it."""
+        try:
+            if self.connection.set(keys.invalid_rule_set(version), 1, nx=True, ex=30 * keys.DAY):
+                self.connection.hincrby(keys.METRICS, field("postupload_rule_load_errors", {}), 1)
+        except redis.RedisError as error:
+            log.debug("rule load error not counted: %s", error)
+
+
+class StateCollector(Collector):
+    """The stored counts, and the state of the queue, workers, budget and rule set at scrape time."""
+
+    def __init__(self, connection: redis.Redis, cloud_name: str, rules: RuleSource) -> None:
+        self.connection = connection
+        self.cloud_name = cloud_name
+        self.rules = rules
+
+    def collect(self) -> Iterable[Metric]:
+        yield from families(self.connection.hgetall(keys.METRICS))
+        now = overview(self.connection, self.cloud_name)
+        yield _gauge("postupload_queue_jobs", "Jobs waiting in the queue", now.queued, queue=now.queue)
+        yield _gauge(
+            "postupload_queue_oldest_job_age_seconds",
+            "How long the oldest waiting job has waited (0 when none waits)",
+            now.oldest_age or 0.0,
+            queue=now.queue,
+        )
+        states = GaugeMetricFamily(
+            "postupload_job_registry",
+            "Jobs by state: started (being worked), retrying, deferred (to a budget reset), failed",
+            labels=["state"],
+        )
+        for state, count in (
+            ("started", now.started),
+            ("retrying", now.retrying),
+            ("deferred", now.deferred),
+            ("failed", now.failed),
+        ):
+            states.add_metric([state], count)
+        yield states
+        yield _gauge("postupload_workers", "Workers alive (registered with RQ)", now.workers)
+        yield _gauge("postupload_tag_batches_waiting", "Tag batches waiting to be sent", now.tag_batches)
+        remaining = GaugeMetricFamily(
+            "postupload_admin_budget_remaining", "Admin API calls left in this window (absent: unknown)"
+        )
+        reset = GaugeMetricFamily(
+            "postupload_admin_budget_reset_timestamp_seconds", "When the Admin API window resets"
+        )
+        if now.budget_remaining is not None and now.budget_reset is not None:
+            remaining.add_metric([], now.budget_remaining)
+            reset.add_metric([], now.budget_reset)
+        yield remaining
+        yield reset
+        yield from self._rules()
+
+    def _rules(self) -> Iterable[Metric]:
+        ruleset = self.rules.current()
+        loaded = GaugeMetricFamily(
+            "postupload_rules", "Rules in the running rule set, by its version", labels=["version"]
+        )
+        if ruleset is not None:
+            loaded.add_metric([ruleset.version], len(ruleset.rules))
+        yield loaded
+        yield _gauge(
+            "postupload_rules_valid",
+            "1 when the rule files load; 0 when an invalid edit is kept out (the last good set runs)",
+            0 if self.rules.error else 1,
+        )
+
+
+def _gauge(name: str, help: str, value: float, **labels: str) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(name, help, labels=list(labels))
+    gauge.add_metric(list(labels.values()), value)
+    return gauge
