@@ -398,6 +398,35 @@ def history(settings: Settings, asset: str, output: str) -> None:
         click.echo(f"{when}    {what}{f' ({extra})' if extra else ''}")
 
 
+@main.command()
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@pass_settings
+def jobs(settings: Settings, output: str) -> None:
+    """Jobs waiting for a retry or for the Admin API budget's reset: tries made and left, next run,
+    and the last error with Cloudinary's HTTP status."""
+    from postupload.failures import waiting_jobs
+
+    waiting = waiting_jobs(_redis(settings))
+    if output == "json":
+        click.echo(json.dumps([job.as_dict() for job in waiting], indent=2))
+        return
+    now = time.time()
+    for job in waiting:
+        when = job.next_run.strftime("%Y-%m-%d %H:%M:%S")
+        wait = max(0, round(job.next_run.timestamp() - now))
+        what = "retry" if job.waiting_for == "retry" else "budget reset"
+        click.echo(f"{job.id}  {logs.printable(job.description)}  {what} at {when} (in {wait} s)")
+        if job.waiting_for == "retry":
+            times = f"{job.attempts} time{'s' if job.attempts != 1 else ''}"
+            click.echo(
+                f"    failed {times}, {job.attempts_left} more tries allowed;"
+                f" last error ({logs.printable(job.last_reason)}): {logs.printable(job.last_error)}"
+            )
+        else:
+            click.echo(f"    {logs.printable(job.last_error)}")
+    click.echo(f"{len(waiting)} job{'s' if len(waiting) != 1 else ''} waiting")
+
+
 @main.group()
 def failed() -> None:
     """The dead letters: jobs that failed for good, with the reason."""
@@ -420,7 +449,9 @@ def failed_list(settings: Settings, output: str) -> None:
         return
     for job in jobs:
         when = job.failed_at.strftime("%Y-%m-%d %H:%M:%S") if job.failed_at else "?"
-        click.echo(f"{job.id}  {when}  {logs.printable(job.description)}\n    {logs.printable(job.reason)}")
+        tries = f"after {job.attempts} tr{'ies' if job.attempts != 1 else 'y'}"
+        click.echo(f"{job.id}  {when}  {logs.printable(job.description)}  {tries}")
+        click.echo(f"    {logs.printable(job.reason)}")
     click.echo(f"{len(jobs)} failed job{'s' if len(jobs) != 1 else ''}")
 
 

@@ -1,15 +1,17 @@
-"""The dead letters: jobs in RQ's failed registries, and sending them back through."""
+"""Jobs that did not simply finish: those waiting for a retry or a budget reset, the dead letters in
+RQ's failed registry, and sending the dead letters back through."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from postupload.queue import notification_queue, retry_policy
+from postupload.queue import is_deferral, notification_queue, retry_policy
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,60 @@ class FailedJob:
     description: str
     failed_at: datetime | None
     reason: str  # the last line of the failure: what went wrong
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class WaitingJob:
+    """A job in the scheduled registry: a retry after a failure, or work deferred to a budget reset."""
+
+    id: str
+    description: str
+    waiting_for: str  # retry | budget
+    next_run: datetime
+    attempts: int  # tries made so far
+    attempts_left: int  # tries still allowed after the next one fails
+    last_reason: str  # Cloudinary's HTTP status, timeout, connection, admin_budget, ...
+    last_error: str
+    last_failed_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        for name in ("next_run", "last_failed_at"):
+            data[name] = data[name].isoformat(timespec="seconds") if data[name] else None
+        return data
+
+
+def waiting_jobs(connection: redis.Redis) -> list[WaitingJob]:
+    """Every job waiting for its next run, soonest first."""
+    queue = notification_queue(connection)
+    waiting = []
+    scheduled = cast(
+        list[tuple[bytes, float]], connection.zrange(queue.scheduled_job_registry.key, 0, -1, withscores=True)
+    )
+    for raw_id, score in scheduled:
+        job_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+        try:
+            job = queue.fetch_job(job_id)
+        except NoSuchJobError:
+            continue
+        if job is None:
+            continue
+        failed_at = job.meta.get("last_failed_at")
+        waiting.append(
+            WaitingJob(
+                id=job.id,
+                description=job.description or "",
+                waiting_for="budget" if is_deferral(job.id) else "retry",
+                next_run=datetime.fromtimestamp(score, UTC),
+                attempts=int(job.meta.get("attempts", 0)),
+                attempts_left=int(job.retries_left or 0),
+                last_reason=str(job.meta.get("last_reason", "")),
+                last_error=str(job.meta.get("last_error", "")),
+                last_failed_at=datetime.fromtimestamp(failed_at, UTC) if failed_at else None,
+            )
+        )
+    return waiting
 
 
 def failed_jobs(connection: redis.Redis) -> list[FailedJob]:
@@ -35,9 +91,9 @@ def failed_jobs(connection: redis.Redis) -> list[FailedJob]:
         result = job.latest_result()
         text = (result.exc_string if result else None) or job.exc_info or ""
         lines = [line for line in text.strip().splitlines() if line.strip()]
-        found.append(
-            FailedJob(job.id, queue.name, job.description or "", job.ended_at, lines[-1] if lines else "")
-        )
+        reason = lines[-1] if lines else str(job.meta.get("last_error", ""))
+        attempts = int(job.meta.get("attempts", 1))
+        found.append(FailedJob(job.id, queue.name, job.description or "", job.ended_at, reason, attempts))
     return sorted(found, key=lambda job: job.failed_at or datetime.min)
 
 

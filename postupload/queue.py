@@ -112,11 +112,17 @@ def schedule_again(queue: Queue, envelope: Envelope, when: float, retries: int) 
     job_id = f"{envelope.id}-at-{int(when)}"
     if Job.exists(job_id, connection=queue.connection):
         return
+    until = datetime.fromtimestamp(when, UTC)
     queue.enqueue_at(
-        datetime.fromtimestamp(when, UTC),
+        until,
         JOB_FUNCTION,
         envelope.to_job(),
         job_id=job_id,
+        description=f"notification {printable(envelope.notification_type)}",
+        meta={
+            "last_reason": "admin_budget",
+            "last_error": f"the Admin API budget is spent until {until.isoformat(timespec='seconds')}",
+        },
         at_front=True,  # it waited already: ahead of what came since
         retry=retry_policy(retries),
         result_ttl=keys.RESULT_TTL,

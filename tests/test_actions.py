@@ -475,3 +475,28 @@ rules:
     (call,) = stack.calls("context")
     assert (call["resource_type"], call["status"]) == ("video", 200)
     assert not stack.failed()
+
+
+def test_a_job_waiting_for_its_retry_shows_tries_next_run_and_the_http_status(make_stack: Any) -> None:
+    from click.testing import CliRunner
+
+    from postupload.cli import main
+
+    rules = EVERYDAY.replace("      - tags: {add: [processed]}\n", "")
+    stack: Stack = make_stack(rules, env={"POSTUPLOAD_RETRIES": "3"}, faults=_faults(error_rate=1.0))
+    stack.start_workers(1)
+    stack.upload(public_id="down")
+
+    def waiting() -> list[dict[str, Any]]:
+        answer = CliRunner().invoke(main, ["jobs", "--format", "json"], env=dict(stack.processes.env))
+        assert answer.exit_code == 0, answer.output
+        return [job for job in json.loads(answer.output) if job["waiting_for"] == "retry"]
+
+    (job,) = wait_until(waiting, 20)
+    assert job["attempts"] >= 1 and job["attempts"] + job["attempts_left"] == 3
+    assert job["next_run"] > job["last_failed_at"]
+    assert job["last_reason"] in {"500", "502", "503"}
+    assert f"Cloudinary answered {job['last_reason']}: " in job["last_error"]
+    text = CliRunner().invoke(main, ["jobs"], env=dict(stack.processes.env)).output
+    assert "notification upload  retry at " in text and "last error (5" in text, text
+    assert "1 job waiting" in text

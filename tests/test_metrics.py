@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,7 @@ def test_totals_across_two_web_and_two_worker_processes_equal_what_happened(
     assert value("postupload_rules", version=version) == 2
 
     # Whichever gunicorn worker answered, no counter ever went backwards between two scrapes.
-    for before, after in zip(scrapes, scrapes[1:], strict=False):
+    for before, after in itertools.pairwise(scrapes):
         for key, earlier in before.items():
             if key[0].endswith(("_total", "_count", "_sum", "_bucket")):
                 assert after.get(key, 0.0) >= earlier, (key, earlier, after.get(key))

@@ -1,0 +1,32 @@
+"""Jobs that wait: listed with why they wait and until when."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from postupload.envelope import Envelope
+from postupload.failures import waiting_jobs
+from postupload.queue import notification_queue, schedule_again
+from tests.conftest import ACCOUNT, signed_headers
+
+
+def test_work_deferred_to_the_budget_reset_is_listed_as_waiting_for_it(redis_conn: redis.Redis) -> None:
+    body = b'{"notification_type":"upload","public_id":"later","resource_type":"image"}'
+    envelope = Envelope.from_http(
+        body,
+        signed_headers(body),
+        secret=ACCOUNT.api_secret,
+        cloud_name=ACCOUNT.cloud_name,
+        now=time.time(),
+        tolerance=7200,
+        algorithms=("sha1", "sha256"),
+    )
+    reset = time.time() + 120
+    schedule_again(notification_queue(redis_conn), envelope, reset, retries=6)
+    (job,) = waiting_jobs(redis_conn)
+    assert job.waiting_for == "budget" and job.description == "notification upload"
+    assert abs(job.next_run.timestamp() - reset) <= 1
+    assert job.last_reason == "admin_budget" and "Admin API budget is spent until" in job.last_error
+    assert job.attempts == 0 and job.attempts_left == 6
