@@ -80,7 +80,7 @@ class Settings:
             rules_dir=Path(env.get("POSTUPLOAD_RULES_DIR") or "rules"),
             signature_tolerance=_int(env, "POSTUPLOAD_SIGNATURE_TOLERANCE", 7200),
             signature_algorithms=_algorithms(env),
-            console_token=env.get("POSTUPLOAD_CONSOLE_TOKEN") or None,
+            console_token=_console_token(env),
             max_body=_int(env, "POSTUPLOAD_MAX_BODY", 1_048_576, minimum=1),
             api_timeout=_float(env, "POSTUPLOAD_API_TIMEOUT", 30.0),
             retries=_int(env, "POSTUPLOAD_RETRIES", 6),
@@ -124,6 +124,17 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise ConfigError(name, f"must be more than 0, got {raw}")
     return value
+
+
+def _console_token(env: Mapping[str, str]) -> str | None:
+    raw = env.get("POSTUPLOAD_CONSOLE_TOKEN") or None
+    if raw is not None and len(raw) < 16:
+        raise ConfigError(
+            "POSTUPLOAD_CONSOLE_TOKEN",
+            "must be at least 16 characters; make one with: "
+            "python -c 'import secrets; print(secrets.token_urlsafe())'",
+        )
+    return raw
 
 
 def _redis_url(env: Mapping[str, str]) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 from rq import Worker
@@ -73,3 +73,70 @@ def _oldest_age(connection: redis.Redis, job_ids: list[str], now: float) -> floa
         return None
     oldest = min(utcparse(_text(stamp)) for stamp in stamps)
     return max(0.0, now - oldest.timestamp())
+
+
+def notifications_per_minute(
+    connection: redis.Redis, now: float | None = None, minutes: int = keys.RECENT_MINUTES
+) -> list[tuple[int, dict[str, int]]]:
+    """The last `minutes` minutes, oldest first: (minute start, unix s; answer -> count)."""
+    now = time.time() if now is None else now
+    last = int(now) // 60
+    wanted = list(range(last - minutes + 1, last + 1))
+    with connection.pipeline(transaction=False) as pipe:
+        for minute in wanted:
+            pipe.hgetall(keys.notifications_in_minute(minute))
+        counts = pipe.execute()
+    return [
+        (minute * 60, {_text(k): int(v) for k, v in found.items()})
+        for minute, found in zip(wanted, counts, strict=True)
+    ]
+
+
+def matches_last_day(connection: redis.Redis, now: float | None = None) -> dict[str, int]:
+    """Rule -> notifications it matched within the last RECENT_HOURS hours (by whole hours)."""
+    now = time.time() if now is None else now
+    last = int(now) // 3600
+    with connection.pipeline(transaction=False) as pipe:
+        for hour in range(last - keys.RECENT_HOURS + 1, last + 1):
+            pipe.hgetall(keys.matches_in_hour(hour))
+        hours = pipe.execute()
+    totals: dict[str, int] = {}
+    for found in hours:
+        for rule, count in found.items():
+            totals[_text(rule)] = totals.get(_text(rule), 0) + int(count)
+    return totals
+
+
+@dataclass(frozen=True)
+class Received:
+    """A notification a worker took, as its job keeps it (finished and failed jobs are kept 7 days)."""
+
+    job_id: str
+    status: str  # finished | failed
+    received_at: float
+    notification: dict[str, Any]
+
+
+def recent_notifications(connection: redis.Redis, limit: int = 20) -> list[Received]:
+    """The latest notifications worked, newest first."""
+    queue = notification_queue(connection)
+    found: list[tuple[float, str, str]] = []
+    for status, registry in (
+        ("finished", queue.finished_job_registry),
+        ("failed", queue.failed_job_registry),
+    ):
+        latest = cast(
+            list[tuple[bytes, float]], connection.zrevrange(registry.key, 0, limit - 1, withscores=True)
+        )
+        found += [(float(score), _text(job_id), status) for job_id, score in latest]
+    received = []
+    for _, job_id, status in sorted(found, reverse=True)[: limit * 2]:
+        job = queue.fetch_job(job_id)
+        if job is None or not job.args or not isinstance(job.args[0], dict):
+            continue
+        envelope = job.args[0]
+        notification = envelope.get("notification")
+        if isinstance(notification, dict):
+            received.append(Received(job_id, status, float(envelope.get("received_at") or 0), notification))
+    received.sort(key=lambda item: item.received_at, reverse=True)
+    return received[:limit]

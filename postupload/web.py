@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from postupload import logs
 from postupload.config import Settings
+from postupload.console import console_blueprint
 from postupload.envelope import Envelope
 from postupload.errors import BadNotification, BodyTooLarge, RequestRejected, UnsupportedMediaType
 from postupload.metrics import Recorder, StateCollector
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
+    app.register_blueprint(console_blueprint(settings, connection, rules))
 
     @app.post("/webhooks/cloudinary")
     def webhook() -> tuple[Response, int]:

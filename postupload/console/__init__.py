@@ -1,0 +1,226 @@
+"""The console: what ops look at (`/console/` on the web process). Server-rendered, no JavaScript.
+
+Off unless POSTUPLOAD_CONSOLE_TOKEN is set. Every page asks for the token, as `Authorization: Bearer`
+or through the login form, which sets an HttpOnly, SameSite=Strict cookie holding a value derived
+from the token (never the token). Every POST from a cookie session carries a CSRF field too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from flask import Blueprint, Response, g, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
+
+from postupload import history
+from postupload.config import Settings
+from postupload.errors import BadNotification
+from postupload.explain import decisions, describe
+from postupload.failures import failed_jobs, replay, waiting_jobs
+from postupload.notification import load_json, notification_id
+from postupload.planning import plan
+from postupload.ruleset import RuleSource
+from postupload.state import matches_last_day, notifications_per_minute, overview, recent_notifications
+
+COOKIE = "postupload_console"
+PLAYGROUND_LIMIT = 262_144  # bytes of a pasted notification
+
+
+def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSource) -> Blueprint:
+    console = Blueprint("console", __name__, url_prefix="/console", template_folder="templates")
+    token = settings.console_token
+    cloud_name = settings.require_account().cloud_name
+
+    @console.before_request
+    def authenticate() -> tuple[str, int] | None:
+        if token is None:
+            return _message(
+                "The console is off",
+                "Set POSTUPLOAD_CONSOLE_TOKEN (16 characters or more) on the web process to turn it on.",
+                404,
+            )
+        g.csrf = _derive(token, "csrf")
+        if request.endpoint == "console.login":
+            return None
+        if not _signed_in(token):
+            return render_template("login.html", next=request.full_path.rstrip("?"), failed=False), 401
+        if request.method == "POST" and not request.headers.get("Authorization"):
+            sent = request.form.get("csrf", "")
+            if not hmac.compare_digest(sent.encode(), g.csrf.encode()):
+                return _message(
+                    "Refused", "The form is out of date (CSRF check failed): reload the page.", 403
+                )
+        return None
+
+    @console.after_request
+    def no_caching(response: Response) -> Response:
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Content-Security-Policy"] = "default-src 'self'; style-src 'unsafe-inline'"
+        return response
+
+    @console.errorhandler(redis.RedisError)
+    def store_unavailable(error: redis.RedisError) -> tuple[str, int]:
+        return _message("Redis does not answer", "The console reads everything from Redis; retry later.", 503)
+
+    @console.route("/login", methods=["GET", "POST"])
+    def login() -> BaseResponse | tuple[str, int] | str:
+        assert token is not None
+        target = _local(request.values.get("next", ""))
+        if request.method == "GET":
+            return render_template("login.html", next=target, failed=False)
+        if not hmac.compare_digest(request.form.get("token", "").encode(), token.encode()):
+            return render_template("login.html", next=target, failed=True), 401
+        response = redirect(target, code=303)
+        response.set_cookie(
+            COOKIE,
+            _derive(token, "session"),
+            httponly=True,
+            samesite="Strict",
+            secure=request.is_secure,
+            path="/console/",
+            max_age=12 * 3600,
+        )
+        return response
+
+    @console.post("/logout")
+    def logout() -> BaseResponse:
+        response = redirect(url_for("console.login"), code=303)
+        response.delete_cookie(COOKIE, path="/console/")
+        return response
+
+    @console.get("/")
+    def home() -> str:
+        now = time.time()
+        per_minute = notifications_per_minute(connection, now)
+        counts = [sum(answers.values()) for _, answers in per_minute]
+        return render_template(
+            "overview.html",
+            state=overview(connection, cloud_name, now),
+            ruleset=rules.current(),
+            rules_error=rules.error,
+            failures=failed_jobs(connection)[-5:][::-1],
+            per_minute=[(stamp, count) for (stamp, _), count in zip(per_minute, counts, strict=True)],
+            peak=max(counts) or 1,
+            last_hour=sum(counts),
+            now=now,
+        )
+
+    @console.get("/rules")
+    def rule_list() -> str:
+        ruleset = rules.current()
+        return render_template(
+            "rules.html",
+            ruleset=ruleset,
+            rules_error=rules.error,
+            matches=matches_last_day(connection),
+        )
+
+    @console.route("/playground", methods=["GET", "POST"])
+    def playground() -> tuple[str, int]:
+        recent = recent_notifications(connection)
+        text = request.form.get("notification", "")
+        if request.method == "GET" and request.args.get("job"):
+            picked = next((item for item in recent if item.job_id == request.args["job"]), None)
+            text = json.dumps(picked.notification, indent=2) if picked else ""
+        report, problem = None, None
+        if text.strip():
+            report, problem = _evaluate(text, rules)
+        status = 400 if problem else 200
+        return render_template(
+            "playground.html", recent=recent, text=text, report=report, problem=problem
+        ), status
+
+    @console.get("/assets")
+    def assets() -> str:
+        query = request.args.get("q", "").strip()
+        entries = history.read(connection, query) if query else []
+        return render_template("asset.html", query=query, entries=entries)
+
+    @console.get("/jobs")
+    def jobs() -> str:
+        return render_template(
+            "jobs.html",
+            failed=failed_jobs(connection)[::-1],
+            waiting=waiting_jobs(connection),
+            replayed=request.args.get("replayed", type=int),
+        )
+
+    @console.post("/jobs/replay")
+    def replay_jobs() -> BaseResponse | tuple[str, int]:
+        chosen = request.form.getlist("job")
+        if request.form.get("all"):
+            chosen = [job.id for job in failed_jobs(connection)]
+        try:
+            replay(connection, chosen, settings.retries)
+        except KeyError as error:
+            return _message("Not replayed", f"Not a failed job (any more): {error.args[0]}", 404)
+        return redirect(url_for("console.jobs", replayed=len(chosen)), code=303)
+
+    @console.app_template_filter("when")
+    def when(moment: float | datetime | None) -> str:
+        if moment is None:
+            return "—"
+        if isinstance(moment, datetime):
+            moment = moment.timestamp()
+        return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    console.add_app_template_global(describe, "describe")
+
+    @console.app_template_filter("pretty")
+    def pretty(value: Any) -> str:
+        return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+    return console
+
+
+def _evaluate(text: str, rules: RuleSource) -> tuple[dict[str, Any] | None, str | None]:
+    """Each rule's decision and the plan (the very calls a worker would make) for a pasted
+    notification, or what is wrong with it."""
+    body = text.encode()
+    if len(body) > PLAYGROUND_LIMIT:
+        return None, f"the notification is larger than {PLAYGROUND_LIMIT} bytes"
+    try:
+        notification = load_json(body)
+    except BadNotification as error:
+        return None, f"not JSON: {error.message}"
+    if not isinstance(notification, dict):
+        return None, "a notification is a JSON object"
+    ruleset = rules.current()
+    if ruleset is None:
+        return None, "no valid rule set is loaded"
+    matched = ruleset.match(notification)
+    planned = plan(matched, notification, notification_id(body))
+    return {"decisions": decisions(ruleset, notification, matched), "plan": planned}, None
+
+
+def _signed_in(token: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return hmac.compare_digest(header[len("Bearer ") :].encode(), token.encode())
+    cookie = request.cookies.get(COOKIE, "")
+    return hmac.compare_digest(cookie.encode(), _derive(token, "session").encode())
+
+
+def _derive(token: str, purpose: str) -> str:
+    """A value that proves knowledge of the token without being it (changing the token voids it)."""
+    return hmac.new(token.encode(), f"postupload-console:{purpose}".encode(), hashlib.sha256).hexdigest()
+
+
+def _local(target: str) -> str:
+    """Where to go after login: a console page of this site, never another site."""
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/console/"):
+        return "/console/"
+    return target
+
+
+def _message(title: str, text: str, status: int) -> tuple[str, int]:
+    return render_template("message.html", title=title, text=text), status
