@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench chaos clean
+.PHONY: run test lint bench chaos screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	@for script in bench/e2e.py bench/match.py bench/slow_clients.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+# The README's console screenshots, taken by the console's browser test.
+screenshots: $(VENV)/.installed-test
+	POSTUPLOAD_SCREENSHOTS=docs/screenshots $(BIN)/pytest -p no:xdist -o addopts= tests/test_console.py -k chromium
 
 chaos: $(VENV)/.installed-test
 	$(BIN)/python bench/chaos.py

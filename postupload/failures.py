@@ -3,6 +3,7 @@ RQ's failed registry, and sending the dead letters back through."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -91,7 +92,9 @@ def failed_jobs(connection: redis.Redis) -> list[FailedJob]:
         result = job.latest_result()
         text = (result.exc_string if result else None) or job.exc_info or ""
         lines = [line for line in text.strip().splitlines() if line.strip()]
-        reason = lines[-1] if lines else str(job.meta.get("last_error", ""))
+        # The traceback's last line, without the exception's class: what went wrong, as we said it.
+        reason = re.sub(r"^[\w.]+(Error|Exception): ", "", lines[-1]) if lines else ""
+        reason = reason or str(job.meta.get("last_error", ""))
         attempts = int(job.meta.get("attempts", 1))
         found.append(FailedJob(job.id, queue.name, job.description or "", job.ended_at, reason, attempts))
     return sorted(found, key=lambda job: job.failed_at or datetime.min)

@@ -4,6 +4,7 @@ reverse."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -63,6 +64,10 @@ def run_local(settings: Settings, port: int, environ: Mapping[str, str] | None =
     redis_server = None
     webhook_url = f"http://127.0.0.1:{port}/webhooks/cloudinary"
     me = [sys.executable, "-m", "postupload"]
+    # The console is on, with a token made for this run unless one was chosen.
+    made_token = None if settings.console_token else secrets.token_urlsafe(24)
+    if made_token:
+        env["POSTUPLOAD_CONSOLE_TOKEN"] = made_token
     try:
         if settings.redis_url is None:
             redis_server = RedisServer(Path("var/redis")).start()
@@ -79,7 +84,7 @@ def run_local(settings: Settings, port: int, environ: Mapping[str, str] | None =
         children.append(Child("worker", [*me, "worker"], env).start())
         if not _wait_for_web(port, children, stop):
             return
-        _banner(webhook_url, env, account, settings.account is None)
+        _banner(webhook_url, env, account, settings.account is None, made_token)
         _supervise(children, stop)
     finally:
         # A second Ctrl-C must not cut the clean-up short and leave processes behind.
@@ -140,7 +145,9 @@ def _masked(url: str) -> str:
     return f"{scheme}{sep}{user.split(':', 1)[0]}:***@{tail}"
 
 
-def _banner(webhook_url: str, env: dict[str, str], account: Account, development: bool) -> None:
+def _banner(
+    webhook_url: str, env: dict[str, str], account: Account, development: bool, made_token: str | None
+) -> None:
     emulator = f" (emulator at {account.upload_prefix})" if development else ""
     # The development account's secret is no secret; a real account's stays in its environment.
     prefix = f"CLOUDINARY_URL='{env['CLOUDINARY_URL']}' " if development else ""
@@ -149,6 +156,10 @@ def _banner(webhook_url: str, env: dict[str, str], account: Account, development
         f"postupload is running. POST Cloudinary notifications to {webhook_url}",
         f"  Redis: {_masked(env['REDIS_URL'])}",
         f"  Cloudinary: cloud {account.cloud_name}{emulator}",
+        f"  Console: {webhook_url.removesuffix('webhooks/cloudinary')}console/",
+        f"    token: {made_token} (made for this run; set POSTUPLOAD_CONSOLE_TOKEN to choose one)"
+        if made_token
+        else "    token: the one in POSTUPLOAD_CONSOLE_TOKEN",
         "Send a signed sample notification:",
         f"  {prefix}.venv/bin/postupload notify {EXAMPLE_NOTIFICATION} --url {webhook_url}",
     ]

@@ -4,6 +4,7 @@ children running and stops them all on any stop signal."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -153,6 +154,12 @@ def test_run_restarts_a_child_that_dies_and_a_hangup_stops_everything(run: Any) 
     ready = f"http://127.0.0.1:{port}/readyz"
     assert wait_until(lambda: _json(ready).get("workers") == 1, 40)
     assert wait_until(lambda: "postupload is running" in supervisor.log.read_text(), 20)
+    # The console is on, at the address and with the token the banner gives.
+    found = re.search(r"Console: (\S+)\n +token: (\S+)", supervisor.log.read_text())
+    assert found, supervisor.log.read_text()
+    console, token = found.groups()
+    assert requests.get(console, timeout=5).status_code == 401
+    assert requests.get(console, headers={"Authorization": f"Bearer {token}"}, timeout=5).status_code == 200
     (worker,) = workers_of(supervisor.pid)
     os.kill(worker, signal.SIGKILL)
     assert wait_until(lambda: workers_of(supervisor.pid) not in ([], [worker]), 10), (

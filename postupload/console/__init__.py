@@ -12,6 +12,7 @@ import hmac
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,7 +25,7 @@ from postupload.config import Settings
 from postupload.errors import BadNotification
 from postupload.explain import decisions, describe
 from postupload.failures import failed_jobs, replay, waiting_jobs
-from postupload.notification import load_json, notification_id
+from postupload.notification import load_json, locate, notification_id
 from postupload.planning import plan
 from postupload.ruleset import RuleSource
 from postupload.state import matches_last_day, notifications_per_minute, overview, recent_notifications
@@ -173,6 +174,17 @@ def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSo
         return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
     console.add_app_template_global(describe, "describe")
+
+    @console.app_template_filter("assets")
+    def assets_of(notification: dict[str, Any]) -> str:
+        """The public ids a notification is about, as the worker finds them."""
+        return ", ".join(target.public_id for target in locate(notification).targets)
+
+    @console.app_template_filter("rule_file")
+    def rule_file(file: str) -> str:
+        """A rule file's path as ops know it: within the rules directory."""
+        path, directory = Path(file), rules.directory
+        return str(path.relative_to(directory)) if path.is_relative_to(directory) else file
 
     @console.app_template_filter("pretty")
     def pretty(value: Any) -> str:

@@ -1,0 +1,208 @@
+"""The console, driven in a real headless Chromium (Debian's chromium and chromium-driver, Selenium)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import ACCOUNT, Stack, signed_headers, wait_until
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+TOKEN = "console-token-for-tests-0123456789"
+RULES = """
+rules:
+  - name: thumbnails
+    match: {resource_type: [image]}
+    actions:
+      - explicit: {eager: "c_scale,w_300"}
+      - context: {set: {state: done}}
+"""
+# `make screenshots` keeps them for the README; any other run writes them beside the test's files.
+SCREENSHOTS = os.environ.get("POSTUPLOAD_SCREENSHOTS")
+
+needs_chromium = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="no Chromium here: apt-get install chromium chromium-driver (.ci/run does)",
+)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,900",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(20)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_every_console_route_answers_401_without_the_token(make_stack: Any) -> None:
+    stack: Stack = make_stack(RULES, env={"POSTUPLOAD_CONSOLE_TOKEN": TOKEN})
+    base = f"http://127.0.0.1:{stack.web.server_port}/console"
+    for path in ("/", "/rules", "/playground", "/assets?q=x", "/jobs"):
+        assert requests.get(base + path, timeout=5).status_code == 401, path
+        wrong = requests.get(base + path, headers={"Authorization": "Bearer nope"}, timeout=5)
+        assert wrong.status_code == 401, path
+        assert requests.get(base + path, headers=_bearer(), timeout=5).status_code == 200, path
+    for path in ("/jobs/replay", "/playground", "/logout"):
+        assert requests.post(base + path, data={"all": "1"}, timeout=5).status_code == 401, path
+    with_cookie = requests.get(base + "/", cookies={"postupload_console": TOKEN}, timeout=5)
+    assert with_cookie.status_code == 401  # the cookie holds a value derived from the token, not it
+
+
+def test_the_console_is_off_without_a_token(make_stack: Any) -> None:
+    stack: Stack = make_stack(RULES)
+    answer = requests.get(f"http://127.0.0.1:{stack.web.server_port}/console/", timeout=5)
+    assert answer.status_code == 404 and "POSTUPLOAD_CONSOLE_TOKEN" in answer.text
+
+
+@needs_chromium
+def test_log_in_look_around_and_replay_a_failed_job_in_chromium(
+    make_stack: Any, browser: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    stack: Stack = make_stack(RULES, env={"POSTUPLOAD_CONSOLE_TOKEN": TOKEN})
+    stack.start_workers(1)
+    base = f"http://127.0.0.1:{stack.web.server_port}/console"
+    for number in range(3):
+        stack.upload(public_id=f"products/{number}")
+    _post(stack, {"notification_type": "upload", "public_id": "late", "resource_type": "image"})
+    assert wait_until(lambda: len(stack.failed()) == 1, 20), stack.processes.output()
+    assert wait_until(lambda: len(stack.calls("context")) == 4, 20)
+
+    def delivered() -> list[dict[str, Any]]:
+        sent = requests.get(f"{stack.emulator.url}/emulator/notifications", timeout=5).json()
+        return [entry for entry in sent["notifications"] if 200 in entry["deliveries"]]
+
+    # The uploads, and the context changes Cloudinary tells of, all delivered and worked.
+    assert wait_until(lambda: len(delivered()) >= 6 and stack.idle(), 20)
+    received = 1 + len(delivered())
+    shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+    pages: list[str] = []
+
+    def find(selector: str) -> Any:
+        return browser.find_element(By.CSS_SELECTOR, selector)
+
+    def seen() -> str:
+        pages.append(browser.page_source)
+        return find("body").text
+
+    def follow(element: Any) -> str:
+        """Click (a link or a form's button), wait for the next page, and read it."""
+        page = find("html")
+        element.click()
+        WebDriverWait(browser, 10).until(staleness_of(page))
+        return seen()
+
+    # Log in: a wrong token is refused, the right one lands on the page asked for.
+    browser.get(base + "/")
+    find("#token").send_keys("not-the-token")
+    assert "That is not the token." in follow(find("button[type=submit]"))
+    find("#token").send_keys(TOKEN)
+    text = follow(find("button[type=submit]"))
+    assert browser.current_url.rstrip("/") == base, browser.current_url
+    (cookie,) = browser.get_cookies()
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["value"] != TOKEN
+
+    # Overview: one worker, one failure (with Cloudinary's answer), every notification this hour.
+    assert find("#workers").text == "1" and find("#failed").text == "1"
+    assert "Resource not found - late" in find("#failures").text
+    assert f"Notifications per minute (last hour: {received})" in text
+    assert find("#rules").text == "1 rule"
+    browser.save_screenshot(str(shots / "console-overview.png"))
+
+    # Rules: where each rule is, and how often it matched.
+    follow(browser.find_element(By.LINK_TEXT, "Rules"))
+    row = find("#rules tr:nth-child(2)")
+    assert "thumbnails" in row.text and "rules.yaml:3" in row.text
+    assert row.find_element(By.CSS_SELECTOR, ".matches").text == "4"  # the uploads, not the context changes
+
+    # Playground: pick a recent notification; each rule's decision and the plan's very calls.
+    follow(browser.find_element(By.LINK_TEXT, "Playground"))
+    follow(
+        browser.find_element(By.XPATH, "//table[@id='recent']//tr[td[2]='upload' and td[3]='products/1']//a")
+    )
+    assert "matched" in find("#decisions").text
+    calls = find("#calls").text
+    assert "cloudinary.uploader.explicit(" in calls and '"eager": "c_scale,w_300"' in calls
+    assert '"endpoint": "context"' in calls
+    # ...or paste one: a rule that does not match says which field failed.
+    area = find("#notification")
+    area.clear()
+    area.send_keys(json.dumps({"notification_type": "upload", "public_id": "clip", "resource_type": "video"}))
+    text = follow(find("#evaluate"))
+    assert "resource_type" in find("#decisions").text and "No call would be made." in text
+    area = find("#notification")
+    area.clear()
+    area.send_keys(json.dumps({"notification_type": "upload", "public_id": "new", "resource_type": "image"}))
+    follow(find("#evaluate"))
+    browser.save_screenshot(str(shots / "console-playground.png"))
+
+    # An asset's story: the failure, with what Cloudinary answered.
+    find("header input[name=q]").send_keys("late")
+    follow(find("header .search button"))
+    timeline = find("#timeline").text
+    assert "upload notification" in timeline and "matched thumbnails" in timeline
+    assert "failed" in timeline and "Cloudinary answered 404" in timeline
+
+    # Fix the cause, replay from the Jobs page, and see it succeed.
+    stack.emulator.service.add_asset({"public_id": "late"})
+    follow(browser.find_element(By.LINK_TEXT, "Jobs"))
+    assert "Resource not found - late" in find("#failed").text
+    assert "1 job queued again" in follow(find("#failed .replay"))
+    assert wait_until(lambda: stack.assets()["late"]["derived"] == ["c_scale,w_300"], 20)
+    assert wait_until(lambda: not stack.failed(), 10)
+    browser.get(base + "/jobs")
+    assert "No failed job." in seen()
+    browser.get(base + "/assets?q=late")
+    assert "ok" in [tag.text for tag in browser.find_elements(By.CSS_SELECTOR, "#timeline .tag")]
+
+    # A POST without the page's CSRF field is refused, even with the session cookie.
+    session = {"postupload_console": cookie["value"]}
+    forged = requests.post(base + "/jobs/replay", data={"all": "1"}, cookies=session, timeout=5)
+    assert forged.status_code == 403
+
+    # No page shows the API secret or the console token.
+    for page in pages:
+        assert ACCOUNT.api_secret not in page and TOKEN not in page
+    assert TOKEN not in stack.processes.output() and ACCOUNT.api_secret not in stack.processes.output()
+
+
+def _bearer() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _post(stack: Stack, notification: dict[str, Any]) -> None:
+    body = json.dumps(notification).encode()
+    url = f"http://127.0.0.1:{stack.web.server_port}/webhooks/cloudinary"
+    assert requests.post(url, data=body, headers=signed_headers(body), timeout=5).status_code == 200
