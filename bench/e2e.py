@@ -88,10 +88,24 @@ def naive_worker() -> None:
     worker.work(logging_level="WARNING")
 
 
+def unmeasured_worker() -> None:
+    """Our worker with every metric a no-op: what metrics cost is measured against it."""
+    from postupload.cli import main
+    from postupload.metrics import Recorder
+
+    for name in ("count", "observe", "notification", "matched", "invalid_rule_set"):
+        setattr(Recorder, name, lambda self, *args, **kwargs: None)
+    Recorder.flush = lambda self: True  # type: ignore[method-assign]
+    main(["worker"])
+
+
+PATHS = ("naive", "postupload", "unmeasured")
+
+
 class Run:
     """One measured run: emulator, web and `workers` worker processes, all stopped at the end."""
 
-    def __init__(self, redis_url: str, rules_dir: Path, latency: float, workers: int, naive: bool) -> None:
+    def __init__(self, redis_url: str, rules_dir: Path, latency: float, workers: int, path: str) -> None:
         self.emulator_port, self.web_port = free_port(), free_port()
         self.emulator = f"http://127.0.0.1:{self.emulator_port}"
         account = Account(DEV_ACCOUNT.cloud_name, DEV_ACCOUNT.api_key, DEV_ACCOUNT.api_secret, self.emulator)
@@ -109,7 +123,7 @@ class Run:
             self._start([*me, *emulator, "--notify-url", webhook, "--retry-delays", "1,2,4"]),
             self._start([*me, "web", "--port", str(self.web_port), "--workers", "2"]),
         ]
-        worker = [sys.executable, __file__, "naive-worker"] if naive else [*me, "worker"]
+        worker = [*me, "worker"] if path == "postupload" else [sys.executable, __file__, f"{path}-worker"]
         self.processes += [self._start(worker) for _ in range(workers)]
         self._wait_for(f"{self.emulator}/emulator/state")
         self._wait_for(f"http://127.0.0.1:{self.web_port}/healthz")
@@ -151,11 +165,11 @@ def complete(run: Run, count: int) -> bool:
 
 
 def measure(
-    redis_url: str, rules_dir: Path, uploads: int, latency: float, workers: int, naive: bool
+    redis_url: str, rules_dir: Path, uploads: int, latency: float, workers: int, path: str
 ) -> dict[str, Any]:
     connection = connect(redis_url)
     connection.flushall()
-    run = Run(redis_url, rules_dir, latency, workers, naive)
+    run = Run(redis_url, rules_dir, latency, workers, path)
     try:
         session = requests.Session()
 
@@ -174,7 +188,7 @@ def measure(
         calls = requests.get(f"{run.emulator}/emulator/calls", timeout=60).json()["calls"]
         api_calls = [call for call in calls if call["status"] == 200]
         return {
-            "path": "naive" if naive else "postupload",
+            "path": path,
             "workers": workers,
             "seconds": elapsed,
             "per_second": uploads / elapsed,
@@ -187,14 +201,26 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "naive-worker"])
+    parser.add_argument(
+        "mode",
+        nargs="?",
+        default="bench",
+        choices=["bench", "metrics-cost", "naive-worker", "unmeasured-worker"],
+    )
     parser.add_argument("--uploads", type=int, default=2000)
     parser.add_argument("--latency", type=float, default=0.03, help="seconds the emulator adds to every call")
     parser.add_argument("--workers", default="1,2,4", help="worker counts for postupload")
     parser.add_argument("--naive-workers", default="4", help="worker counts for the naive baseline")
+    parser.add_argument("--rounds", type=int, default=3, help="metrics-cost: rounds of each, alternated")
     options = parser.parse_args()
     if options.mode == "naive-worker":
         naive_worker()
+        return
+    if options.mode == "unmeasured-worker":
+        unmeasured_worker()
+        return
+    if options.mode == "metrics-cost":
+        metrics_cost(options.uploads, options.latency, int(options.workers.split(",")[0]), options.rounds)
         return
     counts = [int(item) for item in options.workers.split(",")]
     naive_counts = [int(item) for item in options.naive_workers.split(",")]
@@ -205,9 +231,9 @@ def main() -> None:
         with RedisServer(Path(scratch) / "redis") as server:
             print(f"{options.uploads} uploads, {options.latency * 1000:.0f} ms per API call; rules:{RULES}")
             results = []
-            for naive, worker_counts in ((True, naive_counts), (False, counts)):
+            for path, worker_counts in (("naive", naive_counts), ("postupload", counts)):
                 for workers in worker_counts:
-                    result = measure(server.url, rules_dir, options.uploads, options.latency, workers, naive)
+                    result = measure(server.url, rules_dir, options.uploads, options.latency, workers, path)
                     results.append(result)
                     print(
                         f"  {result['path']:>10}  {workers} workers:"
@@ -228,6 +254,29 @@ def main() -> None:
     for workers in counts:
         ours = next(r for r in results if r["path"] == "postupload" and r["workers"] == workers)
         print(f"  {workers} workers: {ours['per_second'] / base['per_second']:.2f}x")
+
+
+def metrics_cost(uploads: int, latency: float, workers: int, rounds: int) -> None:
+    """Worker throughput with metrics against the same workers with every metric a no-op,
+    alternated round by round so the machine's drift falls on both alike."""
+    with tempfile.TemporaryDirectory() as scratch:
+        rules_dir = Path(scratch) / "rules"
+        rules_dir.mkdir()
+        (rules_dir / "bench.yaml").write_text(RULES)
+        with RedisServer(Path(scratch) / "redis") as server:
+            print(f"metrics cost: {uploads} uploads, {latency * 1000:.0f} ms per API call, {workers} workers")
+            seconds: dict[str, list[float]] = {"postupload": [], "unmeasured": []}
+            for round_number in range(rounds):
+                order = ("unmeasured", "postupload") if round_number % 2 else ("postupload", "unmeasured")
+                for path in order:
+                    result = measure(server.url, rules_dir, uploads, latency, workers, path)
+                    seconds[path].append(result["seconds"])
+                    print(
+                        f"  round {round_number + 1} {path:>10}: {result['per_second']:7.1f} notifications/s"
+                    )
+    measured, unmeasured = sum(seconds["postupload"]), sum(seconds["unmeasured"])
+    ratio = unmeasured / measured
+    print(f"throughput with metrics / without: {ratio:.3f}x (metrics cost {100 * (1 - ratio):.1f}%)")
 
 
 if __name__ == "__main__":

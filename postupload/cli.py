@@ -461,12 +461,12 @@ def failed_list(settings: Settings, output: str) -> None:
 @pass_settings
 def failed_replay(settings: Settings, ids: tuple[str, ...], replay_all: bool) -> None:
     """Send failed jobs through again; actions that had succeeded are skipped."""
-    from postupload.failures import failed_jobs, replay
+    from postupload.failures import failed_job_ids, replay
 
     connection = _redis(settings)
     if replay_all == bool(ids):
         raise click.UsageError("name the jobs to replay (see `postupload failed list`), or give --all")
-    chosen = [job.id for job in failed_jobs(connection)] if replay_all else list(ids)
+    chosen = failed_job_ids(connection) if replay_all else list(ids)
     try:
         replay(connection, chosen, settings.retries)
     except KeyError as error:

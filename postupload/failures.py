@@ -46,12 +46,14 @@ class WaitingJob:
         return data
 
 
-def waiting_jobs(connection: redis.Redis) -> list[WaitingJob]:
-    """Every job waiting for its next run, soonest first."""
+def waiting_jobs(connection: redis.Redis, soonest: int | None = None) -> list[WaitingJob]:
+    """The jobs waiting for their next run (all, or the `soonest` few), soonest first."""
     queue = notification_queue(connection)
     waiting = []
+    end = -1 if soonest is None else soonest - 1
     scheduled = cast(
-        list[tuple[bytes, float]], connection.zrange(queue.scheduled_job_registry.key, 0, -1, withscores=True)
+        list[tuple[bytes, float]],
+        connection.zrange(queue.scheduled_job_registry.key, 0, end, withscores=True),
     )
     for raw_id, score in scheduled:
         job_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
@@ -78,11 +80,21 @@ def waiting_jobs(connection: redis.Redis) -> list[WaitingJob]:
     return waiting
 
 
-def failed_jobs(connection: redis.Redis) -> list[FailedJob]:
-    """Every failed job of our queues, oldest failure first."""
+def failed_job_ids(connection: redis.Redis) -> list[str]:
+    return list(notification_queue(connection).failed_job_registry.get_job_ids())
+
+
+def failed_jobs(connection: redis.Redis, latest: int | None = None) -> list[FailedJob]:
+    """The failed jobs (all, or the `latest` few), oldest failure first."""
     found = []
     queue = notification_queue(connection)
-    for job_id in queue.failed_job_registry.get_job_ids():
+    registry = queue.failed_job_registry
+    if latest is None:
+        job_ids = registry.get_job_ids()
+    else:  # scored by when they expire: failed_at + a TTL that is the same for all
+        latest_ids = cast(list[bytes], connection.zrevrange(registry.key, 0, latest - 1))
+        job_ids = [raw.decode() for raw in latest_ids]
+    for job_id in job_ids:
         try:
             job = queue.fetch_job(job_id)
         except NoSuchJobError:
@@ -97,7 +109,7 @@ def failed_jobs(connection: redis.Redis) -> list[FailedJob]:
         reason = reason or str(job.meta.get("last_error", ""))
         attempts = int(job.meta.get("attempts", 1))
         found.append(FailedJob(job.id, queue.name, job.description or "", job.ended_at, reason, attempts))
-    return sorted(found, key=lambda job: job.failed_at or datetime.min)
+    return sorted(found, key=lambda job: job.failed_at.timestamp() if job.failed_at else 0.0)
 
 
 def replay(connection: redis.Redis, ids: list[str], retries: int) -> list[str]:
@@ -105,12 +117,12 @@ def replay(connection: redis.Redis, ids: list[str], retries: int) -> list[str]:
 
     Actions that had succeeded are skipped when they run again (their done marks outlive the job).
     """
-    known = {job.id: job.queue for job in failed_jobs(connection)}
+    known = set(failed_job_ids(connection))
     unknown = [job_id for job_id in ids if job_id not in known]
     if unknown:
         raise KeyError(", ".join(unknown))
+    queue = notification_queue(connection)
     for job_id in ids:
-        queue = notification_queue(connection, known[job_id])
         job = Job.fetch(job_id, connection=connection, serializer=queue.serializer)
         policy = retry_policy(retries)
         job.retries_left = policy.max if policy else None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +208,68 @@ def _post(stack: Stack, notification: dict[str, Any]) -> None:
     body = json.dumps(notification).encode()
     url = f"http://127.0.0.1:{stack.web.server_port}/webhooks/cloudinary"
     assert requests.post(url, data=body, headers=signed_headers(body), timeout=5).status_code == 200
+
+
+@pytest.fixture
+def console(settings: Any, redis_conn: Any) -> Any:
+    from postupload.web import create_app
+
+    return create_app(replace(settings, console_token=TOKEN), redis_conn).test_client()
+
+
+def test_what_a_notification_carries_is_shown_escaped(console: Any, redis_conn: Any) -> None:
+    from postupload import history
+
+    hostile = '<img src=x onerror="alert(1)">'
+    entry = {"event": "notification", "notification": "n1", "notification_type": "upload", "rules": []}
+    history.record(redis_conn, "asset-1", hostile, entry, 1_700_000_000)
+    page = console.get("/console/assets", query_string={"q": hostile}, headers=_bearer())
+    assert page.status_code == 200
+    assert hostile.encode() not in page.data and b"&lt;img src=x onerror=" in page.data
+    assert b"upload</strong> notification" in page.data
+
+
+def test_login_goes_back_only_to_a_console_page_and_logout_forgets_the_session(console: Any) -> None:
+    answer = console.post("/console/login", data={"token": TOKEN, "next": "https://evil.example/"})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/console/"
+    cookie = answer.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and TOKEN not in cookie
+    assert console.post("/console/login", data={"token": TOKEN, "next": "/console/jobs"}).headers[
+        "Location"
+    ] == ("/console/jobs")
+    assert console.get("/console/").status_code == 200  # the cookie set above
+    csrf = re.search(rb'name="csrf" value="([0-9a-f]+)"', console.get("/console/").data)
+    assert csrf
+    assert console.post("/console/logout", data={"csrf": csrf.group(1).decode()}).status_code == 303
+    assert console.get("/console/").status_code == 401
+
+
+def test_a_pasted_notification_that_is_not_json_is_a_400_that_says_so(console: Any) -> None:
+    answer = console.post("/console/playground", data={"notification": "{nope"}, headers=_bearer())
+    assert answer.status_code == 400 and b"not JSON" in answer.data
+    answer = console.post("/console/playground", data={"notification": "[1, 2]"}, headers=_bearer())
+    assert answer.status_code == 400 and b"a notification is a JSON object" in answer.data
+
+
+def test_a_short_token_is_refused_at_start() -> None:
+    from postupload.config import Settings
+    from postupload.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"POSTUPLOAD_CONSOLE_TOKEN: must be at least 16 characters"):
+        Settings.from_env({"POSTUPLOAD_CONSOLE_TOKEN": "short"})
+
+
+def test_the_console_answers_503_when_redis_does_not(settings: Any) -> None:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from postupload.redis_server import free_port
+    from postupload.web import create_app
+
+    away = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    client = create_app(replace(settings, console_token=TOKEN), away).test_client()
+    for path in ("/console/", "/console/jobs", "/console/assets?q=x"):
+        answer = client.get(path, headers=_bearer())
+        assert answer.status_code == 503 and b"Redis does not answer" in answer.data, path
+        assert b"redis://" not in answer.data and b"127.0.0.1" not in answer.data

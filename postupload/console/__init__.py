@@ -24,7 +24,7 @@ from postupload import history
 from postupload.config import Settings
 from postupload.errors import BadNotification
 from postupload.explain import decisions, describe
-from postupload.failures import failed_jobs, replay, waiting_jobs
+from postupload.failures import failed_job_ids, failed_jobs, replay, waiting_jobs
 from postupload.notification import load_json, locate, notification_id
 from postupload.planning import plan
 from postupload.ruleset import RuleSource
@@ -32,6 +32,7 @@ from postupload.state import matches_last_day, notifications_per_minute, overvie
 
 COOKIE = "postupload_console"
 PLAYGROUND_LIMIT = 262_144  # bytes of a pasted notification
+SHOWN = 200  # failed and waiting jobs listed on a page (the counts are of all)
 
 
 def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSource) -> Blueprint:
@@ -107,7 +108,7 @@ def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSo
             state=overview(connection, cloud_name, now),
             ruleset=rules.current(),
             rules_error=rules.error,
-            failures=failed_jobs(connection)[-5:][::-1],
+            failures=failed_jobs(connection, latest=5)[::-1],
             per_minute=[(stamp, count) for (stamp, _), count in zip(per_minute, counts, strict=True)],
             peak=max(counts) or 1,
             last_hour=sum(counts),
@@ -147,10 +148,13 @@ def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSo
 
     @console.get("/jobs")
     def jobs() -> str:
+        state = overview(connection, cloud_name)
         return render_template(
             "jobs.html",
-            failed=failed_jobs(connection)[::-1],
-            waiting=waiting_jobs(connection),
+            failed=failed_jobs(connection, latest=SHOWN)[::-1],
+            failed_count=state.failed,
+            waiting=waiting_jobs(connection, soonest=SHOWN),
+            waiting_count=state.retrying + state.deferred,
             replayed=request.args.get("replayed", type=int),
         )
 
@@ -158,7 +162,7 @@ def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSo
     def replay_jobs() -> BaseResponse | tuple[str, int]:
         chosen = request.form.getlist("job")
         if request.form.get("all"):
-            chosen = [job.id for job in failed_jobs(connection)]
+            chosen = failed_job_ids(connection)
         try:
             replay(connection, chosen, settings.retries)
         except KeyError as error:
