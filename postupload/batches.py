@@ -302,8 +302,9 @@ class Flusher:
         failing = False  # said once per outage, not 20 times a second
         while not self.stopping.wait(POLL):
             try:
-                if self.batches.flush_due(self.client) and self.batches.recorder is not None:
-                    self.batches.recorder.flush()
+                self.batches.flush_due(self.client)
+                if self.batches.recorder is not None:  # an idle worker's last counts, within `every`
+                    self.batches.recorder.flush_soon()
             except redis.RedisError as error:
                 if not failing:
                     log.warning("tag flusher: Redis failed (%s); trying again every %.2f s", error, POLL)

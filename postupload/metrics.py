@@ -28,12 +28,26 @@ log = logging.getLogger(__name__)
 
 
 class Recorder:
-    """Counts made in this process, added to Redis in one round trip by `flush` (after each request
-    or job). What cannot be added (Redis is away) is kept and added with the next flush."""
+    """Counts made in this process, added to Redis in one round trip by `flush`. What cannot be
+    added (Redis is away) is kept and added with the next flush.
 
-    def __init__(self, connection: redis.Redis, clock: Callable[[], float] = time.time) -> None:
+    The web flushes after each request. A worker flushes at most every `every` seconds (after a
+    job, or from its tag flusher's loop when idle), so a busy worker's counts cost Redis one
+    transaction a second rather than one a job; they show within that second, and a worker
+    killed outright loses at most that second's counts (a worker that is stopped flushes first)."""
+
+    def __init__(
+        self,
+        connection: redis.Redis,
+        clock: Callable[[], float] = time.time,
+        every: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.connection = connection
         self.clock = clock
+        self.every = every
+        self.monotonic = monotonic
+        self._flushed_at = float("-inf")
         self._lock = threading.Lock()  # jobs, heartbeats and the tag-batch flusher share a worker
         self._fields: defaultdict[str, float] = defaultdict(float)
         self._recent: defaultdict[tuple[str, str, int], int] = defaultdict(int)  # key, field, ttl
@@ -61,9 +75,15 @@ class Recorder:
             with self._lock:
                 self._recent[(keys.matches_in_hour(hour), rule, (keys.RECENT_HOURS + 1) * 3600)] += 1
 
+    def flush_soon(self) -> None:
+        """Flush if `every` seconds went by since the last flush."""
+        if self.monotonic() - self._flushed_at >= self.every:
+            self.flush()
+
     def flush(self) -> bool:
         """Add what was counted to Redis; False (and kept for the next flush) if Redis failed."""
         with self._lock:
+            self._flushed_at = self.monotonic()
             fields, self._fields = self._fields, defaultdict(float)
             recent, self._recent = self._recent, defaultdict(int)
         if not fields and not recent:

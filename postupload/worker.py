@@ -47,6 +47,7 @@ MAINTENANCE_INTERVAL = 5
 # job and takes over a dead scheduler's lock within seconds (RQ's default, 420, made it minutes).
 # A worker that dies leaves RQ's count of live workers (and /readyz) within these 20 s.
 WORKER_TTL = MAINTENANCE_INTERVAL + 15
+METRICS_EVERY = 1.0  # seconds between a worker's metric flushes (see Recorder)
 STALE_LOCK = 10  # seconds a scheduler lock went without its owner's refresh (every second): it is gone
 # Delete the lock only while its time to live says it was not refreshed lately (atomic with the check).
 _BREAK_STALE_LOCK = """
@@ -71,7 +72,7 @@ class Runtime:
         """Build every part from the settings and hand each what it uses."""
         connection = connection or connect(settings.require_redis_url())
         account = settings.require_account()
-        recorder = Recorder(connection)
+        recorder = Recorder(connection, every=METRICS_EVERY)
         client = CloudinaryClient(account, settings.api_timeout, recorder)
         queue = notification_queue(connection)
 
@@ -95,7 +96,7 @@ class Runtime:
         try:
             return self._process(job_argument)
         finally:
-            self.recorder.flush()
+            self.recorder.flush_soon()
 
     def _process(self, job_argument: Any) -> dict[str, Any]:
         ruleset = self.rules.current()
@@ -159,7 +160,7 @@ def apply_tag_item(spec_json: str, item: dict[str, Any]) -> dict[str, Any]:
     try:
         return current.executor.batches.apply_single(spec_json, item, current.client)
     finally:
-        current.recorder.flush()
+        current.recorder.flush_soon()
 
 
 def note_failure(job: Job, error: BaseException | None, recorder: Recorder | None) -> None:
@@ -178,7 +179,7 @@ def note_failure(job: Job, error: BaseException | None, recorder: Recorder | Non
             recorder.count("postupload_jobs", outcome="retrying" if retrying else "failed")
             if retrying:
                 recorder.count("postupload_retries", reason=reason)
-            recorder.flush()
+            recorder.flush_soon()
     except redis.RedisError as failure:  # RQ meets the same trouble next, and says so
         log.warning("job %s: its failure could not be noted: %s", job.id, failure)
 
@@ -339,6 +340,7 @@ def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[st
         flusher.stop()
         if burst:  # the queues are empty: send what waits in batches now rather than leave it
             current.executor.batches.drain(current.client)
+        current.recorder.flush()
 
 
 def _worker(connection: redis.Redis, queue_names: list[str]) -> Worker:

@@ -159,3 +159,54 @@ def _ready(web_url: str, workers: int) -> bool:
 
 def _body(fields: dict[str, Any]) -> bytes:
     return json.dumps(fields, separators=(",", ":")).encode()
+
+
+def test_a_worker_adds_its_counts_at_most_once_a_second(redis_conn: Any) -> None:
+    from postupload import keys
+    from postupload.measures import field
+    from postupload.metrics import Recorder
+
+    now = [100.0]
+    recorder = Recorder(redis_conn, every=1.0, monotonic=lambda: now[0])
+    finished = field("postupload_jobs", {"outcome": "finished"})
+
+    def stored() -> int:
+        return int(redis_conn.hget(keys.METRICS, finished) or 0)
+
+    recorder.count("postupload_jobs", outcome="finished")
+    recorder.flush_soon()
+    assert stored() == 1  # the first flush goes at once
+    for moment in (100.3, 100.9):
+        now[0] = moment
+        recorder.count("postupload_jobs", outcome="finished")
+        recorder.flush_soon()
+    assert stored() == 1  # within the second: kept in the process
+    now[0] = 101.0
+    recorder.flush_soon()
+    assert stored() == 3
+
+
+def test_counts_made_while_redis_is_away_are_added_once_when_it_answers(redis_conn: Any) -> None:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from postupload import keys
+    from postupload.measures import field
+    from postupload.metrics import Recorder
+
+    away = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    recorder = Recorder(away)
+    recorder.observe("postupload_cloudinary_call_seconds", 0.2, endpoint="explicit", status="200")
+    recorder.count("postupload_retries", reason="503")
+    assert recorder.flush() is False
+    recorder.count("postupload_retries", reason="503")
+    recorder.connection = redis_conn
+    assert recorder.flush() is True
+    assert recorder.flush() is True  # nothing left: nothing added twice
+    assert redis_conn.hget(keys.METRICS, field("postupload_retries", {"reason": "503"})) == b"2"
+    calls = {"endpoint": "explicit", "status": "200"}
+    assert redis_conn.hget(keys.METRICS, field("postupload_cloudinary_call_seconds", calls, "4")) == b"1"
+    assert (
+        float(redis_conn.hget(keys.METRICS, field("postupload_cloudinary_call_seconds", calls, "sum"))) == 0.2
+    )
