@@ -61,6 +61,7 @@ class Settings:
     account: Account | None = None
     redis_url: str | None = None
     rules_dir: Path = Path("rules")
+    rules_require_tests: bool = True
     signature_tolerance: int = 7200
     signature_algorithms: frozenset[str] = ALGORITHMS
     console_token: str | None = None
@@ -78,6 +79,7 @@ class Settings:
             account=Account.from_url(url) if url else None,
             redis_url=_redis_url(env),
             rules_dir=Path(env.get("POSTUPLOAD_RULES_DIR") or "rules"),
+            rules_require_tests=_flag(env, "POSTUPLOAD_RULES_REQUIRE_TESTS", True),
             signature_tolerance=_int(env, "POSTUPLOAD_SIGNATURE_TOLERANCE", 7200),
             signature_algorithms=_algorithms(env),
             console_token=_console_token(env),
@@ -124,6 +126,17 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise ConfigError(name, f"must be more than 0, got {raw}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"expected on or off (1/0, true/false, yes/no), got {raw!r}")
 
 
 def _console_token(env: Mapping[str, str]) -> str | None:

@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from postupload import keys
 from postupload.measures import bucket, families, field
-from postupload.ruleset import RuleSource
+from postupload.rule_source import RuleSource
 from postupload.state import overview
 
 log = logging.getLogger(__name__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,8 @@ class Outcome:
     file: str
     line: int
     name: str
-    differences: list[str] = field(default_factory=list)
+    differences: list[str] = field(default_factory=list)  # for people: expected and got, side by side
+    summary: list[str] = field(default_factory=list)  # one line per part that differs
 
     @property
     def passed(self) -> bool:
@@ -36,6 +38,26 @@ def rule_test_files(directory: Path) -> list[Path]:
     return (
         sorted(p for p in tests.glob("*") if p.suffix in (".yaml", ".yml", ".json")) if tests.is_dir() else []
     )
+
+
+def failing_tests(directory: Path, ruleset: RuleSet) -> list[Problem]:
+    """The test gate: a problem for every rule test of `directory` that fails or cannot be read."""
+    problems = []
+    for path in rule_test_files(directory):
+        outcomes, malformed = run_file(path, ruleset)
+        problems += malformed
+        for outcome in outcomes:
+            if not outcome.passed:
+                problems.append(
+                    Problem(
+                        outcome.file,
+                        f"rule test {outcome.name!r} fails: {'; '.join(outcome.summary)}",
+                        "T100",
+                        line=outcome.line,
+                        column=1,
+                    )
+                )
+    return problems
 
 
 def run_file(path: Path, ruleset: RuleSet) -> tuple[list[Outcome], list[Problem]]:
@@ -60,7 +82,7 @@ def run_file(path: Path, ruleset: RuleSet) -> tuple[list[Outcome], list[Problem]
             )
             continue
         outcome = Outcome(str(path), line, str(test.get("name", f"#{index + 1}")))
-        outcome.differences = _compare(ruleset, notification, expect)
+        _compare(ruleset, notification, expect, outcome)
         outcomes.append(outcome)
     return outcomes, problems
 
@@ -79,8 +101,15 @@ def _parse(test: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if not isinstance(notification, dict):
         raise ValueError("notification must be an object (or give notification_file)")
     expect = test["expect"]
-    if not isinstance(expect.get("rules"), list):
-        raise ValueError("expect.rules is required: the rule names that match, in order ([] for none)")
+    named = [key for key in ("rules", "includes", "excludes") if key in expect]
+    if not named:
+        raise ValueError(
+            "expect needs rules (every rule that matches, in order; [] for none), or includes and/or"
+            " excludes (rules that must, and must not, be among them)"
+        )
+    for key in named:
+        if not isinstance(expect[key], list) or not all(isinstance(name, str) for name in expect[key]):
+            raise ValueError(f"expect.{key} is a list of rule names")
     calls = expect.get("calls", [])
     if not isinstance(calls, list) or not all(isinstance(call, dict) for call in calls):
         raise ValueError("expect.calls is a list of calls, each a map of " + ", ".join(CALL_FIELDS))
@@ -93,32 +122,63 @@ def _parse(test: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return notification, expect
 
 
-def _compare(ruleset: RuleSet, notification: dict[str, Any], expect: dict[str, Any]) -> list[str]:
+def _compare(
+    ruleset: RuleSet, notification: dict[str, Any], expect: dict[str, Any], outcome: Outcome
+) -> None:
     matched = ruleset.match(notification)
-    differences = []
     names = [rule.name for rule in matched]
-    if names != expect["rules"]:
-        differences += side_by_side("rules", [json.dumps(expect["rules"])], [json.dumps(names)])
+    if "rules" in expect and names != expect["rules"]:
+        outcome.differences += aligned("rules", expect["rules"], names)
+        outcome.summary.append(f"rules: expected {json.dumps(expect['rules'])}, got {json.dumps(names)}")
+    missing = [name for name in expect.get("includes", []) if name not in names]
+    if missing:
+        outcome.differences.append(f"  includes: {', '.join(missing)} did not match (matched: {names})")
+        outcome.summary.append(f"{', '.join(missing)} did not match")
+    unwanted = [name for name in expect.get("excludes", []) if name in names]
+    if unwanted:
+        outcome.differences.append(f"  excludes: {', '.join(unwanted)} matched, and must not")
+        outcome.summary.append(f"{', '.join(unwanted)} matched, and must not")
     if "actions" in expect:
-        got = [action.as_dict() for action in plan_actions(matched, notification)]
-        if got != expect["actions"]:
-            differences += side_by_side(
-                "actions",
-                [json.dumps(a, sort_keys=True) for a in expect["actions"]],
-                [json.dumps(a, sort_keys=True) for a in got],
-            )
+        got = [json.dumps(a.as_dict(), sort_keys=True) for a in plan_actions(matched, notification)]
+        wanted = [json.dumps(a, sort_keys=True) for a in expect["actions"]]
+        if got != wanted:
+            outcome.differences += side_by_side("actions", wanted, got)
+            outcome.summary.append(_first_difference("actions", wanted, got))
     if "calls" in expect:
         body = json.dumps(notification, sort_keys=True).encode()
         calls = plan(matched, notification, notification_id(body)).calls
         expected = expect["calls"]
         shown = [_comparable(call, expected[n] if n < len(expected) else {}) for n, call in enumerate(calls)]
         if shown != expected:
-            differences += side_by_side(
-                "calls",
-                [json.dumps(c, sort_keys=True) for c in expected],
-                [json.dumps(c, sort_keys=True) for c in shown],
-            )
-    return differences
+            wanted = [json.dumps(c, sort_keys=True) for c in expected]
+            got = [json.dumps(c, sort_keys=True) for c in shown]
+            outcome.differences += side_by_side("calls", wanted, got)
+            outcome.summary.append(_first_difference("calls", wanted, got))
+
+
+def _first_difference(title: str, expected: list[str], got: list[str]) -> str:
+    for index in range(max(len(expected), len(got))):
+        left = expected[index] if index < len(expected) else "nothing"
+        right = got[index] if index < len(got) else "nothing"
+        if left != right:
+            return f"{title}[{index}]: expected {left}, got {right}"
+    return f"{title} differ"
+
+
+def aligned(title: str, expected: list[str], got: list[str]) -> list[str]:
+    """Rule names side by side, lined up by name (a rule added or missing shifts no other row)."""
+    left: list[str] = []
+    right: list[str] = []
+    matcher = difflib.SequenceMatcher(a=expected, b=got, autojunk=False)
+    for tag, a_start, a_end, b_start, b_end in matcher.get_opcodes():
+        if tag == "equal":
+            left += expected[a_start:a_end]
+            right += got[b_start:b_end]
+        else:
+            removed, added = expected[a_start:a_end], got[b_start:b_end]
+            left += removed + [""] * len(added)
+            right += [""] * len(removed) + added
+    return side_by_side(title, left, right)
 
 
 def _comparable(call: Call, expected: dict[str, Any]) -> dict[str, Any]:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -281,55 +278,3 @@ def _duplicate_names(rules: list[Rule]) -> list[Problem]:
         else:
             first[rule.name] = rule
     return problems
-
-
-class RuleSource:
-    """The last good rule set of a directory, reloaded when its files change (all or nothing)."""
-
-    def __init__(
-        self,
-        directory: Path,
-        check_every: float = 1.0,
-        on_invalid: Callable[[str], None] | None = None,
-    ) -> None:
-        self.directory = directory
-        self.check_every = check_every
-        self.on_invalid = on_invalid  # told the version of each invalid content met
-        self.ruleset: RuleSet | None = None
-        self.error: RuleSetError | None = None
-        self._fingerprint: object = None
-        self._checked_at = float("-inf")
-
-    def current(self) -> RuleSet | None:
-        """The last good rule set, after reloading if files changed since the last look."""
-        now = time.monotonic()
-        if now - self._checked_at >= self.check_every:
-            self._checked_at = now
-            self.refresh()
-        return self.ruleset
-
-    def refresh(self) -> None:
-        """Reload now if the directory's files changed."""
-        fingerprint = self._fingerprint_now()
-        if fingerprint == self._fingerprint:
-            return
-        self._fingerprint = fingerprint
-        try:
-            self.ruleset, self.error = load_ruleset(self.directory), None
-            log.info("rule set loaded from %s: %d rules", self.directory, len(self.ruleset.rules))
-        except RuleSetError as error:
-            self.error = error
-            kept = "keeping the last good set" if self.ruleset else "no rule set loaded"
-            log.error("rule set in %s is invalid, %s:", self.directory, kept)
-            for problem in error.problems:
-                log.error("  %s", problem)
-            if self.on_invalid is not None:
-                # no directory to tell a version of: the error says so already
-                with contextlib.suppress(OSError):
-                    self.on_invalid(content_version(rule_files(self.directory)))
-
-    def _fingerprint_now(self) -> object:
-        try:
-            return [(p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in rule_files(self.directory)]
-        except OSError as error:
-            return str(error)

@@ -20,7 +20,7 @@ from postupload.errors import BadNotification, BodyTooLarge, RequestRejected, Un
 from postupload.metrics import Recorder, StateCollector
 from postupload.notification import WHERE_ASSETS
 from postupload.queue import connect, enqueue_notification, notification_queue
-from postupload.ruleset import RuleSource
+from postupload.rule_source import RuleSource
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,10 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     connection = connection or connect(settings.require_redis_url())
     queue = notification_queue(connection)
     recorder = Recorder(connection)
-    rules = RuleSource(settings.rules_dir, on_invalid=recorder.invalid_rule_set)
+    rules = RuleSource(
+        settings.rules_dir, on_invalid=recorder.invalid_rule_set, require_tests=settings.rules_require_tests
+    )
+    rules.current()  # at start, as every process does: siblings answer /readyz alike after a bad edit
     metrics = CollectorRegistry(auto_describe=False)
     metrics.register(StateCollector(connection, account.cloud_name, rules))
 

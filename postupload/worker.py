@@ -33,7 +33,7 @@ from postupload.metrics import Recorder
 from postupload.planning import plan
 from postupload.processes import die_with_parent
 from postupload.queue import connect, notification_queue, schedule_again
-from postupload.ruleset import RuleSource
+from postupload.rule_source import RuleSource
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,9 @@ class Runtime:
             again,
             settings.asset_action_cap,
         )
-        rules = RuleSource(settings.rules_dir, on_invalid=recorder.invalid_rule_set)
+        rules = RuleSource(
+            settings.rules_dir, on_invalid=recorder.invalid_rule_set, require_tests=settings.rules_require_tests
+        )
         return cls(rules, client, executor, connection, recorder)
 
     def process(self, job_argument: Any) -> dict[str, Any]:

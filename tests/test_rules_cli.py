@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from postupload.cli import main
-from postupload.ruleset import RuleSource, load_ruleset
+from postupload.rule_source import RuleSource
+from postupload.ruleset import load_ruleset
 from tests.conftest import ROOT
 
 GOOD = """rules:

@@ -27,7 +27,7 @@ from postupload.explain import decisions, describe
 from postupload.failures import failed_job_ids, failed_jobs, replay, waiting_jobs
 from postupload.notification import load_json, locate, notification_id
 from postupload.planning import plan
-from postupload.ruleset import RuleSource
+from postupload.rule_source import RuleSource
 from postupload.state import matches_last_day, notifications_per_minute, overview, recent_notifications
 
 COOKIE = "postupload_console"

@@ -1,0 +1,87 @@
+"""The rule set a process runs: the last good one of a directory, reloaded when its files change.
+
+A set goes live only when every file is valid and, unless turned off, every rule test under
+`tests/` passes (the test gate). Otherwise the last good set keeps running and the reason is kept
+in `error`, for /readyz, the log, the metrics and the console.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from postupload.errors import RuleSetError
+from postupload.rule_tests import failing_tests, rule_test_files
+from postupload.ruleset import RuleSet, content_version, load_ruleset, rule_files
+
+log = logging.getLogger(__name__)
+
+
+def load_gated(directory: Path, require_tests: bool = True) -> RuleSet:
+    """The rule set of `directory`, if it is valid and (with `require_tests`) its tests pass."""
+    ruleset = load_ruleset(directory)
+    if require_tests:
+        failing = failing_tests(directory, ruleset)
+        if failing:
+            raise RuleSetError(failing)
+    return ruleset
+
+
+class RuleSource:
+    """The last good rule set of a directory, reloaded when its files change (all or nothing)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        check_every: float = 1.0,
+        on_invalid: Callable[[str], None] | None = None,
+        require_tests: bool = True,
+    ) -> None:
+        self.directory = directory
+        self.check_every = check_every
+        self.on_invalid = on_invalid  # told the version of each invalid content met
+        self.require_tests = require_tests
+        self.ruleset: RuleSet | None = None
+        self.error: RuleSetError | None = None
+        self._fingerprint: object = None
+        self._checked_at = float("-inf")
+
+    def current(self) -> RuleSet | None:
+        """The last good rule set, after reloading if files changed since the last look."""
+        now = time.monotonic()
+        if now - self._checked_at >= self.check_every:
+            self._checked_at = now
+            self.refresh()
+        return self.ruleset
+
+    def refresh(self) -> None:
+        """Reload now if the directory's files (rules or their tests) changed."""
+        fingerprint = self._fingerprint_now()
+        if fingerprint == self._fingerprint:
+            return
+        self._fingerprint = fingerprint
+        try:
+            self.ruleset, self.error = load_gated(self.directory, self.require_tests), None
+            log.info("rule set loaded from %s: %d rules", self.directory, len(self.ruleset.rules))
+        except RuleSetError as error:
+            self.error = error
+            kept = "keeping the last good set" if self.ruleset else "no rule set loaded"
+            log.error("rule set in %s is not taken, %s:", self.directory, kept)
+            for problem in error.problems:
+                log.error("  %s", problem)
+            if self.on_invalid is not None:
+                # no directory to tell a version of: the error says so already
+                with contextlib.suppress(OSError):
+                    self.on_invalid(content_version(self._files()))
+
+    def _files(self) -> list[Path]:
+        return rule_files(self.directory) + rule_test_files(self.directory)
+
+    def _fingerprint_now(self) -> object:
+        try:
+            return [(str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in self._files()]
+        except OSError as error:
+            return str(error)

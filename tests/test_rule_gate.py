@@ -1,0 +1,144 @@
+"""The test gate: a rule set goes live only when its rule tests pass; partial expectations."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import redis
+from click.testing import CliRunner
+
+from postupload.cli import main
+from postupload.config import Settings
+from postupload.rule_source import RuleSource
+from postupload.web import create_app
+from tests.conftest import ACCOUNT, wait_until
+
+RULES = """rules:
+  - name: thumbs
+    match:
+      public_id: [{prefix: products/}]
+    actions:
+      - explicit: {eager: "c_scale,w_200"}
+"""
+TESTS = """tests:
+  - name: products get thumbnails
+    notification: {notification_type: upload, public_id: products/1, resource_type: image, type: upload}
+    expect:
+      rules: [thumbs]
+"""
+
+
+def rules_with_tests(directory: Path) -> Path:
+    (directory / "tests").mkdir(parents=True, exist_ok=True)
+    (directory / "rules.yaml").write_text(RULES)
+    (directory / "tests" / "thumbs.yaml").write_text(TESTS)
+    return directory
+
+
+def touch(path: Path, text: str) -> None:
+    path.write_text(text)
+    os.utime(path, ns=(1, 1))  # a different mtime even on coarse clocks
+
+
+def test_an_edit_whose_tests_fail_is_kept_out_and_says_which_test_and_why(tmp_path: Path) -> None:
+    directory = rules_with_tests(tmp_path)
+    source = RuleSource(directory, check_every=0)
+    good = source.current()
+    assert good is not None and source.error is None
+    touch(directory / "rules.yaml", RULES.replace("products/", "items/"))
+    assert source.current() is good  # the last good set keeps running
+    assert source.error is not None
+    (problem,) = source.error.problems
+    assert problem.code == "T100" and problem.file.endswith("tests/thumbs.yaml") and problem.line == 2
+    assert problem.message == (
+        "rule test 'products get thumbnails' fails: rules: expected [\"thumbs\"], got []"
+    )
+    # Fixing the test (not the rule) is a change too: the edit goes live.
+    touch(directory / "tests" / "thumbs.yaml", TESTS.replace("products/1", "items/1"))
+    current = source.current()
+    assert current is not None and current is not good and source.error is None
+
+
+def test_without_the_gate_a_valid_edit_goes_live_whatever_its_tests_say(tmp_path: Path) -> None:
+    directory = rules_with_tests(tmp_path)
+    (directory / "rules.yaml").write_text(RULES.replace("products/", "items/"))
+    assert RuleSource(directory, require_tests=False).current() is not None
+    gated = RuleSource(directory)
+    assert gated.current() is None and "rule test 'products get thumbnails' fails" in str(gated.error)
+
+
+def test_readyz_shows_a_failing_test_and_a_worker_refuses_to_start_on_it(
+    tmp_path: Path, settings: Settings, redis_conn: redis.Redis
+) -> None:
+    from dataclasses import replace
+
+    directory = rules_with_tests(tmp_path / "gated")
+    client = create_app(replace(settings, rules_dir=directory), redis_conn).test_client()
+    assert client.get("/readyz").get_json()["status"] == "ready"
+    touch(directory / "rules.yaml", RULES.replace("products/", "items/"))
+    answer = wait_until(lambda: (found := client.get("/readyz")).get_json().get("rules_error") and found, 5)
+    body = answer.get_json()
+    assert answer.status_code == 200 and body["rules"] == 1
+    assert "rule test 'products get thumbnails' fails" in body["rules_error"]
+    env = {
+        "CLOUDINARY_URL": ACCOUNT.to_url(),
+        "REDIS_URL": settings.redis_url or "",
+        "POSTUPLOAD_RULES_DIR": str(directory),
+    }
+    result = CliRunner().invoke(main, ["worker", "--burst"], env=env)
+    assert result.exit_code == 1 and "rule test 'products get thumbnails' fails" in result.output
+
+
+def test_a_web_process_loads_its_rules_when_it_starts(
+    tmp_path: Path, settings: Settings, redis_conn: redis.Redis
+) -> None:
+    """Two processes started before a bad edit answer alike after it: both hold the good set."""
+    from dataclasses import replace
+
+    directory = rules_with_tests(tmp_path / "gated")
+    first = create_app(replace(settings, rules_dir=directory), redis_conn).test_client()
+    second = create_app(replace(settings, rules_dir=directory), redis_conn).test_client()
+    touch(directory / "rules.yaml", RULES.replace("products/", "items/"))
+    for client in (first, second):
+        answer = wait_until(
+            lambda c=client: (found := c.get("/readyz")).get_json().get("rules_error") and found, 5
+        )
+        assert answer.status_code == 200 and answer.get_json()["rules"] == 1
+
+
+def test_includes_and_excludes_let_a_broad_new_rule_leave_other_tests_alone(tmp_path: Path) -> None:
+    directory = rules_with_tests(tmp_path)
+    (directory / "tests" / "partial.yaml").write_text(
+        """tests:
+  - name: products get thumbnails, whatever else matches
+    notification: {notification_type: upload, public_id: products/2, resource_type: image, type: upload}
+    expect:
+      includes: [thumbs]
+      excludes: [archive]
+"""
+    )
+    broad = (
+        RULES
+        + """  - name: everything
+    match: {resource_type: [image]}
+    actions:
+      - tags: {add: [seen]}
+"""
+    )
+    (directory / "rules.yaml").write_text(broad)
+    result = CliRunner().invoke(main, ["rules", "test", str(directory)])
+    # The exact test now fails (a new rule matches too); the partial one still passes.
+    assert result.exit_code == 1 and "1 passed, 1 failed" in result.output
+    assert "FAIL" in result.output and "products get thumbnails, whatever" not in result.output
+    # The failing test's rules line up by name: the new rule is a row of its own.
+    lines = result.output.splitlines()
+    assert "    thumbs   | thumbs" in lines
+    assert any(re.fullmatch(r"  ≠ +\| everything", line) for line in lines), lines
+    (directory / "rules.yaml").write_text(
+        broad + "  - name: archive\n    match: {public_id: [{prefix: products/}]}\n"
+        "    actions:\n      - tags: {add: [old]}\n"
+    )
+    result = CliRunner().invoke(main, ["rules", "test", str(directory)])
+    assert "archive matched, and must not" in result.output
