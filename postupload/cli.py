@@ -354,6 +354,40 @@ def match_rules(settings: Settings, directory: Path | None) -> None:
         raise SystemExit(1)
 
 
+@rules.command("diff")
+@click.argument("candidate", type=click.Path(path_type=Path))
+@click.option(
+    "--against", type=click.Path(path_type=Path), help="The live rules (default: POSTUPLOAD_RULES_DIR)."
+)
+@click.option("--recent", type=click.IntRange(min=1), help="Only the latest N recorded notifications.")
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@pass_settings
+def diff_rules(
+    settings: Settings, candidate: Path, against: Path | None, recent: int | None, output: str
+) -> None:
+    """What the rules in CANDIDATE would do differently from the live rules, on the notifications
+    recorded lately: matches per rule, and calls added, removed or changed (with examples). Exit 0
+    when nothing changes, 2 when something does, 1 when a rule set is invalid."""
+    from postupload.preview import diff, render
+    from postupload.recorded import latest
+    from postupload.ruleset import load_ruleset
+
+    live = load_ruleset(against or settings.rules_dir)
+    proposed = load_ruleset(candidate)
+    envelopes = latest(_redis(settings), recent)
+    if not envelopes:
+        click.echo(
+            "no notifications are recorded yet: the web keeps the latest POSTUPLOAD_PREVIEW_KEEP it receives",
+            err=True,
+        )
+    report = diff(live, proposed, [(envelope.id, envelope.notification) for envelope in envelopes])
+    if output == "json":
+        click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo("\n".join(render(report)))
+    raise SystemExit(2 if report.differs else 0)
+
+
 @rules.command()
 def schema() -> None:
     """Print the rule-file JSON Schema (for editors), assembled from the action kinds."""

@@ -65,6 +65,8 @@ class Settings:
     signature_tolerance: int = 7200
     signature_algorithms: frozenset[str] = ALGORITHMS
     console_token: str | None = None
+    preview_keep: int = 10_000
+    preview_days: float = 7.0
     max_body: int = 1_048_576
     api_timeout: float = 30.0
     retries: int = 6
@@ -83,6 +85,8 @@ class Settings:
             signature_tolerance=_int(env, "POSTUPLOAD_SIGNATURE_TOLERANCE", 7200),
             signature_algorithms=_algorithms(env),
             console_token=_console_token(env),
+            preview_keep=_int(env, "POSTUPLOAD_PREVIEW_KEEP", 10_000),
+            preview_days=_float(env, "POSTUPLOAD_PREVIEW_DAYS", 7.0),
             max_body=_int(env, "POSTUPLOAD_MAX_BODY", 1_048_576, minimum=1),
             api_timeout=_float(env, "POSTUPLOAD_API_TIMEOUT", 30.0),
             retries=_int(env, "POSTUPLOAD_RETRIES", 6),

@@ -88,3 +88,6 @@ def matches_in_hour(hour: int) -> str:
 def invalid_rule_set(version: str) -> str:
     """Set once per distinct invalid rule-set content, so each bad edit is counted once."""
     return f"postupload:invalid-rule-set:{version}"
+
+
+RECORDED = "postupload:recorded"  # stream: the latest notifications received, for previews

@@ -11,7 +11,7 @@ from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from postupload import keys
+from postupload import keys, recorded
 from postupload.envelope import Envelope
 from postupload.logs import printable
 
@@ -60,11 +60,14 @@ def retry_policy(attempts: int, base: float = 2.0) -> Retry | None:
     return Retry(max=attempts, interval=intervals)
 
 
-def enqueue_notification(queue: Queue, envelope: Envelope, retries: int = 6) -> bool:
+def enqueue_notification(
+    queue: Queue, envelope: Envelope, retries: int = 6, keep: recorded.Keep | None = None
+) -> bool:
     """Store the notification as a job unless an identical body was stored before; True if queued.
 
-    The dedupe mark and the job are written in one MULTI/EXEC, so a failure leaves neither and
-    Cloudinary's retry is not mistaken for a duplicate.
+    The dedupe mark, the job and (with `keep`) the copy kept for previews are written in one
+    MULTI/EXEC, so a failure leaves none of them and Cloudinary's retry is not mistaken for a
+    duplicate.
     """
     key = keys.dedupe(envelope.id)
     with queue.connection.pipeline() as pipe:
@@ -85,6 +88,8 @@ def enqueue_notification(queue: Queue, envelope: Envelope, retries: int = 6) -> 
                 retry=retry_policy(retries),
                 pipeline=pipe,
             )
+            if keep is not None:
+                recorded.record(pipe, envelope, keep, envelope.received_at)
             pipe.execute()
         except redis.WatchError:
             # redis-py raises WatchError both when an identical body was stored between our WATCH

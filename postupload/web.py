@@ -20,6 +20,7 @@ from postupload.errors import BadNotification, BodyTooLarge, RequestRejected, Un
 from postupload.metrics import Recorder, StateCollector
 from postupload.notification import WHERE_ASSETS
 from postupload.queue import connect, enqueue_notification, notification_queue
+from postupload.recorded import Keep
 from postupload.rule_source import RuleSource
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     rules = RuleSource(
         settings.rules_dir, on_invalid=recorder.invalid_rule_set, require_tests=settings.rules_require_tests
     )
+    keep = Keep(settings.preview_keep, settings.preview_days)
     rules.current()  # at start, as every process does: siblings answer /readyz alike after a bad edit
     metrics = CollectorRegistry(auto_describe=False)
     metrics.register(StateCollector(connection, account.cloud_name, rules))
@@ -63,7 +65,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         kind = envelope.notification_type
         g.notification_type = kind if kind in WHERE_ASSETS else "other"  # label values stay few
         try:
-            queued = enqueue_notification(queue, envelope, settings.retries)
+            queued = enqueue_notification(queue, envelope, settings.retries, keep)
         except redis.RedisError as error:
             log.error("notification %s not stored: %s", envelope.id, error)
             g.answer = "store_unavailable"

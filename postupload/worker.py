@@ -89,7 +89,9 @@ class Runtime:
             settings.asset_action_cap,
         )
         rules = RuleSource(
-            settings.rules_dir, on_invalid=recorder.invalid_rule_set, require_tests=settings.rules_require_tests
+            settings.rules_dir,
+            on_invalid=recorder.invalid_rule_set,
+            require_tests=settings.rules_require_tests,
         )
         return cls(rules, client, executor, connection, recorder)
 

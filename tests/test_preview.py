@@ -1,0 +1,155 @@
+"""Previews of a rule edit: notifications kept (bounded), and `rules diff` on them."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import redis
+from click.testing import CliRunner
+
+from postupload import keys
+from postupload.cli import main
+from postupload.config import Settings
+from postupload.envelope import Envelope
+from postupload.preview import diff, render
+from postupload.recorded import Keep, latest, record
+from postupload.ruleset import load_ruleset
+from postupload.web import create_app
+from tests.conftest import ACCOUNT, signed_headers
+
+LIVE = """rules:
+  - name: thumbs
+    match: {public_id: [{prefix: products/}]}
+    actions:
+      - explicit: {eager: "c_scale,w_200"}
+  - name: sku
+    match: {tags: [sku]}
+    actions:
+      - tags: {add: [has-sku]}
+"""
+CANDIDATE = """rules:
+  - name: thumbs
+    match: {public_id: [{prefix: products/}]}
+    actions:
+      - explicit: {eager: "c_scale,w_300"}
+  - name: banners
+    match: {public_id: [{prefix: banners/}]}
+    actions:
+      - context: {set: {kind: banner}}
+"""
+
+
+def ruleset(tmp_path: Path, name: str, text: str) -> Path:
+    directory = tmp_path / name
+    directory.mkdir()
+    (directory / "rules.yaml").write_text(text)
+    return directory
+
+
+def upload(public_id: str, *tags: str) -> dict[str, object]:
+    return {
+        "notification_type": "upload",
+        "public_id": public_id,
+        "resource_type": "image",
+        "type": "upload",
+        "tags": list(tags),
+    }
+
+
+SAMPLE = [upload(f"products/{n}") for n in range(5)] + [
+    upload("banners/1"),
+    upload("banners/2", "sku"),
+    upload("other/1", "sku"),
+    upload("other/2"),
+]
+
+
+def test_the_diff_counts_matches_per_rule_and_names_each_call_added_removed_or_changed(
+    tmp_path: Path,
+) -> None:
+    live = load_ruleset(ruleset(tmp_path, "live", LIVE))
+    candidate = load_ruleset(ruleset(tmp_path, "candidate", CANDIDATE))
+    report = diff(live, candidate, [(f"n{i}", body) for i, body in enumerate(SAMPLE)])
+    counts = {count.rule: (count.before, count.after, count.status) for count in report.rules}
+    assert counts == {
+        "thumbs": (5, 5, "same"),
+        "sku": (2, 0, "removed"),
+        "banners": (0, 2, "added"),
+    }
+    assert report.notifications == 9 and report.changed == 5 + 2 + 1 and report.differs
+    changes = {(c.change, c.endpoint, c.rules): c for c in report.calls}
+    changed = changes[("changed", "explicit", ("thumbs",))]
+    assert changed.notifications == 5 and len(changed.examples) == 3
+    assert changed.examples[0]["before"]["params"] == {"eager": "c_scale,w_200"}
+    assert changed.examples[0]["after"]["params"] == {"eager": "c_scale,w_300"}
+    assert changes[("added", "context", ("banners",))].notifications == 2
+    removed = changes[("removed", "tags", ("sku",))]
+    assert removed.notifications == 2 and removed.examples[0]["public_ids"] == ["banners/2"]
+    text = "\n".join(render(report))
+    assert "  - sku      2 -> 0  (removed)\n  + banners  0 -> 2  (added)\n  1 rule matches the same" in text
+    assert "changed in 5 notifications: explicit (rule thumbs)" in text
+    assert 'products/0: {"eager": "c_scale,w_200"} -> {"eager": "c_scale,w_300"}' in text
+
+
+def test_the_same_rules_change_nothing(tmp_path: Path) -> None:
+    live = load_ruleset(ruleset(tmp_path, "live", LIVE))
+    report = diff(live, live, [(f"n{i}", body) for i, body in enumerate(SAMPLE)])
+    assert not report.differs and report.changed == 0 and not report.calls
+    assert render(report)[-1] == "Nothing would change."
+
+
+def test_notifications_are_kept_newest_first_within_both_bounds(redis_conn: redis.Redis) -> None:
+    keep = Keep(count=200, days=7)
+    now = time.time()
+    for number in range(1500):
+        envelope = Envelope(f"n{number}", now, "cloud", dict(upload(f"a/{number}")))
+        with redis_conn.pipeline() as pipe:
+            record(pipe, envelope, keep, now)
+            pipe.execute()
+    kept = redis_conn.xlen(keys.RECORDED)
+    assert 200 <= kept < 200 + 200  # approximate: whole blocks of about 100 go at once
+    newest = latest(redis_conn, 3)
+    assert [envelope.notification["public_id"] for envelope in newest] == ["a/1499", "a/1498", "a/1497"]
+    # A week later, every entry is past the age bound: the next one recorded is all that is kept.
+    later = Envelope("late", now, "cloud", dict(upload("a/late")))
+    with redis_conn.pipeline() as pipe:
+        record(pipe, later, keep, now + 8 * keys.DAY)
+        pipe.execute()
+    assert [envelope.id for envelope in latest(redis_conn)] == []  # its own id is older than the cut
+    assert Keep(count=0).count == 0
+
+
+def test_rules_diff_on_what_the_web_received(
+    tmp_path: Path, settings: Settings, redis_conn: redis.Redis
+) -> None:
+    live_dir = ruleset(tmp_path, "live", LIVE)
+    candidate_dir = ruleset(tmp_path, "candidate", CANDIDATE)
+    client = create_app(replace(settings, rules_dir=live_dir), redis_conn).test_client()
+    for body in SAMPLE:
+        raw = json.dumps(body).encode()
+        assert client.post("/webhooks/cloudinary", data=raw, headers=signed_headers(raw)).status_code == 200
+    raw = json.dumps(SAMPLE[0]).encode()
+    client.post("/webhooks/cloudinary", data=raw, headers=signed_headers(raw))  # a duplicate: kept once
+    assert redis_conn.xlen(keys.RECORDED) == len(SAMPLE)
+    env = {"REDIS_URL": settings.redis_url or "", "CLOUDINARY_URL": ACCOUNT.to_url()}
+
+    def rules_diff(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(main, ["rules", "diff", *args], env=env)
+        return result.exit_code, result.output
+
+    code, output = rules_diff(str(candidate_dir), "--against", str(live_dir))
+    assert code == 2, output
+    assert output.startswith("9 recorded notifications; 8 would cause different calls.")
+    code, output = rules_diff(
+        str(candidate_dir), "--against", str(live_dir), "--recent", "2", "--format", "json"
+    )
+    report = json.loads(output)
+    assert code == 2 and report["notifications"] == 2  # the latest two: other/2 and other/1
+    assert [(c["change"], c["endpoint"]) for c in report["calls"]] == [("removed", "tags")]
+    assert rules_diff(str(live_dir), "--against", str(live_dir))[0] == 0
+    (candidate_dir / "rules.yaml").write_text(CANDIDATE.replace("prefix", "prefx"))
+    code, output = rules_diff(str(candidate_dir), "--against", str(live_dir))
+    assert code == 1 and "unknown operator 'prefx'" in output
