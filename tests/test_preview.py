@@ -153,3 +153,32 @@ def test_rules_diff_on_what_the_web_received(
     (candidate_dir / "rules.yaml").write_text(CANDIDATE.replace("prefix", "prefx"))
     code, output = rules_diff(str(candidate_dir), "--against", str(live_dir))
     assert code == 1 and "unknown operator 'prefx'" in output
+
+
+def test_the_console_previews_the_rules_on_disk_against_the_running_set(
+    tmp_path: Path, settings: Settings, redis_conn: redis.Redis
+) -> None:
+    directory = ruleset(tmp_path, "on-disk", LIVE)
+    (directory / "tests").mkdir()
+    token = "console-token-for-tests-0123456789"
+    client = create_app(replace(settings, rules_dir=directory, console_token=token), redis_conn).test_client()
+    for body in SAMPLE:
+        raw = json.dumps(body).encode()
+        client.post("/webhooks/cloudinary", data=raw, headers=signed_headers(raw))
+    bearer = {"Authorization": f"Bearer {token}"}
+    page = client.get("/console/preview", headers=bearer).get_data(as_text=True)
+    assert "are the ones running" in page and "No call would change." in page
+    # An edit whose test fails is kept out, and the preview shows what it would change.
+    (directory / "rules.yaml").write_text(CANDIDATE)
+    (directory / "tests" / "t.yaml").write_text(
+        "tests:\n  - name: sku tagged\n    notification: {notification_type: upload, public_id: x,"
+        " resource_type: image, type: upload, tags: [sku]}\n    expect: {rules: [sku]}\n"
+    )
+    time.sleep(1.1)  # the running set is looked at again after a second
+    page = client.get("/console/preview", headers=bearer).get_data(as_text=True)
+    assert "Kept out:" in page and "rule test &#39;sku tagged&#39; fails" in page
+    assert "<strong>9</strong> recorded notifications; <strong>8</strong> would cause different calls" in page
+    assert "explicit</code> (rule thumbs)" in page and "c_scale,w_300" in page
+    (directory / "rules.yaml").write_text("rules: [")
+    page = client.get("/console/preview", headers=bearer).get_data(as_text=True)
+    assert "are not a valid rule set" in page

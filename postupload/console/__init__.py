@@ -22,15 +22,19 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from postupload import history
 from postupload.config import Settings
-from postupload.errors import BadNotification
+from postupload.errors import BadNotification, RuleSetError
 from postupload.explain import decisions, describe
 from postupload.failures import failed_job_ids, failed_jobs, replay, waiting_jobs
 from postupload.notification import load_json, locate, notification_id
 from postupload.planning import plan
+from postupload.preview import diff
+from postupload.recorded import latest
 from postupload.rule_source import RuleSource
+from postupload.ruleset import load_ruleset
 from postupload.state import matches_last_day, notifications_per_minute, overview, recent_notifications
 
 COOKIE = "postupload_console"
+PREVIEW_RECENT = 1000  # recorded notifications a console preview runs through, unless asked otherwise
 PLAYGROUND_LIMIT = 262_144  # bytes of a pasted notification
 SHOWN = 200  # failed and waiting jobs listed on a page (the counts are of all)
 
@@ -139,6 +143,29 @@ def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSo
         return render_template(
             "playground.html", recent=recent, text=text, report=report, problem=problem
         ), status
+
+    @console.get("/preview")
+    def preview() -> str:
+        """What the rules on disk would change, against the running set, on recorded notifications."""
+        running = rules.current()
+        recent = request.args.get("recent", PREVIEW_RECENT, type=int) or PREVIEW_RECENT
+        try:
+            on_disk, problems = load_ruleset(rules.directory), []
+        except RuleSetError as error:
+            on_disk, problems = None, error.problems
+        report = None
+        if running is not None and on_disk is not None:
+            envelopes = latest(connection, max(1, min(recent, settings.preview_keep or 1)))
+            report = diff(running, on_disk, [(envelope.id, envelope.notification) for envelope in envelopes])
+        return render_template(
+            "preview.html",
+            running=running,
+            on_disk=on_disk,
+            problems=problems,
+            gate=rules.error if on_disk is not None else None,
+            report=report,
+            recent=recent,
+        )
 
     @console.get("/assets")
     def assets() -> str:
