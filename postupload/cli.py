@@ -268,10 +268,15 @@ def check(settings: Settings, directory: Path | None, output: str) -> None:
 
 @rules.command("test")
 @click.argument("directory", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--update",
+    is_flag=True,
+    help="Rewrite the failing tests' rules, actions and calls to what the rules do now (review the diff).",
+)
 @pass_settings
-def test_rules(settings: Settings, directory: Path | None) -> None:
+def test_rules(settings: Settings, directory: Path | None, update: bool) -> None:
     """Run the rule tests in DIRECTORY/tests against DIRECTORY's rules; exit 1 on any failure."""
-    from postupload.rule_tests import rule_test_files, run_file
+    from postupload.rule_tests import rule_test_files, run_file, update_file
     from postupload.ruleset import load_ruleset
 
     directory = directory or settings.rules_dir
@@ -279,6 +284,14 @@ def test_rules(settings: Settings, directory: Path | None) -> None:
     files = rule_test_files(directory)
     if not files:
         raise PostuploadError(f"no rule tests in {directory / 'tests'}; add *.yaml files with `tests:`")
+    if update:
+        for path in files:
+            try:
+                names = update_file(path, ruleset)
+            except ValueError as error:
+                raise PostuploadError(f"{path}: not updated: {error}") from None
+            for name in names:
+                click.echo(f"updated {path}: {name}")
     passed = failed = 0
     for path in files:
         outcomes, problems = run_file(path, ruleset)
@@ -300,19 +313,26 @@ def test_rules(settings: Settings, directory: Path | None) -> None:
 @rules.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--rules", "directory", type=click.Path(path_type=Path), help="Rule directory (default: env).")
-@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--format", "output", type=click.Choice(["text", "json", "test"]), default="text", show_default=True
+)
+@click.option("--name", help="--format test: the test's name (default: the file's name).")
 @pass_settings
-def explain(settings: Settings, file: Path, directory: Path | None, output: str) -> None:
+def explain(settings: Settings, file: Path, directory: Path | None, output: str, name: str | None) -> None:
     """For the notification in FILE: each rule, matched or not and why, and the exact calls it would
-    cause (the worker's own plan); makes no call."""
+    cause (the worker's own plan); makes no call. --format test writes it as a rule test to add
+    under `tests:` in a file of DIR/tests."""
     from postupload.explain import explain, explain_text
     from postupload.notification import notification_id
+    from postupload.rule_tests import case_text, new_case
     from postupload.ruleset import load_ruleset
 
     body = file.read_bytes()
     notification = _notification(body, str(file))
     ruleset = load_ruleset(directory or settings.rules_dir)
-    if output == "json":
+    if output == "test":
+        click.echo(case_text(new_case(ruleset, notification, name or file.stem)), nl=False)
+    elif output == "json":
         click.echo(json.dumps(explain(ruleset, notification, notification_id(body)), indent=2))
     else:
         click.echo(explain_text(ruleset, notification, notification_id(body)))

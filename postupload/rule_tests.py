@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+import yamlcore
 
 from postupload.calls import Call
 from postupload.errors import BadNotification, Problem
@@ -198,3 +199,119 @@ def side_by_side(title: str, expected: list[str], got: list[str]) -> list[str]:
         mark = " " if left == right else "≠"
         lines.append(f"  {mark} {left.ljust(width)} | {right}")
     return lines
+
+
+# --- writing tests from what the rules do ----------------------------------------------------------
+
+CASE_CALL_FIELDS = ("endpoint", "public_ids", "params", "delivery", "rules")  # what a new case states
+
+
+def observed(
+    ruleset: RuleSet, notification: dict[str, Any], call_fields: list[list[str]] | None = None
+) -> dict[str, Any]:
+    """What the rules do with a notification, in a test's words: rules, actions, calls. Each call
+    gives the fields named by `call_fields` (one list per call; CASE_CALL_FIELDS past its end)."""
+    matched = ruleset.match(notification)
+    body = json.dumps(notification, sort_keys=True).encode()
+    calls = plan(matched, notification, notification_id(body)).calls
+    shown = []
+    for index, call in enumerate(calls):
+        wanted = call_fields[index] if call_fields and index < len(call_fields) else list(CASE_CALL_FIELDS)
+        shown.append(_comparable(call, dict.fromkeys(wanted)))
+    return {
+        "rules": [rule.name for rule in matched],
+        "actions": [action.as_dict() for action in plan_actions(matched, notification)],
+        "calls": shown,
+    }
+
+
+def new_case(ruleset: RuleSet, notification: dict[str, Any], name: str) -> dict[str, Any]:
+    """A test case that pins down what the rules do now with this notification."""
+    seen = observed(ruleset, notification)
+    return {
+        "name": name,
+        "notification": notification,
+        "expect": {"rules": seen["rules"], "calls": seen["calls"]},
+    }
+
+
+def case_text(case: dict[str, Any]) -> str:
+    """A test case as YAML, a list item to add under `tests:` (each call a line of its own)."""
+    notification = yaml.safe_dump(
+        case["notification"], sort_keys=False, allow_unicode=True, width=float("inf")
+    ).rstrip("\n")
+    lines = [f"  - name: {_flow(case['name'])}", "    notification:"]
+    lines += ["      " + line for line in notification.splitlines()]
+    lines += ["    expect:", f"      rules: {_flow(case['expect']['rules'])}"]
+    calls = case["expect"]["calls"]
+    lines.append("      calls:" + ("" if calls else " []"))
+    lines += [f"        - {_flow(call)}" for call in calls]
+    return "\n".join(lines) + "\n"
+
+
+def update_file(path: Path, ruleset: RuleSet) -> list[str]:
+    """Refresh, in place, the expectations of the tests in `path` that fail: `rules`, `actions` and
+    `calls` become what the rules do now (each call keeps the fields it named). `includes` and
+    `excludes` state intent and are left alone. Only those values' text is replaced, so comments,
+    blank lines and the layout of everything else stay as they were. The names of the tests updated."""
+    text = path.read_text(encoding="utf-8")
+    outcomes, problems = run_file(path, ruleset)
+    if problems:
+        raise ValueError("; ".join(str(problem) for problem in problems))
+    failing = {outcome.name for outcome in outcomes if not outcome.passed}
+    document, _ = read_document(text)
+    tests_node = _child(_root(text), "tests")
+    edits: list[tuple[int, int, str]] = []
+    updated = []
+    for index, test in enumerate(document["tests"]):
+        name = str(test.get("name", f"#{index + 1}"))
+        if name not in failing:
+            continue
+        notification, expect = _parse(test, path)
+        fields = [
+            [key for key in CALL_FIELDS if key in call] or list(CALL_FIELDS)
+            for call in expect.get("calls", [])
+        ]
+        seen = observed(ruleset, notification, fields)
+        expect_node = _child(tests_node.value[index], "expect")
+        before = len(edits)
+        for key in ("rules", "actions", "calls"):
+            if key in expect and expect[key] != seen[key]:
+                edits.append(_replacement(_child(expect_node, key), seen[key]))
+        if len(edits) > before:
+            updated.append(name)
+    for start, end, replacement in sorted(edits, reverse=True):
+        text = text[:start] + replacement + text[end:]
+    if updated:
+        path.write_text(text, encoding="utf-8")
+    return updated
+
+
+def _root(text: str) -> yaml.Node:
+    loader = yamlcore.CoreLoader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
+def _child(node: yaml.Node, key: str) -> yaml.Node:
+    for key_node, value in node.value:
+        if key_node.value == key:
+            return value
+    raise KeyError(key)
+
+
+def _replacement(node: yaml.Node, value: list[Any]) -> tuple[int, int, str]:
+    """(start, end, text) that puts `value` where `node` is: a block list stays a block list, one
+    flow item a line at the same indentation; anything else becomes one flow value."""
+    if isinstance(node, yaml.SequenceNode) and not node.flow_style and node.value:
+        indent = "\n" + " " * node.start_mark.column
+        lines = indent.join(f"- {_flow(item)}" for item in value) if value else "[]"
+        return node.start_mark.index, node.value[-1].end_mark.index, lines
+    return node.start_mark.index, node.end_mark.index, _flow(value)
+
+
+def _flow(value: Any) -> str:
+    dumped = yaml.safe_dump(value, default_flow_style=True, width=float("inf"), sort_keys=False)
+    return dumped.strip().removesuffix("...").strip()
