@@ -247,9 +247,12 @@ def rules() -> None:
 @rules.command()
 @click.argument("directory", required=False, type=click.Path(path_type=Path))
 @click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--strict", is_flag=True, help="Warnings (W codes) fail too.")
 @pass_settings
-def check(settings: Settings, directory: Path | None, output: str) -> None:
-    """Validate every rule file of DIRECTORY (default POSTUPLOAD_RULES_DIR); exit 1 on any problem."""
+def check(settings: Settings, directory: Path | None, output: str, strict: bool) -> None:
+    """Validate every rule file of DIRECTORY (default POSTUPLOAD_RULES_DIR); exit 1 on any problem.
+    Warnings (conditions no notification can meet, placeholders the match does not guarantee) are
+    shown and fail only with --strict."""
     from postupload.ruleset import load_ruleset
 
     directory = directory or settings.rules_dir
@@ -260,10 +263,17 @@ def check(settings: Settings, directory: Path | None, output: str) -> None:
             click.echo(json.dumps({"ok": False, "problems": [p.__dict__ for p in error.problems]}, indent=2))
             raise SystemExit(1) from None
         raise
+    warned = [problem.__dict__ for problem in ruleset.warnings]
     if output == "json":
-        click.echo(json.dumps({"ok": True, "rules": len(ruleset.rules), "files": ruleset.files}, indent=2))
+        summary = {"ok": not (strict and warned), "rules": len(ruleset.rules), "files": ruleset.files}
+        click.echo(json.dumps({**summary, "warnings": warned}, indent=2))
     else:
-        click.echo(f"{directory}: {len(ruleset.rules)} rules in {len(ruleset.files)} files, all valid")
+        for problem in ruleset.warnings:
+            click.echo(f"warning: {problem}")
+        notes = f", {len(warned)} warning{'s' if len(warned) != 1 else ''}" if warned else ""
+        click.echo(f"{directory}: {len(ruleset.rules)} rules in {len(ruleset.files)} files, all valid{notes}")
+    if strict and warned:
+        raise SystemExit(1)
 
 
 @rules.command("test")

@@ -15,6 +15,7 @@ import yaml
 import yamlcore
 
 from handlers import REGISTRY
+from postupload import field_checks
 from postupload.errors import Problem, RuleSetError
 from postupload.matcher import Matcher
 from postupload.notification import Notification
@@ -51,6 +52,7 @@ class RuleSet:
     rules: list[Rule]
     files: list[str] = field(default_factory=list)
     version: str = ""  # of the files' names and contents: the same files, the same version
+    warnings: list[Problem] = field(default_factory=list)  # what may not do what it seems (W codes)
 
     def __post_init__(self) -> None:
         self._enabled = [rule for rule in self.rules if rule.enabled]
@@ -94,16 +96,18 @@ def load_ruleset(directory: Path) -> RuleSet:
     if not directory.is_dir():
         raise RuleSetError([Problem(str(directory), "rule directory does not exist", "E001")])
     problems: list[Problem] = []
+    warnings: list[Problem] = []
     rules: list[Rule] = []
     files = rule_files(directory)
     for path in files:
-        file_rules, file_problems = load_file(path)
+        file_rules, file_problems, file_warnings = load_file(path)
         rules += file_rules
         problems += file_problems
+        warnings += file_warnings
     problems += _duplicate_names(rules)
     if problems:
         raise RuleSetError(sorted(problems, key=lambda p: (p.file, p.line, p.column)))
-    return RuleSet(rules, [str(p) for p in files], content_version(files))
+    return RuleSet(rules, [str(p) for p in files], content_version(files), warnings)
 
 
 def content_version(files: list[Path]) -> str:
@@ -119,20 +123,20 @@ def content_version(files: list[Path]) -> str:
     return digest.hexdigest()[:12]
 
 
-def load_file(path: Path) -> tuple[list[Rule], list[Problem]]:
-    """The rules of one file and every problem with it, each with its line and column."""
+def load_file(path: Path) -> tuple[list[Rule], list[Problem], list[Problem]]:
+    """The rules of one file, every problem with it and every warning, each with its line and column."""
     file = str(path)
     try:
         document, positions = read_document(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:
-        return [], [Problem(file, f"cannot read: {error}", "E002")]
+        return [], [Problem(file, f"cannot read: {error}", "E002")], []
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         message = f"syntax: {error.problem or error.context}"
-        return [], [Problem(file, message, "E003", line=line, column=column)]
+        return [], [Problem(file, message, "E003", line=line, column=column)], []
     except yaml.YAMLError as error:
-        return [], [Problem(file, f"syntax: {error}", "E003")]
+        return [], [Problem(file, f"syntax: {error}", "E003")], []
 
     def problem(at: DocPath, message: str, code: str) -> Problem:
         line, column = _position(positions, at)
@@ -156,7 +160,7 @@ def load_file(path: Path) -> tuple[list[Rule], list[Problem]]:
                     for where, message in eager_problems(params["eager"]):
                         problems.append(problem((*at, "eager", *where), message, "E402"))
     if problems:
-        return [], problems
+        return [], problems, []
     rules = [
         Rule(
             name=raw["name"],
@@ -170,7 +174,12 @@ def load_file(path: Path) -> tuple[list[Rule], list[Problem]]:
         )
         for index, raw in enumerate(document["rules"])
     ]
-    return rules, []
+    warnings = [
+        problem(("rules", index, *where), message, code)
+        for index, rule in enumerate(rules)
+        for where, message, code in field_checks.warnings(rule.effective_pattern, rule.actions)
+    ]
+    return rules, [], warnings
 
 
 def eager_problems(eager: Any) -> list[tuple[tuple[int, ...], str]]:
