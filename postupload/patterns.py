@@ -17,6 +17,7 @@ Semantics, as EventBridge has them:
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import math
 import re
@@ -57,6 +58,9 @@ def check_pattern(pattern: Any, path: Path = ()) -> list[PatternProblem]:
             message = f"'{key}' is an operator: put it in a list, as [{{{key}: ...}}]"
             problems.append(PatternProblem(path, message, "E308"))
         elif isinstance(value, dict):
+            if not value:
+                message = "an empty object matches nothing: name the fields to match inside it, or remove it"
+                problems.append(PatternProblem(here, message, "E303"))
             problems += check_pattern(value, here)
         elif isinstance(value, list):
             if not value:
@@ -129,13 +133,15 @@ def _operator_problem(name: str, operand: Any) -> str | None:
         return _numeric_problem(operand)
     if name == "anything-but":
         return _anything_but_problem(operand)
-    return f"unknown operator '{name}'; use one of: {', '.join(OPERATORS)}"
+    guess = difflib.get_close_matches(name, OPERATORS, n=1, cutoff=0.6)
+    hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+    return f"unknown operator '{name}'{hint}; use one of: {', '.join(OPERATORS)}"
 
 
 def _anything_but_problem(operand: Any) -> str | None:
     allowed = (
         "anything-but takes a string, a number, a list of strings or of numbers, or one of "
-        "{prefix: s}, {suffix: s}, {equals-ignore-case: s or [s]}, {wildcard: s or [s]}"
+        "{prefix: s or [s]}, {suffix: s or [s]}, {equals-ignore-case: s or [s]}, {wildcard: s or [s]}"
     )
     if isinstance(operand, str) or _is_number(operand):
         return None
@@ -145,8 +151,12 @@ def _anything_but_problem(operand: Any) -> str | None:
         return allowed
     if isinstance(operand, dict) and len(operand) == 1:
         ((name, inner),) = operand.items()
-        if name in ("prefix", "suffix") and isinstance(inner, str):
-            return None
+        if name in ("prefix", "suffix"):
+            values = inner if isinstance(inner, list) else [inner]
+            if values and all(isinstance(v, str) and v for v in values):
+                return None
+            if any(v == "" for v in values):
+                return f"an empty anything-but {name} would exclude every string: give a non-empty {name}"
         if name in ("equals-ignore-case", "wildcard"):
             values = inner if isinstance(inner, list) else [inner]
             if values and all(isinstance(v, str) for v in values):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
@@ -88,6 +89,8 @@ def rule_files(directory: Path) -> list[Path]:
 
 
 Position = tuple[int, int]
+KEY = "\0key"  # positions[(*path, KEY)]: where the key of the value at `path` is written
+KEY_PROBLEMS = {"E301", "E308", "W101"}  # problems with a key itself, shown where the key is
 DocPath = tuple[str | int, ...]
 
 
@@ -133,18 +136,32 @@ def load_file(path: Path) -> tuple[list[Rule], list[Problem], list[Problem]]:
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        message = f"syntax: {error.problem or error.context}"
+        message = f"syntax: {yaml_advice(str(error.problem or ''), str(error.context or ''))}"
         return [], [Problem(file, message, "E003", line=line, column=column)], []
     except yaml.YAMLError as error:
         return [], [Problem(file, f"syntax: {error}", "E003")], []
 
     def problem(at: DocPath, message: str, code: str) -> Problem:
-        line, column = _position(positions, at)
+        # On the key when the key is at fault (an unknown operator or field), else on the value.
+        on_key = code in KEY_PROBLEMS and (*at, KEY) in positions
+        line, column = positions[(*at, KEY)] if on_key else _position(positions, at)
         rule, inner = _rule_part(document, at)
         return Problem(file, message, code, rule=rule, path=inner, line=line, column=column)
 
     schema_errors = sorted(_validator().iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
-    problems = [problem(tuple(error.absolute_path), schema_message(error), "E100") for error in schema_errors]
+    problems = []
+    for invalid in schema_errors:
+        at = tuple(invalid.absolute_path)
+        if invalid.validator == "additionalProperties" and isinstance(invalid.instance, dict):
+            # One problem per unknown key, placed on the key itself.
+            for key, message in unknown_keys(invalid):
+                line, column = positions.get((*at, key, KEY), _position(positions, at))
+                rule, inner = _rule_part(document, (*at, key))
+                problems.append(
+                    Problem(file, message, "E100", rule=rule, path=inner, line=line, column=column)
+                )
+        else:
+            problems.append(problem(at, schema_message(invalid), "E100"))
     raw_rules = document.get("rules") if isinstance(document, dict) else None
     for index, raw in enumerate(raw_rules if isinstance(raw_rules, list) else []):
         if isinstance(raw, dict) and isinstance(raw.get("match"), dict):
@@ -182,6 +199,38 @@ def load_file(path: Path) -> tuple[list[Rule], list[Problem], list[Problem]]:
     return rules, [], warnings
 
 
+# PyYAML's words for common slips, and what to do about each.
+YAML_ADVICE = (
+    ("found character '\\t'", "a tab: YAML is indented with spaces only; replace the tab with spaces"),
+    (
+        "mapping values are not allowed",
+        "a ':' where a value was expected: quote a value that holds ': ' (\"a: b\"), or check this"
+        " line's indentation against the line above",
+    ),
+    ("could not find expected ':'", "a key without its ':' (or a value running on from the line above)"),
+    ("did not find expected key", "this line is not indented like the other keys of its map"),
+    ("expected <block end>", "this line's indentation does not line up with the lines above it"),
+    ("did not find expected '-' indicator", "a list item's '-' is missing, or the item is indented wrongly"),
+    ("expected ',' or ']'", "a list [...] is not closed: add the ']' (or a ',' between items)"),
+    ("expected ',' or '}'", "a map {...} is not closed: add the '}' (or a ',' between entries)"),
+    ("found unexpected end of stream", "the file ends inside a quoted value or a [...] or {...}: close it"),
+    ("found undefined alias", "a *name with no &name before it: define the anchor, or quote the value"),
+    (
+        "found unknown escape character",
+        "a backslash in a double-quoted value: double it (\\\\) or use single quotes",
+    ),
+)
+
+
+def yaml_advice(problem: str, context: str) -> str:
+    """PyYAML's complaint, turned into what to do."""
+    said = f"{context} {problem}"
+    for words, advice in YAML_ADVICE:
+        if words in said:
+            return f"{advice} (YAML: {problem or context})"
+    return problem or context
+
+
 def eager_problems(eager: Any) -> list[tuple[tuple[int, ...], str]]:
     """What keeps `eager` from being made into the SDK's text now, at load, by position."""
     items = eager if isinstance(eager, list) else [eager]
@@ -212,15 +261,38 @@ def _with_eager_text(action: dict[str, Any]) -> dict[str, Any]:
     return {name: {**params, "eager": eager_text(params["eager"])}}
 
 
+def unknown_keys(error: jsonschema.ValidationError) -> list[tuple[str, str]]:
+    """(key, message) for each key an object may not have, with the nearest allowed one."""
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    allowed = list(schema.get("properties", {}))
+    if schema.get("maxProperties") == 1 and "explicit" in allowed:
+        what = "action"
+    elif "match" in allowed and "actions" in allowed:
+        what = "rule key"
+    else:
+        what = "parameter"
+    found = []
+    for key in (key for key in error.instance if key not in allowed):
+        if what == "rule key" and key in field_checks.field_names():
+            message = f"'{key}' is a notification field: conditions go under match, as match: {{{key}: ...}}"
+        else:
+            guess = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+            hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+            message = f"unknown {what} '{key}'{hint}; expected one of: {', '.join(allowed)}"
+        found.append((str(key), message))
+    return found
+
+
 def schema_message(error: jsonschema.ValidationError) -> str:
-    """The schema's complaint in the words of rule files: name what is unknown and what is allowed."""
+    """The schema's complaint in the words of rule files: name what is wrong and what is allowed."""
     schema = error.schema if isinstance(error.schema, dict) else {}
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = list(schema.get("properties", {}))
-        unknown = [key for key in error.instance if key not in allowed]
-        what = "action" if schema.get("maxProperties") == 1 and "explicit" in allowed else "parameter"
-        names = ", ".join(repr(key) for key in unknown)
-        return f"unknown {what} {names}; expected one of: {', '.join(allowed)}"
+        return "; ".join(message for _, message in unknown_keys(error))
+    if error.validator == "pattern" and list(error.absolute_path)[-1:] == ["name"]:
+        return (
+            f"{error.instance!r} is not a valid rule name: use lowercase letters, digits, '.', '_' and '-',"
+            " starting with a letter or digit (e.g. product-thumbnails)"
+        )
     if error.validator == "pattern" and schema.get("description"):
         return f"{error.instance!r} is not valid: {schema['description']}"
     return error.message
@@ -245,6 +317,7 @@ def _note_positions(node: yaml.Node, at: DocPath, positions: dict[DocPath, Posit
     positions[at] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
+            positions[(*at, key.value, KEY)] = (key.start_mark.line + 1, key.start_mark.column + 1)
             _note_positions(value, (*at, key.value), positions)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):

@@ -56,7 +56,7 @@ def test_check_reports_every_problem_with_file_line_column_rule_and_code(tmp_pat
     )
     assert lines[0].endswith("[E304]")
     assert (
-        f"{tmp_path}/a.yaml:5:26: rule one: match.format[0].prefixx: unknown operator 'prefixx'" in lines[1]
+        f"{tmp_path}/a.yaml:5:17: rule one: match.format[0].prefixx: unknown operator 'prefixx'" in lines[1]
     )
     assert (
         lines[2].startswith(f"{tmp_path}/a.yaml:7:")
@@ -230,11 +230,11 @@ def test_check_names_bad_actions_parameters_values_and_placeholders(tmp_path: Pa
     code, output = run("rules", "check", str(tmp_path))
     assert code == 1
     expected = [
-        "actions[0].tags: unknown parameter 'frobnicate'; expected one of: add, remove, replace",
+        "actions[0].tags.frobnicate: unknown parameter 'frobnicate'; expected one of: add, remove, replace",
         "actions[1].addon.background_removal: 'magic' is not valid: expected cloudinary_ai, "
         "cloudinary_ai:fine_edges or pixelz",
         "actions[2].moderation.status: 'maybe' is not one of ['approved', 'rejected']",
-        "actions[3]: unknown action 'resize'; expected one of: "
+        "actions[3].resize: unknown action 'resize'; expected one of: "
         "explicit, addon, tags, context, metadata, moderation",
         "actions[4].context: placeholder in '${context.custom.sku' is not closed [E401]",
         "actions[5].addon: 'categorization' is a dependency of 'auto_tagging'",
