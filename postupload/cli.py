@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -20,6 +22,19 @@ from postupload.config import DEV_ACCOUNT, Settings
 from postupload.errors import BadNotification, PostuploadError, RuleSetError
 
 pass_settings = click.make_pass_decorator(Settings)
+
+
+def pass_local_settings(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Like pass_settings, for the commands one runs beside `postupload run`: what the environment
+    does not say is taken from the running stack's var/run.env."""
+
+    @functools.wraps(command)
+    def with_settings(*args: Any, **kwargs: Any) -> Any:
+        from postupload import run_env
+
+        return command(Settings.from_env({**run_env.read(), **os.environ}), *args, **kwargs)
+
+    return with_settings
 
 
 class Group(click.Group):
@@ -211,12 +226,18 @@ def run(settings: Settings, port: int) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--url", default="http://127.0.0.1:8000/webhooks/cloudinary", show_default=True)
+@click.option(
+    "--url", help="Where to POST [default: the webhook of the running `postupload run`, else port 8000's]"
+)
 @click.option("--algorithm", type=click.Choice(["sha1", "sha256"]), default="sha1", show_default=True)
-@pass_settings
-def notify(settings: Settings, file: Path, url: str, algorithm: str) -> None:
+@pass_local_settings
+def notify(settings: Settings, file: Path, url: str | None, algorithm: str) -> None:
     """POST FILE's exact bytes as a notification signed with CLOUDINARY_URL's api_secret."""
+    from postupload import run_env
     from postupload.signature import sign_notification
+
+    web = run_env.read().get("POSTUPLOAD_WEB_URL", "http://127.0.0.1:8000")
+    url = url or f"{web}/webhooks/cloudinary"
 
     body = file.read_bytes()
     secret = settings.require_account().api_secret
@@ -391,7 +412,7 @@ def match_rules(settings: Settings, directory: Path | None) -> None:
 )
 @click.option("--recent", type=click.IntRange(min=1), help="Only the latest N recorded notifications.")
 @click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@pass_settings
+@pass_local_settings
 def diff_rules(
     settings: Settings, candidate: Path, against: Path | None, recent: int | None, output: str
 ) -> None:
@@ -438,7 +459,7 @@ def _redis(settings: Settings) -> Any:
 @main.command()
 @click.argument("asset")
 @click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@pass_settings
+@pass_local_settings
 def history(settings: Settings, asset: str, output: str) -> None:
     """What happened to an asset (by asset_id or public_id): notifications, rules, actions, outcomes."""
     from postupload.history import read
@@ -464,7 +485,7 @@ def history(settings: Settings, asset: str, output: str) -> None:
 
 @main.command()
 @click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@pass_settings
+@pass_local_settings
 def jobs(settings: Settings, output: str) -> None:
     """Jobs waiting for a retry or for the Admin API budget's reset: tries made and left, next run,
     and the last error with Cloudinary's HTTP status."""
@@ -498,7 +519,7 @@ def failed() -> None:
 
 @failed.command("list")
 @click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@pass_settings
+@pass_local_settings
 def failed_list(settings: Settings, output: str) -> None:
     """Failed jobs, oldest first: id, when, what, and why."""
     from postupload.failures import failed_jobs
@@ -522,7 +543,7 @@ def failed_list(settings: Settings, output: str) -> None:
 @failed.command("replay")
 @click.argument("ids", nargs=-1)
 @click.option("--all", "replay_all", is_flag=True, help="Replay every failed job.")
-@pass_settings
+@pass_local_settings
 def failed_replay(settings: Settings, ids: tuple[str, ...], replay_all: bool) -> None:
     """Send failed jobs through again; actions that had succeeded are skipped."""
     from postupload.failures import failed_job_ids, replay

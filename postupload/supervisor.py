@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 import redis
 
-from postupload import processes
+from postupload import processes, run_env
 from postupload.config import DEV_ACCOUNT, Account, Settings
 from postupload.errors import PostuploadError
 from postupload.processes import die_with_parent
@@ -85,8 +85,17 @@ def run_local(settings: Settings, port: int, environ: Mapping[str, str] | None =
         if not _wait_for_web(port, children, stop):
             return
         _banner(webhook_url, env, account, settings.account is None, made_token)
+        found = {
+            "REDIS_URL": env["REDIS_URL"],
+            "POSTUPLOAD_WEB_URL": f"http://127.0.0.1:{port}",
+            "POSTUPLOAD_RULES_DIR": str(settings.rules_dir.resolve()),
+        }
+        if settings.account is None:  # the development account's secret is no secret
+            found["CLOUDINARY_URL"] = env["CLOUDINARY_URL"]
+        run_env.write(found)
         _supervise(children, stop)
     finally:
+        run_env.remove()
         # A second Ctrl-C must not cut the clean-up short and leave processes behind.
         for signum in STOP_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)

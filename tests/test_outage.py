@@ -160,6 +160,24 @@ def test_run_restarts_a_child_that_dies_and_a_hangup_stops_everything(run: Any) 
     console, token = found.groups()
     assert requests.get(console, timeout=5).status_code == 401
     assert requests.get(console, headers={"Authorization": f"Bearer {token}"}, timeout=5).status_code == 200
+    # The local commands find the stack through var/run.env: no value copied from the banner.
+    here = supervisor.log.parent
+    bare = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CLOUDINARY_URL")}
+    sent = subprocess.run(
+        [sys.executable, "-m", "postupload", "notify", str(ROOT / "examples" / "upload.json")],
+        cwd=here,
+        env=bare,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert sent.returncode == 0 and '"status":"queued"' in sent.stdout.replace(" ", ""), sent.stderr
+
+    def told() -> str:
+        history = [sys.executable, "-m", "postupload", "history", "products/shoe"]
+        return subprocess.run(history, cwd=here, env=bare, capture_output=True, text=True, timeout=30).stdout
+
+    assert wait_until(lambda: "rule product-thumbnails explicit: " in told(), 20), told()
     (worker,) = workers_of(supervisor.pid)
     os.kill(worker, signal.SIGKILL)
     assert wait_until(lambda: workers_of(supervisor.pid) not in ([], [worker]), 10), (
@@ -171,6 +189,7 @@ def test_run_restarts_a_child_that_dies_and_a_hangup_stops_everything(run: Any) 
     assert supervisor.wait(30) == 0
     assert not [pid for pid in everything if Path(f"/proc/{pid}").exists() and command_of(pid)]
     assert "worker stopped with -9; starting it again" in supervisor.log.read_text()
+    assert not (here / "var" / "run.env").exists()  # removed when it stopped
 
 
 def _json(url: str) -> dict[str, Any]:

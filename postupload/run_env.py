@@ -1,0 +1,53 @@
+"""`var/run.env`: where the stack `postupload run` started can be found, for the local commands
+(`history`, `failed`, `jobs`, `rules diff`, `notify`), so nobody copies values from the banner."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+RUN_ENV = Path("var/run.env")
+
+
+def write(values: dict[str, str], path: Path = RUN_ENV) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"# written by `postupload run` (pid {os.getpid()}); removed when it stops",
+        f"PID={os.getpid()}",
+    ]
+    lines += [f"{name}={value}" for name, value in values.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.chmod(0o600)  # it may hold the development account's URL
+
+
+def read(path: Path = RUN_ENV) -> dict[str, str]:
+    """The values of a running `postupload run`; nothing when the file is missing or its run is gone."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    values = dict(
+        line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#")
+    )
+    pid = values.pop("PID", "")
+    if not pid.isdigit() or not _alive(int(pid)):
+        return {}
+    return values
+
+
+def remove(path: Path = RUN_ENV) -> None:
+    """Remove the file this process wrote (a second run that could not start leaves the first's)."""
+    with contextlib.suppress(OSError):
+        if f"PID={os.getpid()}\n" in path.read_text(encoding="utf-8"):
+            path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
