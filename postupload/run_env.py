@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 from pathlib import Path
 
 RUN_ENV = Path("var/run.env")
@@ -16,7 +17,7 @@ def write(values: dict[str, str], path: Path = RUN_ENV) -> None:
         f"# written by `postupload run` (pid {os.getpid()}); removed when it stops",
         f"PID={os.getpid()}",
     ]
-    lines += [f"{name}={value}" for name, value in values.items()]
+    lines += [f"{name}={shlex.quote(value)}" for name, value in values.items()]  # a shell can `.` it
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     path.chmod(0o600)  # it may hold the development account's URL
 
@@ -27,9 +28,11 @@ def read(path: Path = RUN_ENV) -> dict[str, str]:
         text = path.read_text(encoding="utf-8")
     except OSError:
         return {}
-    values = dict(
-        line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#")
-    )
+    values = {}
+    for line in text.splitlines():
+        if "=" in line and not line.startswith("#"):
+            name, raw = line.split("=", 1)
+            values[name] = "".join(shlex.split(raw))
     pid = values.pop("PID", "")
     if not pid.isdigit() or not _alive(int(pid)):
         return {}

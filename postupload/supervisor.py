@@ -92,6 +92,7 @@ def run_local(settings: Settings, port: int, environ: Mapping[str, str] | None =
         }
         if settings.account is None:  # the development account's secret is no secret
             found["CLOUDINARY_URL"] = env["CLOUDINARY_URL"]
+            found["POSTUPLOAD_EMULATOR_URL"] = account.upload_prefix or ""
         run_env.write(found)
         _supervise(children, stop)
     finally:
