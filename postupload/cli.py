@@ -480,7 +480,11 @@ def history(settings: Settings, asset: str, output: str) -> None:
             continue
         what = f"rule {entry['rule']} {entry['action']}: {entry['status']}"
         extra = entry.get("error") or entry.get("detail") or entry.get("until") or ""
-        click.echo(f"{when}    {what}{f' ({extra})' if extra else ''}")
+        call = (
+            json.dumps(entry["call"], separators=(",", ":"), ensure_ascii=False) if entry.get("call") else ""
+        )
+        call = call if len(call) <= 160 else call[:157] + "..."
+        click.echo(f"{when}    {what}{f' ({extra})' if extra else ''}{f'  {call}' if call else ''}")
 
 
 @main.command()

@@ -169,9 +169,8 @@ def render(report: Diff) -> list[str]:
         lines.append("Calls:")
         for change in report.calls:
             rules = ", ".join(change.rules) or "no rule"
-            lines.append(
-                f"  {change.change} in {change.notifications} notifications: {change.endpoint} (rule {rules})"
-            )
+            many = f"{change.notifications} notification{'s' if change.notifications != 1 else ''}"
+            lines.append(f"  {change.change} in {many}: {change.endpoint} (rule {rules})")
             for example in change.examples:
                 ids = ", ".join(example["public_ids"])
                 if change.change == "changed":

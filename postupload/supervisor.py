@@ -159,8 +159,6 @@ def _banner(
     webhook_url: str, env: dict[str, str], account: Account, development: bool, made_token: str | None
 ) -> None:
     emulator = f" (emulator at {account.upload_prefix})" if development else ""
-    # The development account's secret is no secret; a real account's stays in its environment.
-    prefix = f"CLOUDINARY_URL='{env['CLOUDINARY_URL']}' " if development else ""
     lines = [
         "",
         f"postupload is running. POST Cloudinary notifications to {webhook_url}",
@@ -170,8 +168,9 @@ def _banner(
         f"    token: {made_token} (made for this run; set POSTUPLOAD_CONSOLE_TOKEN to choose one)"
         if made_token
         else "    token: the one in POSTUPLOAD_CONSOLE_TOKEN",
+        # Commands run here find this stack (Redis, web, the development account) in var/run.env.
         "Send a signed sample notification:",
-        f"  {prefix}.venv/bin/postupload notify {EXAMPLE_NOTIFICATION} --url {webhook_url}",
+        f"  .venv/bin/postupload notify {EXAMPLE_NOTIFICATION}",
     ]
     if development:
         lines.append(f"See the calls it caused: curl {account.upload_prefix}/emulator/calls")

@@ -93,7 +93,12 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         # Readiness is about taking notifications, which needs neither a valid new edit nor a worker;
         # what is wrong elsewhere is said, not answered with a 503 that would stop the intake.
         workers = Worker.count(connection=connection)
-        body: dict[str, Any] = {"status": "ready", "rules": len(ruleset.rules), "workers": workers}
+        body: dict[str, Any] = {
+            "status": "ready",
+            "rules": len(ruleset.rules),
+            "version": ruleset.version,
+            "workers": workers,
+        }
         if rules.error is not None:
             body["rules_error"] = str(rules.error)  # the last good set keeps running
         if workers == 0:

@@ -223,12 +223,15 @@ def test_no_input_gets_a_500(
     assert answer.is_json
 
 
-def test_health_and_readiness(client: FlaskClient) -> None:
+def test_health_and_readiness(client: FlaskClient, settings: Settings) -> None:
+    from postupload.ruleset import load_ruleset
+
     assert client.get("/healthz").status_code == 200
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json == {
         "status": "ready",
         "rules": 1,
+        "version": load_ruleset(settings.rules_dir).version,  # which rule set runs
         "workers": 0,
         "workers_error": "no worker is alive: notifications are stored but not worked",
     }
