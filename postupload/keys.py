@@ -91,3 +91,4 @@ def invalid_rule_set(version: str) -> str:
 
 
 RECORDED = "postupload:recorded"  # stream: the latest notifications received, for previews
+LAST_GOOD_RULES = "postupload:rules:last-good"  # hash: version, sources (path -> text), at

@@ -12,12 +12,21 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from postupload.errors import RuleSetError
 from postupload.rule_tests import failing_tests, rule_test_files
-from postupload.ruleset import RuleSet, content_version, load_ruleset, rule_files
+from postupload.ruleset import RuleSet, files_version, load_ruleset, rule_files
 
 log = logging.getLogger(__name__)
+
+
+class LastGoodStore(Protocol):
+    """Where the last good set is kept for every process (last_good.LastGood: Redis)."""
+
+    def remember(self, ruleset: RuleSet) -> None: ...
+
+    def recall(self) -> RuleSet | None: ...
 
 
 def load_gated(directory: Path, require_tests: bool = True) -> RuleSet:
@@ -39,11 +48,13 @@ class RuleSource:
         check_every: float = 1.0,
         on_invalid: Callable[[str], None] | None = None,
         require_tests: bool = True,
+        last_good: LastGoodStore | None = None,
     ) -> None:
         self.directory = directory
         self.check_every = check_every
         self.on_invalid = on_invalid  # told the version of each invalid content met
         self.require_tests = require_tests
+        self.last_good = last_good  # shared by every process: what a process starting now runs
         self.ruleset: RuleSet | None = None
         self.error: RuleSetError | None = None
         self._fingerprint: object = None
@@ -65,17 +76,30 @@ class RuleSource:
         self._fingerprint = fingerprint
         try:
             self.ruleset, self.error = load_gated(self.directory, self.require_tests), None
-            log.info("rule set loaded from %s: %d rules", self.directory, len(self.ruleset.rules))
+            log.info(
+                "rule set %s loaded from %s: %d rules",
+                self.ruleset.version,
+                self.directory,
+                len(self.ruleset.rules),
+            )
+            if self.last_good is not None:
+                self.last_good.remember(self.ruleset)
         except RuleSetError as error:
             self.error = error
-            kept = "keeping the last good set" if self.ruleset else "no rule set loaded"
+            if self.ruleset is None and self.last_good is not None:
+                self.ruleset = self.last_good.recall()
+            kept = (
+                f"keeping the last good set ({self.ruleset.version})"
+                if self.ruleset
+                else "no rule set loaded"
+            )
             log.error("rule set in %s is not taken, %s:", self.directory, kept)
             for problem in error.problems:
                 log.error("  %s", problem)
             if self.on_invalid is not None:
                 # no directory to tell a version of: the error says so already
                 with contextlib.suppress(OSError):
-                    self.on_invalid(content_version(self._files()))
+                    self.on_invalid(files_version(self._files()))
 
     def _files(self) -> list[Path]:
         return rule_files(self.directory) + rule_test_files(self.directory)

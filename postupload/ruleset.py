@@ -54,6 +54,7 @@ class RuleSet:
     files: list[str] = field(default_factory=list)
     version: str = ""  # of the files' names and contents: the same files, the same version
     warnings: list[Problem] = field(default_factory=list)  # what may not do what it seems (W codes)
+    sources: dict[str, str] = field(default_factory=dict, repr=False)  # path -> text it was loaded from
 
     def __post_init__(self) -> None:
         self._enabled = [rule for rule in self.rules if rule.enabled]
@@ -98,41 +99,59 @@ def load_ruleset(directory: Path) -> RuleSet:
     """Every rule file of `directory`, checked; RuleSetError lists every problem found."""
     if not directory.is_dir():
         raise RuleSetError([Problem(str(directory), "rule directory does not exist", "E001")])
+    sources: dict[str, str] = {}
+    problems: list[Problem] = []
+    for path in rule_files(directory):
+        try:
+            sources[str(path)] = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            problems.append(Problem(str(path), f"cannot read: {error}", "E002"))
+    if problems:
+        raise RuleSetError(problems)
+    return load_sources(sources)
+
+
+def load_sources(sources: dict[str, str]) -> RuleSet:
+    """The rule set of these files (path -> text), checked; RuleSetError lists every problem found."""
     problems: list[Problem] = []
     warnings: list[Problem] = []
     rules: list[Rule] = []
-    files = rule_files(directory)
-    for path in files:
-        file_rules, file_problems, file_warnings = load_file(path)
+    for file, text in sources.items():
+        file_rules, file_problems, file_warnings = load_text(file, text)
         rules += file_rules
         problems += file_problems
         warnings += file_warnings
     problems += _duplicate_names(rules)
     if problems:
         raise RuleSetError(sorted(problems, key=lambda p: (p.file, p.line, p.column)))
-    return RuleSet(rules, [str(p) for p in files], content_version(files), warnings)
+    version = content_version([(Path(file).name, text.encode()) for file, text in sources.items()])
+    return RuleSet(rules, list(sources), version, warnings, dict(sources))
 
 
-def content_version(files: list[Path]) -> str:
+def content_version(files: list[tuple[str, bytes]]) -> str:
     """A short hash of the rule files' names and contents, to tell rule sets apart in metrics and logs."""
     digest = hashlib.sha256()
-    for path in files:
-        try:
-            content = path.read_bytes()
-        except OSError:
-            content = b""
-        digest.update(f"{path.name}\0{len(content)}\0".encode())
+    for name, content in files:
+        digest.update(f"{name}\0{len(content)}\0".encode())
         digest.update(content)
     return digest.hexdigest()[:12]
 
 
-def load_file(path: Path) -> tuple[list[Rule], list[Problem], list[Problem]]:
+def files_version(paths: list[Path]) -> str:
+    """content_version of files on disk (one that cannot be read counts as empty)."""
+    found = []
+    for path in paths:
+        try:
+            found.append((path.name, path.read_bytes()))
+        except OSError:
+            found.append((path.name, b""))
+    return content_version(found)
+
+
+def load_text(file: str, text: str) -> tuple[list[Rule], list[Problem], list[Problem]]:
     """The rules of one file, every problem with it and every warning, each with its line and column."""
-    file = str(path)
     try:
-        document, positions = read_document(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        return [], [Problem(file, f"cannot read: {error}", "E002")], []
+        document, positions = read_document(text)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)

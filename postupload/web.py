@@ -17,6 +17,7 @@ from postupload.config import Settings
 from postupload.console import console_blueprint
 from postupload.envelope import Envelope
 from postupload.errors import BadNotification, BodyTooLarge, RequestRejected, UnsupportedMediaType
+from postupload.last_good import LastGood
 from postupload.metrics import Recorder, StateCollector
 from postupload.notification import WHERE_ASSETS
 from postupload.queue import connect, enqueue_notification, notification_queue
@@ -36,7 +37,10 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     queue = notification_queue(connection)
     recorder = Recorder(connection)
     rules = RuleSource(
-        settings.rules_dir, on_invalid=recorder.invalid_rule_set, require_tests=settings.rules_require_tests
+        settings.rules_dir,
+        on_invalid=recorder.invalid_rule_set,
+        require_tests=settings.rules_require_tests,
+        last_good=LastGood(connection),
     )
     keep = Keep(settings.preview_keep, settings.preview_days)
     rules.current()  # at start, as every process does: siblings answer /readyz alike after a bad edit

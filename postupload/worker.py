@@ -29,6 +29,7 @@ from postupload.config import Settings
 from postupload.envelope import Envelope
 from postupload.errors import ActionError, PostuploadError, RuleSetError
 from postupload.executor import Executor
+from postupload.last_good import LastGood
 from postupload.metrics import Recorder
 from postupload.planning import plan
 from postupload.processes import die_with_parent
@@ -92,6 +93,7 @@ class Runtime:
             settings.rules_dir,
             on_invalid=recorder.invalid_rule_set,
             require_tests=settings.rules_require_tests,
+            last_good=LastGood(connection),
         )
         return cls(rules, client, executor, connection, recorder)
 

@@ -146,7 +146,10 @@ def test_an_invalid_rule_edit_is_counted_once_and_shown_as_kept_out(
     # Three processes (two web, one worker) met the same bad content: one edit, counted once.
     after = metric_samples(requests.get(f"{web_url}/metrics", timeout=5).text)
     assert sample(after, "postupload_rule_load_errors_total") == 1
-    assert [labels for name, labels in after if name == "postupload_rules"], (after, processes.output()[-4000:])  # the last good set runs
+    assert [labels for name, labels in after if name == "postupload_rules"], (
+        after,
+        processes.output()[-4000:],
+    )  # the last good set runs
 
 
 def _ready(web_url: str, workers: int) -> bool:

@@ -69,24 +69,33 @@ def test_without_the_gate_a_valid_edit_goes_live_whatever_its_tests_say(tmp_path
     assert gated.current() is None and "rule test 'products get thumbnails' fails" in str(gated.error)
 
 
-def test_readyz_shows_a_failing_test_and_a_worker_refuses_to_start_on_it(
+def test_readyz_shows_a_failing_test_and_a_process_started_after_it_runs_the_last_good_set(
     tmp_path: Path, settings: Settings, redis_conn: redis.Redis
 ) -> None:
     from dataclasses import replace
 
     directory = rules_with_tests(tmp_path / "gated")
     client = create_app(replace(settings, rules_dir=directory), redis_conn).test_client()
-    assert client.get("/readyz").get_json()["status"] == "ready"
+    good = client.get("/readyz").get_json()
+    assert good["status"] == "ready"
     touch(directory / "rules.yaml", RULES.replace("products/", "items/"))
     answer = wait_until(lambda: (found := client.get("/readyz")).get_json().get("rules_error") and found, 5)
     body = answer.get_json()
-    assert answer.status_code == 200 and body["rules"] == 1
+    assert answer.status_code == 200 and body["rules"] == 1 and body["version"] == good["version"]
     assert "rule test 'products get thumbnails' fails" in body["rules_error"]
+    # A process started now (a restart, a new machine) runs what its siblings run, and says why.
+    late = create_app(replace(settings, rules_dir=directory), redis_conn).test_client().get("/readyz")
+    assert late.status_code == 200 and late.get_json()["version"] == good["version"]
+    assert "rule test 'products get thumbnails' fails" in late.get_json()["rules_error"]
     env = {
         "CLOUDINARY_URL": ACCOUNT.to_url(),
         "REDIS_URL": settings.redis_url or "",
         "POSTUPLOAD_RULES_DIR": str(directory),
     }
+    result = CliRunner().invoke(main, ["worker", "--burst"], env=env)
+    assert result.exit_code == 0, result.output
+    # With no good set ever loaded, a worker refuses to start, saying which test failed.
+    redis_conn.flushall()
     result = CliRunner().invoke(main, ["worker", "--burst"], env=env)
     assert result.exit_code == 1 and "rule test 'products get thumbnails' fails" in result.output
 
