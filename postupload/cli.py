@@ -140,6 +140,13 @@ SHARE, SECONDS, COUNT = click.FloatRange(0, 1), click.FloatRange(0), click.IntRa
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Preload the asset that this notification file describes (repeatable).",
 )
+@click.option(
+    "--assets",
+    "preload",
+    type=click.IntRange(0),
+    default=0,
+    help="Preload this many assets, products/000000 ... (every third also tagged sale), for backfills.",
+)
 @_knob("admin_budget", 500, click.IntRange(1), "Admin API calls allowed per window.")
 @_knob("admin_window", 3600, click.IntRange(1), "Length of the Admin API window, seconds.")
 @_knob("latency", 0.0, SECONDS, "Seconds added to every API call.")
@@ -173,6 +180,7 @@ def emulator(
     port: int,
     notify_url: str | None,
     assets: tuple[Path, ...],
+    preload: int,
     admin_budget: int,
     admin_window: int,
     retry_delays: str,
@@ -206,6 +214,7 @@ def emulator(
     )
     for path in assets:
         service.add_asset(json.loads(path.read_bytes()))
+    service.preload(preload)
     server = serve(service, host, port)
     click.echo(f"Cloudinary emulator for cloud {account.cloud_name} on http://{host}:{server.server_port}")
     server.serve_forever()

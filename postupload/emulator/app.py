@@ -50,6 +50,37 @@ def create_app(emulator: Emulator) -> Flask:
 
         return serve_call(emulator, entry, authenticate, act)
 
+    def admin_call(
+        endpoint: str, resource_type: str, act: Callable[[dict[str, Any]], Any], **extra: Any
+    ) -> Response:
+        params = _admin_params()
+        entry = _entry("admin", endpoint, resource_type, params, **extra)
+
+        def authenticate() -> str:
+            check_basic_auth(emulator.account, request.headers.get("Authorization"))
+            return "basic"
+
+        return serve_call(emulator, entry, authenticate, lambda: act(params))
+
+    @app.get(f"/v1_1/{cloud}/resources/<resource_type>")
+    @app.get(f"/v1_1/{cloud}/resources/<resource_type>/<delivery_type>")
+    def list_resources(resource_type: str, delivery_type: str | None = None) -> Response:
+        def act(params: dict[str, Any]) -> Any:
+            return emulator.list_resources(resource_type, delivery_type, params)
+
+        return admin_call("resources", resource_type, act, type=delivery_type)
+
+    @app.get(f"/v1_1/{cloud}/resources/<resource_type>/tags/<tag>")
+    def resources_by_tag(resource_type: str, tag: str) -> Response:
+        def act(params: dict[str, Any]) -> Any:
+            return emulator.list_resources(resource_type, None, params, tag=tag)
+
+        return admin_call("resources_by_tag", resource_type, act, tag=tag)
+
+    @app.post(f"/v1_1/{cloud}/resources/search")
+    def search() -> Response:
+        return admin_call("search", "", emulator.search)
+
     @app.route(
         f"/v1_1/{cloud}/resources/<resource_type>/<delivery_type>/<path:public_id>",
         methods=["GET", "POST"],
@@ -216,9 +247,9 @@ def _form_params(form: MultiDict[str, str]) -> dict[str, Any]:
 
 def _admin_params() -> dict[str, Any]:
     """Admin API parameters: a JSON body, form fields (`name[0]`-style lists) or the query string."""
-    if request.is_json:
+    if request.is_json:  # the SDK says JSON even on a GET, whose parameters are in the query string
         body = request.get_json(silent=True)
-        return body if isinstance(body, dict) else {}
+        return {**request.args.to_dict(), **(body if isinstance(body, dict) else {})}
     params: dict[str, Any] = {}
     lists: dict[str, list[str]] = {}
     for source in (request.args, request.form):

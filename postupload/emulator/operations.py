@@ -10,6 +10,7 @@ from dataclasses import fields
 from typing import Any
 
 from postupload.config import Account
+from postupload.emulator import listing
 from postupload.emulator.assets import Asset, apply_tags, context_change, merge_pairs
 from postupload.emulator.faults import Faults, RateLimit
 from postupload.emulator.notifications import DEFAULT_RETRY_DELAYS, Notifier
@@ -263,6 +264,58 @@ class Emulator:
         if moderated:
             self.notifier.send(self.notifier.moderation(asset), params.get("notification_url"))
         return answer
+
+    # --- listing (Admin API, rate-limited) ------------------------------------------------------
+
+    def list_resources(
+        self, resource_type: str, delivery_type: str | None, params: dict[str, Any], tag: str | None = None
+    ) -> dict[str, Any]:
+        """GET resources/{resource_type}[/{type}] (by prefix) or resources/{resource_type}/tags/{tag}."""
+        prefix = str(params.get("prefix") or "")
+        with self.lock:
+            found = [
+                asset
+                for asset in self.assets.values()
+                if asset.resource_type == resource_type
+                and (delivery_type is None or asset.type == delivery_type)
+                and asset.public_id.startswith(prefix)
+                and (tag is None or tag in asset.tags)
+            ]
+            chosen, cursor = listing.page(found, params.get("max_results"), params.get("next_cursor"))
+            answer: dict[str, Any] = {"resources": [a.resource(self.account.cloud_name) for a in chosen]}
+        if cursor:
+            answer["next_cursor"] = cursor
+        return answer
+
+    def search(self, params: dict[str, Any]) -> dict[str, Any]:
+        """POST resources/search: the assets an expression selects, paged."""
+        test = listing.search_test(str(params.get("expression") or ""))
+        with self.lock:
+            found = [asset for asset in self.assets.values() if test(asset)]
+            chosen, cursor = listing.page(found, params.get("max_results"), params.get("next_cursor"))
+            answer: dict[str, Any] = {
+                "total_count": len(found),
+                "resources": [a.resource(self.account.cloud_name) for a in chosen],
+            }
+        if cursor:
+            answer["next_cursor"] = cursor
+        return answer
+
+    def preload(self, count: int, prefix: str = "products/") -> None:
+        """`count` assets for tests and benchmarks: products/000000, ... (every third tagged sale)."""
+        start = int(self.clock()) - 365 * 24 * 3600
+        for number in range(count):
+            self.add_asset(
+                {
+                    "public_id": f"{prefix}{number:06d}",
+                    "format": "jpg",
+                    "width": 800 + number % 1600,
+                    "height": 600 + number % 900,
+                    "bytes": 50_000 + number * 37 % 900_000,
+                    "tags": ["product", "sale"] if number % 3 == 0 else ["product"],
+                    "version": start + number * 3000,
+                }
+            )
 
     def record(self, entry: dict[str, Any]) -> None:
         with self.lock:
