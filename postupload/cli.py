@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -264,6 +265,138 @@ def notify(settings: Settings, file: Path, url: str | None, algorithm: str) -> N
         raise SystemExit(1) from None
     except OSError as error:
         raise PostuploadError(f"cannot reach {url}: {error}") from None
+
+
+@main.command()
+@click.option("--prefix", help="Assets whose public_id starts with this.")
+@click.option("--tag", help="Assets with this tag.")
+@click.option(
+    "--expression", help="Assets a Search API expression selects, e.g. 'tags:sale AND width>=2000'."
+)
+@click.option(
+    "--resource-type", type=click.Choice(["image", "video", "raw"]), default="image", show_default=True
+)
+@click.option("--type", "delivery_type", default="upload", show_default=True, help="Delivery type.")
+@click.option("--rule", "rule_names", multiple=True, help="Apply only this rule (repeatable; default: all).")
+@click.option("--rules", "directory", type=click.Path(path_type=Path), help="Rule directory (default: env).")
+@click.option("--since", help="Only assets created on or after this date (YYYY-MM-DD).")
+@click.option("--max", "limit", type=click.IntRange(1), help="Stop after queueing this many assets.")
+@click.option("--dry-run", is_flag=True, help="Show what would be called; queue nothing.")
+@click.option("--restart", is_flag=True, help="Start again from the first page, not from the checkpoint.")
+@click.option("--no-wait", is_flag=True, help="Return once everything is queued; workers go on.")
+@pass_local_settings
+def backfill(
+    settings: Settings,
+    prefix: str | None,
+    tag: str | None,
+    expression: str | None,
+    resource_type: str,
+    delivery_type: str,
+    rule_names: tuple[str, ...],
+    directory: Path | None,
+    since: str | None,
+    limit: int | None,
+    dry_run: bool,
+    restart: bool,
+    no_wait: bool,
+) -> None:
+    """Apply the rules to assets that already exist: list them (Admin or Search API, 500 a page,
+    within the shared Admin budget), queue each as an upload notification marked `backfill: true`,
+    and wait for the workers. Resumable: run the same command again after a stop."""
+    from postupload.backfill import Runner
+    from postupload.backfill_events import AssetSource, Backfill
+    from postupload.budget import AdminBudget
+    from postupload.cloudinary_api import CloudinaryClient
+    from postupload.metrics import Recorder
+    from postupload.queue import notification_queue
+    from postupload.ruleset import load_ruleset
+
+    if sum(value is not None for value in (prefix, tag, expression)) != 1:
+        raise click.UsageError("give one of --prefix, --tag or --expression: which assets to backfill")
+    if since is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", since):
+        raise click.BadParameter("expected a date, YYYY-MM-DD", param_hint="--since")
+    ruleset = load_ruleset(directory or settings.rules_dir)
+    unknown = sorted(set(rule_names) - {rule.name for rule in ruleset.rules})
+    if unknown:
+        known = ", ".join(rule.name for rule in ruleset.rules)
+        raise PostuploadError(f"no rule named {', '.join(unknown)}; the rules are: {known}")
+    source = AssetSource(prefix, tag, expression, resource_type, delivery_type)
+    job = Backfill(source, tuple(rule_names), since, limit)
+    account = settings.require_account()
+    connection = _redis(settings)
+    recorder = Recorder(connection)
+    runner = Runner(
+        connection,
+        notification_queue(connection),
+        CloudinaryClient(account, settings.api_timeout, recorder),
+        AdminBudget(connection, account.cloud_name),
+        account.cloud_name,
+        settings.retries,
+        recorder,
+        _progress_reporter(),
+    )
+    click.echo(f"backfill {job.key}: {job.describe()}")
+    if dry_run:
+        report = runner.dry_run(job, ruleset)
+        click.echo(f"{report['listed']} assets listed, {report['wanted']} wanted; nothing queued (dry run).")
+        for name, count in sorted(report["rules"].items()):
+            click.echo(f"  rule {name}: would act on {count} assets")
+        for name, entry in sorted(report["calls"].items()):
+            click.echo(f"  {entry['calls']} {name} calls, e.g.")
+            for example in entry["examples"]:
+                click.echo(f"      {', '.join(example['public_ids'])}: {json.dumps(example['params'])}")
+        return
+    try:
+        progress = runner.run(job, restart=restart)
+        if not no_wait:
+            progress = runner.wait(job)
+    except KeyboardInterrupt:
+        click.echo(
+            "\nstopped: run the same command again to go on from here (queued assets are still worked)"
+        )
+        raise SystemExit(130) from None
+    click.echo(
+        f"\n{progress.listed} listed, {progress.queued} queued, {progress.skipped} skipped,"
+        f" {progress.done} done, {progress.failed} failed"
+        + (" (workers go on)" if no_wait and not progress.finished else "")
+    )
+    if progress.failed:
+        click.echo("see `postupload failed list` for what failed, and `postupload failed replay --all`")
+        raise SystemExit(1)
+
+
+def _progress_reporter() -> Callable[[Any], None]:
+    """A line that rewrites itself on a terminal; a line a page (or every 5 s) otherwise."""
+    stream = click.get_text_stream("stdout")
+    terminal = stream.isatty()
+    started = time.monotonic()
+    said: dict[str, Any] = {"at": 0.0, "line": ""}
+
+    def report(progress: Any) -> None:
+        elapsed = max(time.monotonic() - started, 1e-6)
+        worked = progress.done + progress.failed
+        rate = worked / elapsed
+        left = progress.queued - worked
+        eta = f"{left / rate:.0f} s" if rate and progress.state != "listing" and left > 0 else "?"
+        if progress.state == "listing":
+            bar = f"page {progress.pages}"
+        else:
+            share = worked / progress.queued if progress.queued else 1.0
+            bar = "[" + "#" * int(share * 20) + "." * (20 - int(share * 20)) + f"] {share:4.0%}"
+        line = (
+            f"{bar}  listed {progress.listed}  queued {progress.queued}  done {progress.done}"
+            f"  failed {progress.failed}  {rate:.1f}/s  ETA {eta}"
+        )
+        if terminal:
+            stream.write("\r" + line.ljust(len(said["line"])))
+            stream.flush()
+        elif line != said["line"] and (time.monotonic() - said["at"] >= 5 or progress.state != "queued"):
+            stream.write(line + "\n")
+            stream.flush()
+            said["at"] = time.monotonic()
+        said["line"] = line
+
+    return report
 
 
 # --- rules ----------------------------------------------------------------------------------------

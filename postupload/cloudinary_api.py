@@ -11,8 +11,10 @@ from typing import Any
 
 import cloudinary.api
 import cloudinary.exceptions
+import cloudinary.search
 import cloudinary.uploader
 
+from postupload.backfill_events import AssetSource
 from postupload.client import RateLimit
 from postupload.config import Account
 from postupload.errors import ActionError, RateLimitError
@@ -105,6 +107,41 @@ class CloudinaryClient:
         )
         return dict(answer), rate_limit_of(answer)
 
+    def list_assets(
+        self, source: AssetSource, cursor: str | None, max_results: int = 500
+    ) -> tuple[list[dict[str, Any]], str | None, RateLimit | None]:
+        """One page of existing assets (Admin API: counted against its rate limit): by prefix, by tag,
+        or by a Search API expression; the assets, the next page's cursor, and the budget left."""
+        paging: dict[str, Any] = {"max_results": max_results}
+        if cursor:
+            paging["next_cursor"] = cursor
+        if source.expression is not None:
+            answer = self._call("search", _search, source.expression, **paging)
+        elif source.tag is not None:
+            answer = self._call(
+                "resources_by_tag",
+                cloudinary.api.resources_by_tag,
+                source.tag,
+                resource_type=source.resource_type,
+                tags=True,
+                context=True,
+                metadata=True,
+                **paging,
+            )
+        else:
+            answer = self._call(
+                "resources",
+                cloudinary.api.resources,
+                resource_type=source.resource_type,
+                type=source.type,
+                prefix=source.prefix or "",
+                tags=True,
+                context=True,
+                metadata=True,
+                **paging,
+            )
+        return list(answer.get("resources") or []), answer.get("next_cursor"), rate_limit_of(answer)
+
     def _call(self, endpoint: str, function: Callable[..., Any], *args: Any, **params: Any) -> Any:
         # Upload calls honour only a per-call timeout; without one a call can hang forever. They are
         # asked to return errors rather than raise them: the SDK's exceptions drop the HTTP status.
@@ -136,6 +173,15 @@ class CloudinaryClient:
                 self.recorder.observe(
                     "postupload_cloudinary_call_seconds", seconds, endpoint=endpoint, status=status
                 )
+
+
+def _search(expression: str, max_results: int, next_cursor: str | None = None, **options: Any) -> Any:
+    search = cloudinary.search.Search().expression(expression).max_results(max_results)
+    for name in ("tags", "context", "metadata"):
+        search = search.with_field(name)
+    if next_cursor:
+        search = search.next_cursor(next_cursor)
+    return search.execute(**options)
 
 
 def status_of(error: Exception) -> tuple[int | None, str]:

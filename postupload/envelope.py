@@ -19,6 +19,8 @@ class Envelope:
     received_at: float
     cloud_name: str
     notification: Notification
+    backfill: str | None = None  # the backfill that made it from an existing asset, if one did
+    only_rules: tuple[str, ...] | None = None  # a backfill's --rule: only these rules act on it
 
     @classmethod
     def from_http(
@@ -50,21 +52,29 @@ class Envelope:
 
     def to_job(self) -> dict[str, Any]:
         """The JSON value stored as the RQ job's argument (any RQ tool, any language, can read it)."""
-        return {
+        job: dict[str, Any] = {
             "id": self.id,
             "received_at": self.received_at,
             "cloud_name": self.cloud_name,
             "notification": self.notification,
         }
+        if self.backfill is not None:
+            job["backfill"] = self.backfill
+        if self.only_rules is not None:
+            job["only_rules"] = list(self.only_rules)
+        return job
 
     @classmethod
     def from_job(cls, value: Any) -> Envelope:
         """The envelope a job carries; BadNotification if the job holds something else."""
         if not isinstance(value, Mapping) or not isinstance(value.get("notification"), dict):
             raise BadNotification("bad_job", "the job does not hold a notification envelope")
+        only_rules = value.get("only_rules")
         return cls(
             str(value.get("id")),
             float(value.get("received_at") or 0),
             str(value.get("cloud_name") or ""),
             value["notification"],
+            str(value["backfill"]) if value.get("backfill") else None,
+            tuple(map(str, only_rules)) if isinstance(only_rules, list) else None,
         )

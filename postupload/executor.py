@@ -89,6 +89,8 @@ class Executor:
                     "notification_type": envelope.notification_type,
                     "rules": list(plan.rules),
                 }
+                if envelope.backfill:
+                    entry["backfill"] = envelope.backfill
                 history.record(pipe, asset_key, asset.target.public_id, entry, self.clock())
                 todo = run.not_done(list(plan.actions), seen)
                 calls, _ = plan_calls(run.within_cap(todo), asset.target, seen)

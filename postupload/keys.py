@@ -92,3 +92,10 @@ def invalid_rule_set(version: str) -> str:
 
 RECORDED = "postupload:recorded"  # stream: the latest notifications received, for previews
 LAST_GOOD_RULES = "postupload:rules:last-good"  # hash: version, sources (path -> text), at
+
+BACKFILLS = "postupload:backfills"  # sorted set: backfill key -> when it started
+
+
+def backfill(key: str) -> str:
+    """Hash: a backfill's arguments, cursor and counts (listed, queued, done, failed), its state."""
+    return f"postupload:backfill:{key}"

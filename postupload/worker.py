@@ -22,6 +22,7 @@ from rq.job_lifecycle import call_exception_handlers
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
+from postupload import keys
 from postupload.batches import Flusher, TagBatches
 from postupload.budget import AdminBudget
 from postupload.cloudinary_api import CloudinaryClient
@@ -110,6 +111,8 @@ class Runtime:
             raise RuleSetError(self.rules.error.problems if self.rules.error else [])
         envelope = Envelope.from_job(job_argument)
         matched = ruleset.match(envelope.notification)
+        if envelope.only_rules is not None:
+            matched = [rule for rule in matched if rule.name in envelope.only_rules]
         self.recorder.matched(rule.name for rule in matched)
         planned = plan(matched, envelope.notification, envelope.id)
         if planned.problems:
@@ -141,6 +144,8 @@ class Runtime:
                 reason=reason,
             )
         self.recorder.count("postupload_jobs", outcome="finished")
+        if envelope.backfill:
+            self.connection.hincrby(keys.backfill(envelope.backfill), "done", 1)
         return result
 
 
@@ -175,12 +180,16 @@ def note_failure(job: Job, error: BaseException | None, recorder: Recorder | Non
     for good."""
     reason = getattr(error, "reason", None) or type(error).__name__
     retrying = bool(job.retries_left)  # RQ retries after this, once the exception handlers ran
+    argument = job.args[0] if job.args else None
+    backfill = argument.get("backfill") if isinstance(argument, dict) else None
     job.meta["attempts"] = int(job.meta.get("attempts", 0)) + 1
     job.meta["last_error"] = str(error)[:2000]
     job.meta["last_reason"] = reason
     job.meta["last_failed_at"] = time.time()
     try:
         job.save_meta()
+        if backfill and not retrying:
+            job.connection.hincrby(keys.backfill(str(backfill)), "failed", 1)
         if recorder is not None:
             recorder.count("postupload_jobs", outcome="retrying" if retrying else "failed")
             if retrying:
