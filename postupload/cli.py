@@ -367,7 +367,7 @@ def backfill(
 
 def _progress_reporter() -> Callable[[Any], None]:
     """A line that rewrites itself on a terminal; a line a page (or every 5 s) otherwise."""
-    stream = click.get_text_stream("stdout")
+    stream = sys.stdout
     terminal = stream.isatty()
     started = time.monotonic()
     said: dict[str, Any] = {"at": 0.0, "line": ""}
