@@ -210,7 +210,7 @@ class Runner:
                     entry["calls"] += 1
                     if len(entry["examples"]) < examples:
                         entry["examples"].append({"public_ids": list(call.public_ids), "params": call.params})
-            if cursor is None:
+            if cursor is None or (backfill.max is not None and wanted >= backfill.max):
                 break
         return {"listed": listed, "wanted": wanted, "rules": per_rule, "calls": per_call}
 

@@ -370,12 +370,14 @@ def _progress_reporter() -> Callable[[Any], None]:
     stream = sys.stdout
     terminal = stream.isatty()
     started = time.monotonic()
-    said: dict[str, Any] = {"at": 0.0, "line": ""}
+    said: dict[str, Any] = {"at": 0.0, "line": "", "worked": None}
 
     def report(progress: Any) -> None:
         elapsed = max(time.monotonic() - started, 1e-6)
         worked = progress.done + progress.failed
-        rate = worked / elapsed
+        if said["worked"] is None:  # a resumed backfill: the rate is of what is worked from now on
+            said["worked"] = worked
+        rate = (worked - said["worked"]) / elapsed
         left = progress.queued - worked
         eta = f"{left / rate:.0f} s" if rate and progress.state != "listing" and left > 0 else "?"
         if progress.state == "listing":
