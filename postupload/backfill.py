@@ -69,26 +69,7 @@ class Checkpoint:
 
     def load(self) -> Progress | None:
         stored = cast(dict[bytes, bytes], self.connection.hgetall(self.key))
-        raw = {k.decode(): v.decode() for k, v in stored.items()}
-        if not raw:
-            return None
-
-        def number(name: str) -> int:
-            return int(raw.get(name, 0))
-
-        return Progress(
-            state=raw.get("state", "listing"),
-            cursor=raw.get("cursor") or None,
-            pages=number("pages"),
-            listed=number("listed"),
-            queued=number("queued"),
-            skipped=number("skipped"),
-            done=number("done"),
-            failed=number("failed"),
-            started_at=float(raw.get("started_at", 0)),
-            updated_at=float(raw.get("updated_at", 0)),
-            description=raw.get("description", ""),
-        )
+        return _progress({k.decode(): v.decode() for k, v in stored.items()}) if stored else None
 
     def start(self, now: float) -> Progress:
         self.connection.delete(self.key)
@@ -119,6 +100,36 @@ class Checkpoint:
         done, failed = self.connection.hmget(self.key, ["done", "failed"])
         progress.done, progress.failed = int(done or 0), int(failed or 0)
         return progress
+
+
+def recent_backfills(connection: redis.Redis, limit: int = 50) -> list[tuple[str, Progress]]:
+    """The latest backfills (newest first), each with its progress."""
+    found = []
+    for raw in cast(list[bytes], connection.zrevrange(keys.BACKFILLS, 0, limit - 1)):
+        key = raw.decode()
+        stored = cast(dict[bytes, bytes], connection.hgetall(keys.backfill(key)))
+        if stored:
+            found.append((key, _progress({k.decode(): v.decode() for k, v in stored.items()})))
+    return found
+
+
+def _progress(raw: dict[str, str]) -> Progress:
+    def number(name: str) -> int:
+        return int(raw.get(name, 0))
+
+    return Progress(
+        state=raw.get("state", "listing"),
+        cursor=raw.get("cursor") or None,
+        pages=number("pages"),
+        listed=number("listed"),
+        queued=number("queued"),
+        skipped=number("skipped"),
+        done=number("done"),
+        failed=number("failed"),
+        started_at=float(raw.get("started_at", 0)),
+        updated_at=float(raw.get("updated_at", 0)),
+        description=raw.get("description", ""),
+    )
 
 
 @dataclass

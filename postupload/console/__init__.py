@@ -167,6 +167,10 @@ def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSo
             recent=recent,
         )
 
+    @console.get("/backfills")
+    def backfills() -> str:
+        return render_template("backfills.html", backfills=recent_backfills(connection))
+
     @console.get("/assets")
     def assets() -> str:
         query = request.args.get("q", "").strip()
