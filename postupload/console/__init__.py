@@ -21,6 +21,7 @@ from flask import Blueprint, Response, g, redirect, render_template, request, ur
 from werkzeug.wrappers import Response as BaseResponse
 
 from postupload import history
+from postupload.backfill import recent_backfills
 from postupload.config import Settings
 from postupload.errors import BadNotification, RuleSetError
 from postupload.explain import decisions, describe
