@@ -56,7 +56,7 @@ class Progress:
 
     @property
     def finished(self) -> bool:
-        return self.state == "queued" and self.done + self.failed >= self.queued
+        return self.state != "listing" and self.done + self.failed >= self.queued
 
 
 class Checkpoint:
@@ -162,12 +162,11 @@ class Runner:
                 ):
                     progress.skipped += 1
                     continue
-                job = envelope(backfill, resource, self.clock(), self.cloud_name)
+                job = envelope(
+                    backfill, resource, self.clock(), self.cloud_name, run=str(progress.started_at)
+                )
                 queued = enqueue_notification(self.queue, job, self.retries)
-                if queued:
-                    progress.queued += 1
-                else:
-                    progress.skipped += 1  # queued by an earlier run of this backfill
+                progress.queued += 1  # a duplicate was queued by this run before it was stopped
                 if self.recorder is not None:
                     self.recorder.notification("backfill", "queued" if queued else "duplicate")
             progress.pages += 1

@@ -90,10 +90,13 @@ def as_notification(resource: dict[str, Any]) -> dict[str, Any]:
     return notification
 
 
-def envelope(backfill: Backfill, resource: dict[str, Any], now: float, cloud_name: str) -> Envelope:
-    """The job for one asset: its id is the asset version's and the backfill's, so a resumed or repeated
-    backfill queues it once (and done marks per asset version make its effects once anyway)."""
-    identity = f"backfill:{backfill.key}:{resource.get('asset_id') or resource.get('public_id')}:"
+def envelope(
+    backfill: Backfill, resource: dict[str, Any], now: float, cloud_name: str, run: str = ""
+) -> Envelope:
+    """The job for one asset: its id is the asset version's, the backfill's and the run's, so a
+    resumed run queues it once (a run started again queues it anew; done marks per asset version keep
+    its effects once anyway)."""
+    identity = f"backfill:{backfill.key}:{run}:{resource.get('asset_id') or resource.get('public_id')}:"
     identity += str(resource.get("version"))
     notification_id = hashlib.sha1(identity.encode()).hexdigest()
     return Envelope(

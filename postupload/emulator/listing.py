@@ -97,6 +97,9 @@ def _condition(field: str, operator: str, value: str) -> Test:
             return lambda asset: any(str(v).startswith(stem) for v in _values(get(asset)))
         return lambda asset: any(str(v) == value for v in _values(get(asset)))
 
+    if not re.fullmatch(r"-?\d+(\.\d+)?|\d{4}-\d{2}-\d{2}([T ][0-9:.]+Z?)?", value):
+        raise ApiError(400, f"Invalid expression: {field}{operator} takes a number or a date, not {value!r}")
+
     def compare(asset: Asset) -> bool:
         current = get(asset)
         if isinstance(current, str):  # dates: ISO 8601 text compares in time order

@@ -1,0 +1,167 @@
+"""Backfills: existing assets listed through the SDK against the emulator, queued, worked once."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from postupload import history, keys
+from postupload.backfill_events import AssetSource, Backfill, as_notification
+from postupload.emulator import Emulator
+from postupload.emulator.wire import ApiError
+from postupload.queue import notification_queue
+from tests.conftest import ACCOUNT, ROOT, Stack, wait_until
+
+RULES = """
+rules:
+  - name: thumbnails
+    match: {resource_type: image, public_id: [{prefix: products/}]}
+    actions:
+      - explicit: {eager: "c_scale,w_300"}
+      - tags: {add: [backfilled]}
+  - name: live-only
+    match: {resource_type: image, backfill: [{exists: false}]}
+    actions:
+      - context: {set: {seen: "yes"}}
+"""
+
+
+def test_listing_pages_by_prefix_tag_and_search_through_the_sdk(make_stack: Any) -> None:
+    import cloudinary.api
+    import cloudinary.search
+
+    stack: Stack = make_stack(RULES)
+    stack.emulator.service.preload(1200)
+    options = stack.emulator.sdk()
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = cloudinary.api.resources(
+            type="upload", prefix="products/", max_results=500, next_cursor=cursor, **options
+        )
+        seen += [resource["public_id"] for resource in page["resources"]]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    assert len(seen) == len(set(seen)) == 1200 and seen == sorted(seen)
+    tagged = cloudinary.api.resources_by_tag("sale", max_results=500, **options)
+    assert len(tagged["resources"]) == 400 and all("sale" in r["tags"] for r in tagged["resources"])
+    found = (
+        cloudinary.search.Search().expression("tags:sale AND width>=1990").max_results(500).execute(**options)
+    )
+    assert found["total_count"] == sum(1 for n in range(1200) if n % 3 == 0 and 800 + n % 1600 >= 1990)
+    either = (
+        cloudinary.search.Search().expression("public_id:products/00000* OR (width<801)").execute(**options)
+    )
+    assert either["total_count"] == 10  # products/000000-000009; width 800 is products/000000
+    assert found.rate_limit_remaining < found.rate_limit_allowed  # listing counts against the budget
+
+
+@pytest.mark.parametrize("expression", ["tags:", "width>>3", "(tags:a", "colour:red"])
+def test_a_search_expression_that_cannot_be_read_is_a_400(expression: str) -> None:
+    from postupload.emulator.listing import search_test
+
+    with pytest.raises(ApiError) as raised:
+        search_test(expression)
+    assert raised.value.status == 400
+
+
+def test_an_existing_asset_becomes_an_upload_notification_marked_backfill() -> None:
+    emulator = Emulator(ACCOUNT)
+    emulator.preload(1)
+    (asset,) = emulator.assets.values()
+    notification = as_notification(asset.resource(ACCOUNT.cloud_name))
+    assert notification["notification_type"] == "upload" and notification["backfill"] is True
+    assert notification["public_id"] == "products/000000" and notification["width"] == 800
+    assert notification["tags"] == ["product", "sale"] and notification["version"] == asset.version
+    assert "derived" not in notification and "addons" not in notification  # the emulator's own
+    old = Backfill(AssetSource(prefix="products/"), since="2999-01-01")
+    assert not old.wants({"created_at": "2026-01-01T00:00:00Z"})
+    assert Backfill(AssetSource(prefix="products/"), since="2026-01-01").wants(
+        {"created_at": "2026-01-01T10:00:00Z"}
+    )
+    assert Backfill(AssetSource(prefix="a")).key == Backfill(AssetSource(prefix="a")).key
+    assert Backfill(AssetSource(prefix="a")).key != Backfill(AssetSource(prefix="b")).key
+
+
+def backfill(stack: Stack, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "postupload", "backfill", *args],
+        env=stack.processes.env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_a_killed_backfill_resumes_and_every_effect_happens_once(make_stack: Any) -> None:
+    # A small Admin budget: listing 5 pages must wait for the window to reset, which leaves the time
+    # to kill the backfill half way.
+    stack: Stack = make_stack(RULES, admin_budget=2, admin_window=3)
+    stack.emulator.service.preload(2500)
+    stack.start_workers(2)
+    first = backfill(stack, "--prefix", "products/", "--no-wait")
+    checkpoint = keys.backfill(Backfill(AssetSource(prefix="products/")).key)
+    assert wait_until(lambda: int(stack.redis.hget(checkpoint, "pages") or 0) >= 2, 30)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    stopped_at = int(stack.redis.hget(checkpoint, "pages") or 0)
+    assert stopped_at < 5 and stack.redis.hget(checkpoint, "state") == b"listing"
+    second = backfill(stack, "--prefix", "products/")
+    output, _ = second.communicate(timeout=240)
+    assert second.returncode == 0, output
+    assert "2500 listed, 2500 queued, 0 skipped, 2500 done, 0 failed" in output, output
+    # Listing resumed: no page was asked for twice beyond the one in hand when it was killed.
+    pages = [call for call in stack.calls() if call["endpoint"] == "resources"]
+    assert len([call for call in pages if call["status"] == 200]) <= 5 + 1
+    assert all(call["status"] in (200, 420) for call in pages)
+    assert wait_until(stack.idle, 30)
+    explicit = Counter(
+        call["params"]["public_id"]
+        for call in stack.calls("explicit")
+        if call["status"] == 200 and call.get("fault") != "timeout"
+    )
+    assert len(explicit) == 2500 and set(explicit.values()) == {1}
+    assets = stack.assets()
+    assert all(assets[f"products/{n:06d}"]["tags"].count("backfilled") == 1 for n in range(2500))
+    assert not stack.calls("context")  # the live-only rule leaves backfills out
+    # Run again after it finished: nothing is listed or called.
+    before = len(stack.calls())
+    again = backfill(stack, "--prefix", "products/")
+    output, _ = again.communicate(timeout=60)
+    assert again.returncode == 0 and "2500 listed, 2500 queued, 0 skipped, 2500 done, 0 failed" in output
+    time.sleep(1)
+    assert len(stack.calls()) == before
+    # Each asset's history says the backfill did it.
+    (told,) = [e for e in history.read(stack.redis, "products/000042") if e.get("backfill")]
+    assert told["backfill"] == Backfill(AssetSource(prefix="products/")).key and told["rules"] == [
+        "thumbnails"
+    ]
+
+
+def test_a_dry_run_shows_the_calls_by_rule_and_queues_nothing(make_stack: Any) -> None:
+    stack: Stack = make_stack(RULES)
+    stack.emulator.service.preload(700)
+    run = backfill(stack, "--tag", "sale", "--dry-run", "--rule", "thumbnails")
+    output, _ = run.communicate(timeout=60)
+    assert run.returncode == 0, output
+    assert "234 assets listed, 234 wanted; nothing queued (dry run)." in output
+    assert "rule thumbnails: would act on 234 assets" in output
+    assert (
+        "234 explicit (rule thumbnails) calls, e.g." in output
+        and "234 tags (rule thumbnails) calls" in output
+    )
+    assert "live-only" not in output
+    assert notification_queue(stack.redis).count == 0 and not stack.redis.exists(keys.BACKFILLS)
+    unknown = backfill(stack, "--tag", "sale", "--rule", "nope")
+    output, _ = unknown.communicate(timeout=30)
+    assert unknown.returncode == 1 and "no rule named nope; the rules are: thumbnails, live-only" in output
+    both = backfill(stack, "--tag", "sale", "--prefix", "x")
+    assert both.wait(30) == 2
