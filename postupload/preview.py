@@ -11,11 +11,13 @@ import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from postupload.calls import Call
 from postupload.planning import plan
-from postupload.ruleset import RuleSet
+
+if TYPE_CHECKING:  # the type only: loading rule files is not this module's business
+    from postupload.ruleset import RuleSet
 
 EXAMPLES = 3  # assets shown for each kind of change
 
