@@ -620,7 +620,10 @@ def history(settings: Settings, asset: str, output: str) -> None:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry["time"]))
         if entry["event"] == "notification":
             rules = ", ".join(entry["rules"]) or "no rule matched"
-            click.echo(f"{when}  {entry['notification_type']} notification {entry['notification']}: {rules}")
+            kind = f"{entry['notification_type']} notification" + (
+                " (backfill)" if entry.get("backfill") else ""
+            )
+            click.echo(f"{when}  {kind} {entry['notification']}: {rules}")
             continue
         what = f"rule {entry['rule']} {entry['action']}: {entry['status']}"
         extra = entry.get("error") or entry.get("detail") or entry.get("until") or ""
