@@ -15,11 +15,13 @@ are noisy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -224,24 +226,20 @@ def main() -> None:
         return
     counts = [int(item) for item in options.workers.split(",")]
     naive_counts = [int(item) for item in options.naive_workers.split(",")]
-    with tempfile.TemporaryDirectory() as scratch:
-        rules_dir = Path(scratch) / "rules"
-        rules_dir.mkdir()
-        (rules_dir / "bench.yaml").write_text(RULES)
-        with RedisServer(Path(scratch) / "redis") as server:
-            print(f"{options.uploads} uploads, {options.latency * 1000:.0f} ms per API call; rules:{RULES}")
-            results = []
-            for path, worker_counts in (("naive", naive_counts), ("postupload", counts)):
-                for workers in worker_counts:
-                    result = measure(server.url, rules_dir, options.uploads, options.latency, workers, path)
-                    results.append(result)
-                    print(
-                        f"  {result['path']:>10}  {workers} workers:"
-                        f" {result['per_second']:7.1f} notifications/s,"
-                        f" {result['calls_per_notification']:.3f} calls/notification"
-                        f" ({result['tags_calls']} tags calls, {result['seconds']:.1f} s)",
-                        flush=True,
-                    )
+    with scratch_stack() as (rules_dir, server):
+        print(f"{options.uploads} uploads, {options.latency * 1000:.0f} ms per API call; rules:{RULES}")
+        results = []
+        for path, worker_counts in (("naive", naive_counts), ("postupload", counts)):
+            for workers in worker_counts:
+                result = measure(server.url, rules_dir, options.uploads, options.latency, workers, path)
+                results.append(result)
+                print(
+                    f"  {result['path']:>10}  {workers} workers:"
+                    f" {result['per_second']:7.1f} notifications/s,"
+                    f" {result['calls_per_notification']:.3f} calls/notification"
+                    f" ({result['tags_calls']} tags calls, {result['seconds']:.1f} s)",
+                    flush=True,
+                )
     print("\nratios (postupload / naive, same worker count):")
     for workers in sorted(set(counts) & set(naive_counts)):
         ours = next(r for r in results if r["path"] == "postupload" and r["workers"] == workers)
@@ -256,24 +254,29 @@ def main() -> None:
         print(f"  {workers} workers: {ours['per_second'] / base['per_second']:.2f}x")
 
 
-def metrics_cost(uploads: int, latency: float, workers: int, rounds: int) -> None:
-    """Worker throughput with metrics against the same workers with every metric a no-op,
-    alternated round by round so the machine's drift falls on both alike."""
+@contextlib.contextmanager
+def scratch_stack() -> Iterator[tuple[Path, RedisServer]]:
+    """A rules directory with the bench's rules, and a Redis of its own; both gone afterwards."""
     with tempfile.TemporaryDirectory() as scratch:
         rules_dir = Path(scratch) / "rules"
         rules_dir.mkdir()
         (rules_dir / "bench.yaml").write_text(RULES)
         with RedisServer(Path(scratch) / "redis") as server:
-            print(f"metrics cost: {uploads} uploads, {latency * 1000:.0f} ms per API call, {workers} workers")
-            seconds: dict[str, list[float]] = {"postupload": [], "unmeasured": []}
-            for round_number in range(rounds):
-                order = ("unmeasured", "postupload") if round_number % 2 else ("postupload", "unmeasured")
-                for path in order:
-                    result = measure(server.url, rules_dir, uploads, latency, workers, path)
-                    seconds[path].append(result["seconds"])
-                    print(
-                        f"  round {round_number + 1} {path:>10}: {result['per_second']:7.1f} notifications/s"
-                    )
+            yield rules_dir, server
+
+
+def metrics_cost(uploads: int, latency: float, workers: int, rounds: int) -> None:
+    """Worker throughput with metrics against the same workers with every metric a no-op,
+    alternated round by round so the machine's drift falls on both alike."""
+    with scratch_stack() as (rules_dir, server):
+        print(f"metrics cost: {uploads} uploads, {latency * 1000:.0f} ms per API call, {workers} workers")
+        seconds: dict[str, list[float]] = {"postupload": [], "unmeasured": []}
+        for round_number in range(rounds):
+            order = ("unmeasured", "postupload") if round_number % 2 else ("postupload", "unmeasured")
+            for path in order:
+                result = measure(server.url, rules_dir, uploads, latency, workers, path)
+                seconds[path].append(result["seconds"])
+                print(f"  round {round_number + 1} {path:>10}: {result['per_second']:7.1f} notifications/s")
     measured, unmeasured = sum(seconds["postupload"]), sum(seconds["unmeasured"])
     ratio = unmeasured / measured
     print(f"throughput with metrics / without: {ratio:.3f}x (metrics cost {100 * (1 - ratio):.1f}%)")

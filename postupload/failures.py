@@ -4,11 +4,13 @@ RQ's failed registry, and sending the dead letters back through."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
+from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
@@ -55,14 +57,9 @@ def waiting_jobs(connection: redis.Redis, soonest: int | None = None) -> list[Wa
         list[tuple[bytes, float]],
         connection.zrange(queue.scheduled_job_registry.key, 0, end, withscores=True),
     )
-    for raw_id, score in scheduled:
-        job_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-        try:
-            job = queue.fetch_job(job_id)
-        except NoSuchJobError:
-            continue
-        if job is None:
-            continue
+    scores = {raw_id.decode(): score for raw_id, score in scheduled}
+    for job in _existing(queue, list(scores)):
+        score = scores[job.id]
         failed_at = job.meta.get("last_failed_at")
         waiting.append(
             WaitingJob(
@@ -80,6 +77,17 @@ def waiting_jobs(connection: redis.Redis, soonest: int | None = None) -> list[Wa
     return waiting
 
 
+def _existing(queue: Queue, job_ids: list[str]) -> Iterator[Job]:
+    """The jobs of these ids that still exist (a registry can outlive a job's expiry)."""
+    for job_id in job_ids:
+        try:
+            job = queue.fetch_job(job_id)
+        except NoSuchJobError:
+            continue
+        if job is not None:
+            yield job
+
+
 def failed_job_ids(connection: redis.Redis) -> list[str]:
     return list(notification_queue(connection).failed_job_registry.get_job_ids())
 
@@ -94,13 +102,7 @@ def failed_jobs(connection: redis.Redis, latest: int | None = None) -> list[Fail
     else:  # scored by when they expire: failed_at + a TTL that is the same for all
         latest_ids = cast(list[bytes], connection.zrevrange(registry.key, 0, latest - 1))
         job_ids = [raw.decode() for raw in latest_ids]
-    for job_id in job_ids:
-        try:
-            job = queue.fetch_job(job_id)
-        except NoSuchJobError:
-            continue
-        if job is None:
-            continue
+    for job in _existing(queue, job_ids):
         result = job.latest_result()
         text = (result.exc_string if result else None) or job.exc_info or ""
         lines = [line for line in text.strip().splitlines() if line.strip()]

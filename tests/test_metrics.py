@@ -29,12 +29,17 @@ rules:
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def test_totals_across_two_web_and_two_worker_processes_equal_what_happened(
-    processes: Processes, redis_server: RedisServer, redis_conn: Any, tmp_path: Path
-) -> None:
+def rules_dir(tmp_path: Path) -> Path:
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "rules.yaml").write_text(RULES)
+    return rules
+
+
+def test_totals_across_two_web_and_two_worker_processes_equal_what_happened(
+    processes: Processes, redis_server: RedisServer, redis_conn: Any, tmp_path: Path
+) -> None:
+    rules = rules_dir(tmp_path)
     emulator_port, web_port = free_port(), free_port()
     emulator_url, web_url = f"http://127.0.0.1:{emulator_port}", f"http://127.0.0.1:{web_port}"
     account = Account(ACCOUNT.cloud_name, ACCOUNT.api_key, ACCOUNT.api_secret, emulator_url)
@@ -122,9 +127,7 @@ def test_totals_across_two_web_and_two_worker_processes_equal_what_happened(
 def test_an_invalid_rule_edit_is_counted_once_and_shown_as_kept_out(
     processes: Processes, redis_server: RedisServer, redis_conn: Any, tmp_path: Path
 ) -> None:
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "rules.yaml").write_text(RULES)
+    rules = rules_dir(tmp_path)
     web_port = free_port()
     web_url = f"http://127.0.0.1:{web_port}"
     processes.env.update(
