@@ -165,3 +165,29 @@ def test_a_dry_run_shows_the_calls_by_rule_and_queues_nothing(make_stack: Any) -
     assert unknown.returncode == 1 and "no rule named nope; the rules are: thumbnails, live-only" in output
     both = backfill(stack, "--tag", "sale", "--prefix", "x")
     assert both.wait(30) == 2
+
+
+def test_the_console_lists_backfills_with_their_counts(settings: Any, redis_conn: Any) -> None:
+    from dataclasses import replace
+
+    from postupload.backfill import Checkpoint
+    from postupload.web import create_app
+
+    job = Backfill(AssetSource(tag="sale"), rules=("thumbnails",))
+    checkpoint = Checkpoint(redis_conn, job)
+    progress = checkpoint.start(1_700_000_000)
+    progress.listed, progress.queued, progress.state = 500, 480, "queued"
+    checkpoint.save(progress, 1_700_000_100)
+    redis_conn.hincrby(keys.backfill(job.key), "done", 470)
+    token = "console-token-for-tests-0123456789"
+    client = create_app(replace(settings, console_token=token), redis_conn).test_client()
+    page = client.get("/console/backfills", headers={"Authorization": f"Bearer {token}"}).get_data(
+        as_text=True
+    )
+    assert "image/upload assets by tag &#39;sale&#39;, rules thumbnails" in page and job.key in page
+    assert "<td>500</td><td>480</td><td>470</td>" in page and "being worked" in page
+    redis_conn.hincrby(keys.backfill(job.key), "done", 10)
+    page = client.get("/console/backfills", headers={"Authorization": f"Bearer {token}"}).get_data(
+        as_text=True
+    )
+    assert "finished" in page
