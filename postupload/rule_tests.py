@@ -288,7 +288,7 @@ def update_file(path: Path, ruleset: RuleSet) -> list[str]:
 
 
 def _root(text: str) -> yaml.Node:
-    loader = yamlcore.CoreLoader(text)
+    loader = yamlcore.CoreLoader(text)  # offsets in characters (libyaml's count bytes): edits slice the text
     try:
         return loader.get_single_node()
     finally:

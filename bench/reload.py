@@ -1,0 +1,79 @@
+"""Loading a large rule set: time and peak memory of `load_ruleset`, by YAML loader, in one process.
+
+Run with `.venv/bin/python -m bench.reload [--rules 10000]`. The rules are bench/match.py's mix,
+written as YAML files of 1,000 rules each. Each loader is timed (best of 3) and its peak memory taken
+with tracemalloc (Python allocations: what a reload adds to a process). The pure-Python loader is
+what postupload used before; the figures are printed as ratios against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import yaml
+import yamlcore
+
+from bench.match import make_rules
+from postupload import ruleset
+
+PER_FILE = 1_000
+
+
+def write_rules(directory: Path, count: int) -> None:
+    patterns = make_rules(count, random.Random(7))
+    for start in range(0, count, PER_FILE):
+        rules = [
+            {
+                "name": f"rule-{index}",
+                "match": pattern,
+                "actions": [{"tags": {"add": [f"t{index}"]}}],
+            }
+            for index, pattern in enumerate(patterns[start : start + PER_FILE], start)
+        ]
+        text = yaml.safe_dump({"rules": rules}, sort_keys=False, default_flow_style=None, width=110)
+        (directory / f"{start // PER_FILE:03d}.yaml").write_text(text)
+
+
+def measure(directory: Path) -> tuple[float, float]:
+    """(seconds, best of 3; peak MiB of Python allocations while loading)."""
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        ruleset.load_ruleset(directory)
+        times.append(time.perf_counter() - started)
+    tracemalloc.start()
+    ruleset.load_ruleset(directory)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return min(times), peak / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rules", type=int, default=10_000)
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        directory = Path(scratch)
+        write_rules(directory, options.rules)
+        print(f"{options.rules} rules in {len(list(directory.glob('*.yaml')))} files")
+        figures = {}
+        for name, loader in (("pure-Python loader", yamlcore.CoreLoader), ("C loader", ruleset.LOADER)):
+            chosen, ruleset.LOADER = ruleset.LOADER, loader
+            try:
+                figures[name] = measure(directory)
+            finally:
+                ruleset.LOADER = chosen
+            seconds, peak = figures[name]
+            print(f"  {name:>18}: {seconds:.2f} s, peak {peak:.0f} MiB")
+    base_seconds, base_peak = figures["pure-Python loader"]
+    seconds, peak = figures["C loader"]
+    print(f"C loader / pure-Python: time {seconds / base_seconds:.2f}x, peak memory {peak / base_peak:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
