@@ -81,7 +81,23 @@ def _validator() -> jsonschema.protocols.Validator:
     schema = rules_schema()
     validator_class = jsonschema.validators.validator_for(schema)
     validator_class.check_schema(schema)
-    return validator_class(schema)
+    # With its local $refs put in place: resolving them cost a third of loading 10,000 rules.
+    return validator_class(_inlined(schema, schema.get("$defs", {})))
+
+
+def _inlined(value: Any, definitions: dict[str, Any]) -> Any:
+    """The schema with every "#/$defs/a/b" reference replaced by what it names (none is recursive)."""
+    if isinstance(value, dict):
+        reference = value.get("$ref")
+        if isinstance(reference, str) and reference.startswith("#/$defs/") and len(value) == 1:
+            target: Any = definitions
+            for part in reference.removeprefix("#/$defs/").split("/"):
+                target = target[part]
+            return _inlined(target, definitions)
+        return {key: _inlined(item, definitions) for key, item in value.items() if key != "$defs"}
+    if isinstance(value, list):
+        return [_inlined(item, definitions) for item in value]
+    return value
 
 
 def rule_files(directory: Path) -> list[Path]:
@@ -111,16 +127,30 @@ def load_ruleset(directory: Path) -> RuleSet:
     return load_sources(sources)
 
 
+FileResult = tuple[list[Rule], list[Problem], list[Problem]]  # rules, problems, warnings
+# The files of the last set loaded, by path: (digest of the text, what loading it gave). Rules are
+# frozen values, so a set made again from the same text can share them.
+_loaded_files: dict[str, tuple[str, FileResult]] = {}
+
+
 def load_sources(sources: dict[str, str]) -> RuleSet:
     """The rule set of these files (path -> text), checked; RuleSetError lists every problem found."""
     problems: list[Problem] = []
     warnings: list[Problem] = []
     rules: list[Rule] = []
+    loaded: dict[str, tuple[str, FileResult]] = {}
     for file, text in sources.items():
-        file_rules, file_problems, file_warnings = load_text(file, text)
+        # A reload reads again only the files that changed: each costs ~0.3 s per 1,000 rules.
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        earlier = _loaded_files.get(file)
+        result = earlier[1] if earlier is not None and earlier[0] == digest else load_text(file, text)
+        loaded[file] = (digest, result)
+        file_rules, file_problems, file_warnings = result
         rules += file_rules
         problems += file_problems
         warnings += file_warnings
+    _loaded_files.clear()
+    _loaded_files.update(loaded)
     problems += _duplicate_names(rules)
     if problems:
         raise RuleSetError(sorted(problems, key=lambda p: (p.file, p.line, p.column)))
