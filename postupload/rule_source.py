@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,9 +60,32 @@ class RuleSource:
         self.error: RuleSetError | None = None
         self._fingerprint: object = None
         self._checked_at = float("-inf")
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def watch(self) -> RuleSource:
+        """Reload from a thread of its own from now on, so no job waits while a large set reloads."""
+        if self._watcher is None:
+            self.refresh()
+            self._watcher = threading.Thread(target=self._watch, name="rule-watcher", daemon=True)
+            self._watcher.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.check_every):
+            try:
+                self.refresh()
+            except Exception:  # keep watching whatever one reload did; the set in use stays
+                log.exception("reloading the rule set")
 
     def current(self) -> RuleSet | None:
-        """The last good rule set, after reloading if files changed since the last look."""
+        """The last good rule set, after reloading if files changed since the last look (unless a
+        watcher reloads it)."""
+        if self._watcher is not None:
+            return self.ruleset
         now = time.monotonic()
         if now - self._checked_at >= self.check_every:
             self._checked_at = now

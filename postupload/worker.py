@@ -329,6 +329,7 @@ def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[st
         raise current.rules.error
     _runtime = current
     stopping = _StopSignals()
+    current.rules.watch()  # reloads happen beside the jobs, not in them
     flusher = Flusher(current.executor.batches, current.client).start()
     worked = False
     try:
@@ -352,6 +353,7 @@ def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[st
                 return worked
         return worked
     finally:
+        current.rules.stop()
         flusher.stop()
         if burst:  # the queues are empty: send what waits in batches now rather than leave it
             current.executor.batches.drain(current.client)

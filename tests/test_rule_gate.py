@@ -151,3 +151,18 @@ def test_includes_and_excludes_let_a_broad_new_rule_leave_other_tests_alone(tmp_
     )
     result = CliRunner().invoke(main, ["rules", "test", str(directory)])
     assert "archive matched, and must not" in result.output
+
+
+def test_a_watched_source_reloads_beside_the_jobs(tmp_path: Path) -> None:
+    directory = rules_with_tests(tmp_path)
+    source = RuleSource(directory, check_every=0.1).watch()
+    try:
+        first = source.current()
+        assert first is not None and [rule.name for rule in first.rules] == ["thumbs"]
+        touch(directory / "rules.yaml", RULES.replace("thumbs", "thumbnails"))
+        touch(directory / "tests" / "thumbs.yaml", TESTS.replace("[thumbs]", "[thumbnails]"))
+        # Nobody asked (no job ran): the watcher loaded it, and current() only hands it out.
+        assert wait_until(lambda: source.ruleset is not first, 5)
+        assert [rule.name for rule in source.current().rules] == ["thumbnails"]  # type: ignore[union-attr]
+    finally:
+        source.stop()
