@@ -91,12 +91,12 @@ class Executor:
                 }
                 if envelope.backfill:
                     entry["backfill"] = envelope.backfill
-                history.record(pipe, asset_key, asset.target.public_id, entry, self.clock())
+                run.told.append((entry, self.clock()))
                 todo = run.not_done(list(plan.actions), seen)
                 calls, _ = plan_calls(run.within_cap(todo), asset.target, seen)
                 retry_at = max([retry_at, *(run.perform(call) for call in calls)])
                 run.finish_batched()
-                pipe.execute()
+                run.write()
         if retry_at:
             self.schedule(envelope, retry_at)
         return outcomes
@@ -123,6 +123,7 @@ class _Run:
         self.pipe = pipe
         self.actions: dict[tuple[str, int], PlannedAction] = {}
         self.batched: dict[tuple[str, int], str] = {}  # actions whose changes joined batches -> done key
+        self.told: list[tuple[dict[str, Any], float]] = []  # history entries not written yet
 
     def not_done(self, actions: list[PlannedAction], seen: str) -> list[PlannedAction]:
         """The actions still to do; those done before are recorded as skipped, unmakeable ones as failed."""
@@ -218,7 +219,13 @@ class _Run:
 
     def succeeded(self, actions: list[PlannedAction], answer: Answer, done_keys: list[str]) -> None:
         self.finish(actions, "ok", answer.detail, marks=done_keys)
-        self.pipe.execute()  # the done marks are written now: a crash after the call must not lose them
+        self.write()  # the done marks are written now: a crash after the call must not lose them
+
+    def write(self) -> None:
+        """Send what is pending: done marks, and the history entries so far in one call."""
+        history.record_many(self.pipe, self.asset_key, self.target.public_id, self.told)
+        self.told = []
+        self.pipe.execute()
 
     def finish(
         self,
@@ -250,7 +257,7 @@ class _Run:
                 self.pipe.set(marks[position], json.dumps(mark), ex=keys.DONE_TTL)
             entry = {"event": "action", "notification": self.notification_id, "call": action.params}
             entry.update(outcome.as_dict())
-            history.record(self.pipe, self.asset_key, self.target.public_id, entry, self.x.clock())
+            self.told.append((entry, self.x.clock()))
 
 
 def _iso(moment: float) -> str:

@@ -10,12 +10,13 @@ import redis
 from postupload import keys
 from postupload.notification import Target
 
-# One call per entry: append, bound, keep 30 days, and remember the public_id -> asset mapping.
+# One call for any number of entries: append (oldest first, so the newest ends up first), bound,
+# keep 30 days, and remember the public_id -> asset mapping.
 _RECORD = """
-redis.call('lpush', KEYS[1], ARGV[1])
-redis.call('ltrim', KEYS[1], 0, tonumber(ARGV[2]) - 1)
-redis.call('expire', KEYS[1], ARGV[3])
-if ARGV[4] ~= '' then redis.call('set', KEYS[2], ARGV[5], 'EX', ARGV[3]) end
+redis.call('lpush', KEYS[1], unpack(ARGV, 5))
+redis.call('ltrim', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+redis.call('expire', KEYS[1], ARGV[2])
+if ARGV[3] ~= '' then redis.call('set', KEYS[2], ARGV[4], 'EX', ARGV[2]) end
 return 1
 """
 _script = redis.client.Redis().register_script(_RECORD)  # no connection is made: sha and text only
@@ -25,9 +26,24 @@ def record(
     connection: redis.Redis | Any, asset_key: str, public_id: str | None, entry: dict[str, Any], now: float
 ) -> None:
     """Append one entry to an asset's history (newest first). `connection` may be a pipeline."""
-    text = json.dumps({"time": round(now, 3), **entry}, separators=(",", ":"), default=str)
+    record_many(connection, asset_key, public_id, [(entry, now)])
+
+
+def record_many(
+    connection: redis.Redis | Any,
+    asset_key: str,
+    public_id: str | None,
+    entries: list[tuple[dict[str, Any], float]],
+) -> None:
+    """Append entries, oldest first, to an asset's history in one call. `connection` may be a pipeline."""
+    if not entries:
+        return
+    texts = [
+        json.dumps({"time": round(now, 3), **entry}, separators=(",", ":"), default=str)
+        for entry, now in entries
+    ]
     names = [keys.history(asset_key), keys.asset(public_id or "")]
-    args: list[str | int] = [text, keys.HISTORY_LENGTH, keys.HISTORY_TTL, public_id or "", asset_key]
+    args: list[str | int] = [keys.HISTORY_LENGTH, keys.HISTORY_TTL, public_id or "", asset_key, *texts]
     _script(keys=names, args=args, client=connection)
 
 
