@@ -19,7 +19,7 @@ from typing import Any
 from postupload.patterns import Pattern, flatten, leaves, matches
 
 MAX_ALTERNATIVES = 256  # a pattern whose $or expand past this is checked whole, unindexed
-Key = tuple[str, Any]  # (kind, value): kind is "=", "i", "p", "pi", "s", "si"
+Key = tuple[str, Any]  # (kind, value): kind is "=", "i", "p", "pi", "s", "si", "e" (any value)
 
 
 @dataclass
@@ -31,11 +31,14 @@ class PathIndex:
     prefix_lengths: set[tuple[bool, int]] = field(default_factory=set)
     suffix_lengths: set[tuple[bool, int]] = field(default_factory=set)
     folds: bool = False  # some key here ignores case
+    present: list[int] = field(default_factory=list)  # alternatives that only need a value here
 
     def add(self, key: Key, alternative: int) -> None:
         kind, value = key
         self.folds = self.folds or kind.endswith("i")
-        if kind == "=":
+        if kind == "e":
+            self.present.append(alternative)
+        elif kind == "=":
             self.exact[value].append(alternative)
         elif kind == "i":
             self.folded[value].append(alternative)
@@ -48,6 +51,7 @@ class PathIndex:
             lengths.add((folded, len(value)))
 
     def candidates(self, value: Any, found: set[int]) -> None:
+        found.update(self.present)
         found.update(self.exact.get(canonical(value), ()))
         if not isinstance(value, str):
             return
@@ -164,12 +168,32 @@ def _key(matcher: Any) -> Key | None:
         if isinstance(operand, dict):
             return (name[0] + "i", operand["equals-ignore-case"].casefold())
         return (name[0], operand)
+    if name == "wildcard" and isinstance(operand, str):
+        return _wildcard_key(operand)
+    if name == "exists" and operand is True:
+        return ("e", None)  # a value must be there: events without one are no candidates
     return None
 
 
+def _wildcard_key(operand: str) -> Key | None:
+    """A wildcard's literal start (or, failing that, its literal end) as a prefix (or suffix) key:
+    every string the wildcard matches has it. Escapes are left unindexed, to stay exact."""
+    if "\\" in operand:
+        return None
+    start, _, rest = operand.partition("*")
+    if not rest and not operand.endswith("*"):
+        return ("=", operand)  # no star: the wildcard is this very string
+    if start:
+        return ("p", start)
+    end = operand.rsplit("*", 1)[1]
+    return ("s", end) if end else None
+
+
 def _cost(keys: list[Key], shared: Counter[Key]) -> float:
-    # Exact values are the surest filter; a short prefix may let many events through.
-    return sum(shared[key] * (1 if key[0] in ("=", "i") else 2) for key in keys)
+    # Exact values are the surest filter; a short prefix may let many events through; "a value is
+    # there" lets through every event that has one.
+    weight = {"=": 1, "i": 1, "e": 50}
+    return sum(shared[key] * weight.get(key[0], 2) for key in keys)
 
 
 def _values_at(event: Any, path: tuple[str, ...]) -> Iterator[Any]:

@@ -216,7 +216,7 @@ MATCHERS = st.one_of(
     st.builds(lambda n: {"numeric": [">", n, "<=", n + 2]}, st.integers(-3, 3)),
     st.builds(lambda b: {"exists": b}, st.booleans()),
     st.just({"cidr": "10.0.0.0/24"}),
-    st.builds(lambda s: {"wildcard": s}, st.sampled_from(["*", "x*", "*y", "x*y", "a\\*b"])),
+    st.builds(lambda s: {"wildcard": s}, st.sampled_from(["*", "x*", "*y", "x*y", "a\\*b", "xy", "x*y*"])),
 )
 
 
