@@ -18,6 +18,7 @@ from typing import Any
 
 from postupload.patterns import Pattern, flatten, leaves, matches
 
+FEW_PATHS = 24  # up to this many indexed paths, walk each; past it, walk the event's paths once
 MAX_ALTERNATIVES = 256  # a pattern whose $or expand past this is checked whole, unindexed
 Key = tuple[str, Any]  # (kind, value): kind is "=", "i", "p", "pi", "s", "si", "e" (any value)
 
@@ -104,9 +105,17 @@ class Matcher:
     def match(self, event: dict[str, Any]) -> list[int]:
         """Indices of the patterns that match, ascending."""
         candidates: set[int] = set(self.unanchored)
-        for path, index in self.paths.items():
-            for value in _values_at(event, path):
-                index.candidates(value, candidates)
+        if len(self.paths) <= FEW_PATHS:
+            for path, index in self.paths.items():
+                for value in _values_at(event, path):
+                    index.candidates(value, candidates)
+        else:  # many indexed paths (rules that test many fields): walk the event's own paths once
+            for path, nodes in _nodes_by_path(event).items():
+                found = self.paths.get(path)
+                if found is not None:
+                    for node in nodes:
+                        for value in leaves(node):
+                            found.candidates(value, candidates)
         # Check whole patterns: an alternative only proposes its pattern (see expand_or).
         owners = sorted({self.owner[n] for n in candidates})
         return [position for position in owners if matches(self.patterns[position], event)]
@@ -155,7 +164,8 @@ def _anchorable(pattern: Pattern, path: tuple[str, ...] = ()) -> Iterator[tuple[
             continue
         keys = [_key(matcher) for matcher in (value if isinstance(value, list) else [value])]
         if all(key is not None for key in keys):
-            yield here, [key for key in keys if key is not None]
+            # "A value is there" is as selective as the path is rare: count it per path.
+            yield here, [("e", here) if key[0] == "e" else key for key in keys if key is not None]
 
 
 def _key(matcher: Any) -> Key | None:
@@ -194,6 +204,26 @@ def _cost(keys: list[Key], shared: Counter[Key]) -> float:
     # there" lets through every event that has one.
     weight = {"=": 1, "i": 1, "e": 50}
     return sum(shared[key] * weight.get(key[0], 2) for key in keys)
+
+
+def _nodes_by_path(event: Any) -> dict[tuple[str, ...], list[Any]]:
+    """Every path of the event with the values found there, arrays crushed out at every level, as
+    _values_at walks one path: {("context", "custom", "sku"): ["SKU-1"], ...}."""
+    found: dict[tuple[str, ...], list[Any]] = {}
+    frontier: list[tuple[tuple[str, ...], list[Any]]] = [((), [event])]
+    while frontier:
+        path, nodes = frontier.pop()
+        children: dict[str, list[Any]] = {}
+        for node in nodes:
+            for item in flatten(node) if isinstance(node, list) else [node]:
+                if isinstance(item, dict):
+                    for key, value in item.items():
+                        children.setdefault(key, []).append(value)
+        for key, values in children.items():
+            child = (*path, key)
+            found[child] = values
+            frontier.append((child, values))
+    return found
 
 
 def _values_at(event: Any, path: tuple[str, ...]) -> Iterator[Any]:

@@ -250,3 +250,17 @@ def test_compiled_matcher_agrees_with_reference(
     for event in events:
         expected = [index for index, pattern in enumerate(valid) if matches(pattern, event)]
         assert matcher.match(event) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(patterns(), min_size=1, max_size=8), st.lists(EVENTS, min_size=1, max_size=5))
+def test_compiled_matcher_agrees_with_reference_walking_the_events_paths(
+    pattern_list: list[dict[str, Any]], events: list[Any]
+) -> None:
+    """The same, with the lookup a rule set testing many fields uses (the event's paths walked once)."""
+    from unittest import mock
+
+    import postupload.matcher
+
+    with mock.patch.object(postupload.matcher, "FEW_PATHS", 0):
+        test_compiled_matcher_agrees_with_reference.hypothesis.inner_test(pattern_list, events)  # type: ignore[attr-defined]
