@@ -119,7 +119,11 @@ def test_notifications_are_kept_newest_first_within_both_bounds(redis_conn: redi
         record(pipe, later, keep, now + 8 * keys.DAY)
         pipe.execute()
     assert [envelope.id for envelope in latest(redis_conn)] == []  # its own id is older than the cut
-    assert Keep(count=0).count == 0
+    # POSTUPLOAD_PREVIEW_KEEP=0 keeps none.
+    with redis_conn.pipeline() as pipe:
+        record(pipe, later, Keep(count=0), now)
+        pipe.execute()
+    assert redis_conn.xlen(keys.RECORDED) == 0
 
 
 def test_rules_diff_on_what_the_web_received(
