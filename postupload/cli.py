@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import os
-import re
 import sys
 import time
 import urllib.error
@@ -313,8 +313,11 @@ def backfill(
 
     if sum(value is not None for value in (prefix, tag, expression)) != 1:
         raise click.UsageError("give one of --prefix, --tag or --expression: which assets to backfill")
-    if since is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", since):
-        raise click.BadParameter("expected a date, YYYY-MM-DD", param_hint="--since")
+    if since is not None:
+        try:
+            since = datetime.date.fromisoformat(since).isoformat()
+        except ValueError:
+            raise click.BadParameter("expected a date, YYYY-MM-DD", param_hint="--since") from None
     ruleset = load_ruleset(directory or settings.rules_dir)
     unknown = sorted(set(rule_names) - {rule.name for rule in ruleset.rules})
     if unknown:
