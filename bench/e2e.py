@@ -10,6 +10,10 @@ per action, no shared explicit call, no tag batches. It runs our own web and que
 function differs (each worker process swaps `postupload.worker.process_notification` for it).
 Figures are printed as ratios against the naive run made in the same process, as machines here
 are noisy.
+
+Other modes: `latency-presets` (one worker process each, at 0.03 s and 0.3 s a call: notifications/s
+per process, calls per notification, Redis commands per notification, worker peak RSS) and
+`metrics-cost` (workers with metrics against the same workers with every metric a no-op).
 """
 
 from __future__ import annotations
@@ -179,6 +183,7 @@ def measure(
             body = {"public_id": f"bench/{number}", "tags": ["social"], "width": 1600, "height": 1200}
             session.post(f"{run.emulator}/emulator/upload", json=body, timeout=30).raise_for_status()
 
+        commands_before = redis_commands(connection)
         started = time.perf_counter()
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(upload, range(uploads)))
@@ -187,6 +192,8 @@ def measure(
                 raise RuntimeError("the run did not finish in 30 minutes")
             time.sleep(0.25)
         elapsed = time.perf_counter() - started
+        commands = redis_commands(connection) - commands_before
+        rss = max(peak_rss_mib(process.pid) for process in run.processes[2:])
         calls = requests.get(f"{run.emulator}/emulator/calls", timeout=60).json()["calls"]
         api_calls = [call for call in calls if call["status"] == 200]
         return {
@@ -196,9 +203,50 @@ def measure(
             "per_second": uploads / elapsed,
             "calls_per_notification": len(api_calls) / uploads,
             "tags_calls": sum(call["endpoint"] == "tags" for call in api_calls),
+            "commands_per_notification": commands / uploads,  # all of Redis: web, RQ, workers
+            "worker_rss_mib": rss,
         }
     finally:
         run.stop()
+
+
+def redis_commands(connection: Any) -> int:
+    return sum(int(entry["calls"]) for entry in connection.info("commandstats").values())
+
+
+def peak_rss_mib(pid: int) -> float:
+    """A process's peak resident memory (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# Per-process figures at Cloudinary-like latencies: one worker each, ours and the naive baseline.
+PRESETS = {"0.03": (0.03, 600), "0.3": (0.3, 60)}  # latency (s), uploads
+
+
+def latency_presets() -> None:
+    with scratch_stack() as (rules_dir, server):
+        for name, (latency, uploads) in PRESETS.items():
+            print(f"{name} s per call, {uploads} uploads, one worker process:", flush=True)
+            results = {
+                path: measure(server.url, rules_dir, uploads, latency, 1, path)
+                for path in ("naive", "postupload")
+            }
+            for path, result in results.items():
+                print(
+                    f"  {path:>10}: {result['per_second']:.2f} notifications/s per process,"
+                    f" {result['calls_per_notification']:.3f} calls/notification,"
+                    f" {result['commands_per_notification']:.0f} Redis commands/notification,"
+                    f" worker peak RSS {result['worker_rss_mib']:.0f} MiB",
+                    flush=True,
+                )
+            ours, naive = results["postupload"], results["naive"]
+            print(
+                f"  postupload / naive: throughput {ours['per_second'] / naive['per_second']:.2f}x,"
+                f" calls {ours['calls_per_notification'] / naive['calls_per_notification']:.2f}x"
+            )
 
 
 def main() -> None:
@@ -207,7 +255,7 @@ def main() -> None:
         "mode",
         nargs="?",
         default="bench",
-        choices=["bench", "metrics-cost", "naive-worker", "unmeasured-worker"],
+        choices=["bench", "metrics-cost", "latency-presets", "naive-worker", "unmeasured-worker"],
     )
     parser.add_argument("--uploads", type=int, default=2000)
     parser.add_argument("--latency", type=float, default=0.03, help="seconds the emulator adds to every call")
@@ -220,6 +268,9 @@ def main() -> None:
         return
     if options.mode == "unmeasured-worker":
         unmeasured_worker()
+        return
+    if options.mode == "latency-presets":
+        latency_presets()
         return
     if options.mode == "metrics-cost":
         metrics_cost(options.uploads, options.latency, int(options.workers.split(",")[0]), options.rounds)
