@@ -110,14 +110,20 @@ def web(settings: Settings, host: str, port: int, workers: int, worker_class: st
     show_default=True,
     help="Comma-separated queue names, the first first (from one queue RQ dequeues crash-safely).",
 )
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 512),
+    help="Jobs run at once, each in a thread [default: POSTUPLOAD_WORKER_CONCURRENCY, else 32].",
+)
 @pass_settings
-def worker(settings: Settings, burst: bool, queues: str) -> None:
+def worker(settings: Settings, burst: bool, queues: str, concurrency: int | None) -> None:
     """The worker process: matches notifications against the rules and runs their actions."""
     from postupload.queue import connect
     from postupload.worker import run_worker
 
     names = [name.strip() for name in queues.split(",") if name.strip()]
-    run_worker(settings, connect(settings.require_redis_url()), names, burst)
+    jobs_at_once = concurrency or settings.worker_concurrency
+    run_worker(settings, connect(settings.require_redis_url()), names, burst, jobs_at_once)
 
 
 def _knob(name: str, default: float, kind: click.ParamType, text: str) -> Callable[[FC], FC]:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import cloudinary.api
+import cloudinary.api_client.call_api
 import cloudinary.exceptions
 import cloudinary.search
 import cloudinary.uploader
@@ -173,6 +174,15 @@ class CloudinaryClient:
                 self.recorder.observe(
                     "postupload_cloudinary_call_seconds", seconds, endpoint=endpoint, status=status
                 )
+
+
+def widen_http_pools(connections: int) -> None:
+    """Let the SDK keep this many connections to each host. Its HTTP pools (urllib3's, made when the
+    SDK is imported) keep 1 each by default, so with several calls in flight every call but one
+    would open a new connection, and urllib3 would warn that it discards the rest."""
+    for pool_manager in (cloudinary.uploader._http, cloudinary.api_client.call_api._http):
+        pool_manager.connection_pool_kw["maxsize"] = max(connections, 1)
+        pool_manager.clear()  # pools made before keep their size; new ones take this one
 
 
 def _search(expression: str, max_results: int, next_cursor: str | None = None, **options: Any) -> Any:

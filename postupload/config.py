@@ -50,6 +50,10 @@ class Account:
         return options
 
 
+# Jobs a worker process runs at once. A job mostly waits for Cloudinary (~0.3 s a call), so one
+# process keeps this many calls in flight for about the CPU and memory of one job at a time.
+DEFAULT_CONCURRENCY = 32
+
 # The account that `postupload run` gives the emulator, web and worker when CLOUDINARY_URL is unset.
 DEV_ACCOUNT = Account("postupload-dev", "123456789012345", "dev-secret-not-for-production")
 
@@ -71,6 +75,7 @@ class Settings:
     api_timeout: float = 30.0
     retries: int = 6
     asset_action_cap: int = 100
+    worker_concurrency: int = DEFAULT_CONCURRENCY
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +96,7 @@ class Settings:
             api_timeout=_float(env, "POSTUPLOAD_API_TIMEOUT", 30.0),
             retries=_int(env, "POSTUPLOAD_RETRIES", 6),
             asset_action_cap=_int(env, "POSTUPLOAD_ASSET_ACTION_CAP", 100),
+            worker_concurrency=_int(env, "POSTUPLOAD_WORKER_CONCURRENCY", DEFAULT_CONCURRENCY, minimum=1),
         )
 
     def require_account(self) -> Account:

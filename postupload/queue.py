@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import redis
 from rq import Queue, Retry
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -16,6 +17,10 @@ from postupload.envelope import Envelope
 from postupload.logs import printable
 
 JOB_FUNCTION = "postupload.worker.process_notification"
+# Seconds a job may sit taken but not started before it counts as lost with its worker. A live
+# worker starts what it took within milliseconds; a lost one is run again (done marks keep its
+# effects single) at the first registry cleaning after this (every few seconds: worker.py).
+STUCK_AFTER = 10
 
 
 def connect(url: str) -> redis.Redis:
@@ -23,13 +28,27 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30)
 
 
+class TakenJobs(IntermediateQueue):
+    """RQ's list of jobs taken off the queue by a worker that has not yet marked them started. A job
+    left there (its worker died in between) is run again once it was seen there STUCK_AFTER s,
+    not RQ's minute: a worker running many jobs at once spends much of its time in between."""
+
+    def should_be_cleaned_up(self, job_id: str) -> bool:
+        first_seen = self.get_first_seen(job_id)
+        return first_seen is not None and (datetime.now(UTC) - first_seen).total_seconds() > STUCK_AFTER
+
+
 class NotificationQueue(Queue):
     """RQ's queue, whose registry-cleaning lock lapses in CLEANING_LOCK_TTL s instead of RQ's 899: a
     worker killed while it cleans would otherwise keep every worker from cleaning, and so from
-    bringing back dead workers' jobs, for 15 minutes."""
+    bringing back dead workers' jobs, for 15 minutes. Its taken jobs are `TakenJobs`."""
 
     def acquire_maintenance_lock(self) -> bool:
         return bool(self.connection.set(self.registry_cleaning_key, 1, nx=True, ex=keys.CLEANING_LOCK_TTL))
+
+    @property
+    def intermediate_queue(self) -> IntermediateQueue:
+        return TakenJobs(self.key, connection=self.connection)
 
 
 def notification_queue(connection: redis.Redis, name: str = keys.QUEUE) -> Queue:

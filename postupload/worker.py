@@ -16,16 +16,19 @@ from typing import Any
 import redis
 from rq import Queue, SimpleWorker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.exceptions import StopRequested
 from rq.executions import Execution
 from rq.job import Job
 from rq.job_lifecycle import call_exception_handlers
+from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
+from rq.timeouts import TimerDeathPenalty
 
 from postupload import keys
 from postupload.batches import Flusher, TagBatches
 from postupload.budget import AdminBudget
-from postupload.cloudinary_api import CloudinaryClient
+from postupload.cloudinary_api import CloudinaryClient, widen_http_pools
 from postupload.config import Settings
 from postupload.envelope import Envelope
 from postupload.errors import ActionError, PostuploadError, RuleSetError
@@ -209,11 +212,28 @@ def no_retry_when_permanent(
 
 
 class Worker(SimpleWorker):
-    """RQ's SimpleWorker (no fork per job: the rule set and HTTP connections are reused) that keeps
-    heartbeating its job, so a worker killed mid-job is noticed within HEARTBEAT_TTL seconds and
-    its job is run again (RQ retries abandoned jobs), instead of after the job timeout."""
+    """RQ's SimpleWorker (no fork per job: the rule set and HTTP connections are reused) that runs up
+    to `concurrency` jobs at once, each in a thread of its own: a job mostly waits for Cloudinary, so
+    one process keeps many calls in flight. It is still one RQ worker, on RQ's queues and registries:
+    each job has its own execution in the started registry (RQ 3 tracks several per worker), and
+    RQ's own code records each outcome.
+
+    Every job in hand is heartbeaten, so a worker killed mid-job is noticed within HEARTBEAT_TTL
+    seconds and its jobs run again (RQ retries abandoned jobs), instead of after the job timeout.
+    A stop request lets the jobs in hand finish and takes no new one; a second one stops at once
+    (those jobs then run again elsewhere, and their done marks keep what they did single)."""
 
     stopping: threading.Event | None = None  # set on SIGTERM/SIGINT, for whoever runs this worker
+    death_penalty_class = TimerDeathPenalty  # a job's timeout: SIGALRM would reach only the main thread
+
+    def __init__(self, *args: Any, concurrency: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.concurrency = concurrency
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._running: dict[str, tuple[Execution, StartedJobRegistry]] = {}
+        self._changed = threading.Condition()  # a job ended
+        self._listening = False  # blocked on Redis for the next job
+        self._beats_stop = threading.Event()
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return HEARTBEAT_TTL
@@ -273,25 +293,96 @@ class Worker(SimpleWorker):
             else:
                 self.scheduler.start()
 
-    def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
-        stop = threading.Event()
+    def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        super().bootstrap(*args, **kwargs)
+        self._beats_stop.clear()
+        threading.Thread(target=self._beat, name="heartbeats", daemon=True).start()
 
-        def beat() -> None:
-            while not stop.wait(HEARTBEAT_TTL / 3):
-                try:
-                    with self.connection.pipeline() as pipe:
-                        execution.heartbeat(queue.started_job_registry, HEARTBEAT_TTL, pipe)
-                        pipe.execute()
-                except redis.RedisError as error:  # the job itself will meet the same trouble
-                    log.warning("heartbeat for job %s failed: %s", job.id, error)
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """Start the job in a thread of its own and go back for the next one (a slot was taken)."""
+        execution = self.prepare_execution(job)
+        with self._changed:
+            self._running[execution.id] = (execution, queue.started_job_registry)
+        threading.Thread(
+            target=self._perform, args=(job, queue, execution), name=f"job-{job.id}", daemon=True
+        ).start()
 
-        beating = threading.Thread(target=beat, name=f"heartbeat-{job.id}", daemon=True)
-        beating.start()
+    def _perform(self, job: Job, queue: Queue, execution: Execution) -> None:
         try:
-            return super().perform_job(job, queue, execution)
+            self.perform_job(job, queue, execution)  # RQ's own: it records the outcome, whatever it is
         finally:
-            stop.set()
-            beating.join()
+            with self._changed:
+                self._running.pop(execution.id, None)
+                self._changed.notify_all()
+            self._slots.release()
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        """RQ's, once a slot is free. A burst worker (timeout None) that finds the queues empty waits
+        for the jobs in hand and looks again, as they may have queued more."""
+        self._take_slot()
+        result = None
+        try:
+            while True:
+                self._listening = True
+                try:
+                    result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+                finally:
+                    self._listening = False
+                if result is not None or timeout is not None or not self._wait_for_jobs_in_hand():
+                    return result
+        finally:
+            if result is None:
+                self._slots.release()
+
+    def _take_slot(self) -> None:
+        """Wait until fewer than `concurrency` jobs run, doing RQ's maintenance meanwhile."""
+        while not self._slots.acquire(timeout=1.0):
+            if self._stop_requested:
+                raise StopRequested()
+            if self.should_run_maintenance_tasks:
+                self.run_maintenance_tasks()
+
+    def _wait_for_jobs_in_hand(self) -> bool:
+        """Until no job runs; False if none did."""
+        with self._changed:
+            if not self._running:
+                return False
+            self._changed.wait_for(lambda: not self._running)
+            return True
+
+    def _shutdown(self) -> None:
+        """Warm shutdown (RQ's, for many jobs): take no new job, let those in hand finish."""
+        self._stop_requested = True
+        self.set_shutdown_requested_date()
+        if self.scheduler:
+            self.stop_scheduler()
+        if self._listening:  # blocked on Redis for the next job: nothing in hand is lost
+            raise StopRequested()
+
+    def teardown(self) -> None:
+        if self._running:
+            log.info("worker %s: waiting for %d jobs in hand to finish", self.name, len(self._running))
+            self._wait_for_jobs_in_hand()
+        self._beats_stop.set()
+        super().teardown()
+
+    def _beat(self) -> None:
+        """Every HEARTBEAT_TTL / 3 s, one round trip for every job in hand and the worker itself."""
+        while not self._beats_stop.wait(HEARTBEAT_TTL / 3):
+            with self._changed:
+                running = list(self._running.values())
+            if not running:
+                continue  # an idle worker heartbeats itself as it waits for a job
+            try:
+                with self.connection.pipeline() as pipe:
+                    self.heartbeat(pipeline=pipe)  # it may be waiting for a slot, not for a job
+                    for execution, registry in running:
+                        execution.heartbeat(registry, HEARTBEAT_TTL, pipe)
+                    pipe.execute()
+            except redis.RedisError as error:  # the jobs themselves will meet the same trouble
+                log.warning("heartbeat for %d jobs failed: %s", len(running), error)
 
 
 class Scheduler(RQScheduler):
@@ -320,9 +411,13 @@ class Scheduler(RQScheduler):
         super().work()
 
 
-def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[str], burst: bool) -> bool:
-    """Work the queues until stopped (or, with burst, until they are empty), riding out Redis outages."""
+def run_worker(
+    settings: Settings, connection: redis.Redis, queue_names: list[str], burst: bool, concurrency: int = 1
+) -> bool:
+    """Work the queues, `concurrency` jobs at a time, until stopped (or, with burst, until they are
+    empty), riding out Redis outages."""
     global _runtime
+    widen_http_pools(concurrency + 2)  # every job in hand, and the tag flusher, keep a connection
     current = Runtime.from_settings(settings, connection)
     if current.rules.current() is None:
         assert current.rules.error is not None
@@ -336,7 +431,7 @@ def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[st
         for attempt in itertools.count():
             if not stopping.wait_for_redis(connection):
                 return worked
-            worker = _worker(connection, queue_names)
+            worker = _worker(connection, queue_names, concurrency)
             worker.stopping = stopping.stop
             try:
                 worked = worker.work(burst=burst, with_scheduler=True, logging_level="INFO") or worked
@@ -360,9 +455,10 @@ def run_worker(settings: Settings, connection: redis.Redis, queue_names: list[st
         current.recorder.flush()
 
 
-def _worker(connection: redis.Redis, queue_names: list[str]) -> Worker:
+def _worker(connection: redis.Redis, queue_names: list[str], concurrency: int) -> Worker:
     return Worker(
         [notification_queue(connection, name) for name in queue_names],
+        concurrency=concurrency,
         connection=connection,
         serializer=JSONSerializer,
         exception_handlers=[no_retry_when_permanent],

@@ -1,0 +1,112 @@
+"""A worker process with many jobs in hand: calls overlap, every effect happens once, a stop lets the
+jobs in hand finish, and a job lost between queue and worker comes back."""
+
+from __future__ import annotations
+
+import signal
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from postupload.envelope import Envelope
+from postupload.queue import STUCK_AFTER, enqueue_notification, notification_queue
+from postupload.worker import Worker
+from tests.conftest import Stack, wait_until
+from tests.test_actions import EVERYDAY, _all_done, _faults, assert_exactly_once
+
+EXPLICIT_ONLY = """
+rules:
+  - name: slow
+    match: {resource_type: image}
+    actions:
+      - explicit: {eager: "c_scale,w_300"}
+"""
+
+
+def most_at_once(calls: list[dict[str, Any]]) -> int:
+    """The most calls the emulator was answering at the same moment."""
+    edges = sorted(
+        [(call["time"], 1) for call in calls] + [(call["time"] + call["duration"], -1) for call in calls]
+    )
+    now = peak = 0
+    for _, step in edges:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def test_one_worker_keeps_many_calls_in_flight_and_does_each_effect_once(make_stack: Any) -> None:
+    stack: Stack = make_stack(EVERYDAY, faults=_faults(latency=0.3))
+    stack.workers.append(stack.processes.start("worker", "--concurrency", "8"))
+    names = [f"many/{number}" for number in range(24)]
+    for name in names:
+        stack.upload(public_id=name)
+    assert wait_until(lambda: stack.idle() and _all_done(stack, names), 60), stack.processes.output()[-3000:]
+    # 8 jobs in hand, each making one 0.3 s call at a time: up to 8 explicit calls overlap.
+    assert most_at_once(stack.calls("explicit")) >= 4
+    assert not stack.failed()
+    assert_exactly_once(stack, names)
+
+
+def test_concurrency_one_makes_one_call_at_a_time(make_stack: Any) -> None:
+    stack: Stack = make_stack(EXPLICIT_ONLY, faults=_faults(latency=0.2))
+    stack.workers.append(stack.processes.start("worker", "--concurrency", "1"))
+    names = [f"one/{number}" for number in range(5)]
+    for name in names:
+        stack.upload(public_id=name)
+    assert wait_until(lambda: len(stack.calls("explicit")) == 5 and stack.idle(), 30)
+    assert most_at_once(stack.calls("explicit")) == 1
+
+
+def test_a_stop_lets_the_jobs_in_hand_finish_and_takes_no_new_one(make_stack: Any) -> None:
+    stack: Stack = make_stack(EXPLICIT_ONLY, faults=_faults(latency=1.5))
+    worker = stack.processes.start("worker", "--concurrency", "4")
+    stack.workers.append(worker)
+    names = [f"stop/{number}" for number in range(8)]
+    for name in names:
+        stack.upload(public_id=name)
+    queue = notification_queue(stack.redis)
+    assert wait_until(lambda: queue.started_job_registry.count == 4, 20), stack.processes.output()[-3000:]
+    in_hand = queue.started_job_registry.get_job_ids()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    jobs = [Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer) for job_id in in_hand]
+    assert [job.get_status() for job in jobs] == ["finished"] * 4
+    assert queue.started_job_registry.count == 0
+    assert queue.count == 4  # the rest wait for the next worker, untouched
+    assert len(stack.calls("explicit")) == 4
+    assert not stack.failed()
+
+
+def _taken_but_not_started(connection: redis.Redis, seen_ago: float) -> tuple[Job, Any]:
+    """A queued notification moved to RQ's list of taken jobs, first seen there `seen_ago` s ago, as
+    if its worker had died between taking and starting it."""
+    queue = notification_queue(connection)
+    notification = {"notification_type": "upload", "public_id": "lost", "resource_type": "image"}
+    envelope = Envelope("lost-1", time.time(), "test-cloud", notification)
+    enqueue_notification(queue, envelope)
+    taken = queue.intermediate_queue
+    connection.lmove(queue.key, taken.key, "RIGHT", "LEFT")
+    first_seen = datetime.now(UTC).timestamp() - seen_ago
+    connection.set(taken.get_first_seen_key(envelope.id), first_seen)
+    job = Job.fetch(envelope.id, connection=connection, serializer=JSONSerializer)
+    return job, queue
+
+
+def test_a_job_taken_by_a_worker_that_died_before_starting_it_runs_again(redis_conn: redis.Redis) -> None:
+    job, queue = _taken_but_not_started(redis_conn, seen_ago=STUCK_AFTER + 1)
+    queue.intermediate_queue.cleanup(Worker([queue], connection=redis_conn), queue)
+    assert redis_conn.llen(queue.intermediate_queue.key) == 0
+    assert job.get_status(refresh=True) in ("scheduled", "queued")  # its retry, not a failure
+    assert job.retries_left is not None
+
+
+def test_a_job_taken_moments_ago_is_left_to_its_worker(redis_conn: redis.Redis) -> None:
+    job, queue = _taken_but_not_started(redis_conn, seen_ago=STUCK_AFTER / 2)
+    queue.intermediate_queue.cleanup(Worker([queue], connection=redis_conn), queue)
+    assert redis_conn.llen(queue.intermediate_queue.key) == 1
+    assert job.get_status(refresh=True) == "queued"
