@@ -184,6 +184,7 @@ def measure(
             session.post(f"{run.emulator}/emulator/upload", json=body, timeout=30).raise_for_status()
 
         commands_before = redis_commands(connection)
+        cpu_before = machine_cpu()
         started = time.perf_counter()
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(upload, range(uploads)))
@@ -192,10 +193,12 @@ def measure(
                 raise RuntimeError("the run did not finish in 30 minutes")
             time.sleep(0.25)
         elapsed = time.perf_counter() - started
+        busy, total = (after - before for after, before in zip(machine_cpu(), cpu_before, strict=True))
         commands = redis_commands(connection) - commands_before
         rss = max(peak_rss_mib(process.pid) for process in run.processes[2:])
         calls = requests.get(f"{run.emulator}/emulator/calls", timeout=60).json()["calls"]
         api_calls = [call for call in calls if call["status"] == 200]
+        sent = requests.get(f"{run.emulator}/emulator/notifications", timeout=60).json()["notifications"]
         return {
             "path": path,
             "workers": workers,
@@ -204,7 +207,9 @@ def measure(
             "calls_per_notification": len(api_calls) / uploads,
             "tags_calls": sum(call["endpoint"] == "tags" for call in api_calls),
             "commands_per_notification": commands / uploads,  # all of Redis: web, RQ, workers
+            "commands_per_job": commands / max(len(sent), 1),  # each notification Cloudinary sent is a job
             "worker_rss_mib": rss,
+            "machine_busy": busy / total if total else 0.0,  # share of all cores in use, any process
         }
     finally:
         run.stop()
@@ -212,6 +217,13 @@ def measure(
 
 def redis_commands(connection: Any) -> int:
     return sum(int(entry["calls"]) for entry in connection.info("commandstats").values())
+
+
+def machine_cpu() -> tuple[int, int]:
+    """Busy and total jiffies of all cores so far (/proc/stat): whether a run was CPU-bound."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -222,24 +234,31 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-# Per-process figures at Cloudinary-like latencies: one worker each, ours and the naive baseline.
-PRESETS = {"0.03": (0.03, 600), "0.3": (0.3, 60)}  # latency (s), uploads
+# Per-process figures at Cloudinary-like latencies: one worker process each, ours (default
+# concurrency) and the naive baseline (one job at a time, as every worker was before); uploads per
+# path, so that each run lasts long enough to measure: latency (s), {path: uploads}.
+PRESETS = {
+    "0.03": (0.03, {"naive": 300, "postupload": 2000}),
+    "0.3": (0.3, {"naive": 40, "postupload": 1000}),
+}
 
 
 def latency_presets() -> None:
     with scratch_stack() as (rules_dir, server):
         for name, (latency, uploads) in PRESETS.items():
-            print(f"{name} s per call, {uploads} uploads, one worker process:", flush=True)
+            print(f"{name} s per call, one worker process:", flush=True)
             results = {
-                path: measure(server.url, rules_dir, uploads, latency, 1, path)
-                for path in ("naive", "postupload")
+                path: measure(server.url, rules_dir, count, latency, 1, path)
+                for path, count in uploads.items()
             }
             for path, result in results.items():
                 print(
-                    f"  {path:>10}: {result['per_second']:.2f} notifications/s per process,"
+                    f"  {path:>10}: {result['per_second']:.2f} notifications/s per process"
+                    f" ({uploads[path]} uploads),"
                     f" {result['calls_per_notification']:.3f} calls/notification,"
-                    f" {result['commands_per_notification']:.0f} Redis commands/notification,"
-                    f" worker peak RSS {result['worker_rss_mib']:.0f} MiB",
+                    f" {result['commands_per_job']:.0f} Redis commands/job (all: web, RQ, ours),"
+                    f" worker peak RSS {result['worker_rss_mib']:.0f} MiB,"
+                    f" machine CPU {100 * result['machine_busy']:.0f}% busy",
                     flush=True,
                 )
             ours, naive = results["postupload"], results["naive"]
@@ -288,7 +307,8 @@ def main() -> None:
                     f"  {result['path']:>10}  {workers} workers:"
                     f" {result['per_second']:7.1f} notifications/s,"
                     f" {result['calls_per_notification']:.3f} calls/notification"
-                    f" ({result['tags_calls']} tags calls, {result['seconds']:.1f} s)",
+                    f" ({result['tags_calls']} tags calls, {result['seconds']:.1f} s,"
+                    f" machine CPU {100 * result['machine_busy']:.0f}% busy)",
                     flush=True,
                 )
     print("\nratios (postupload / naive, same worker count):")

@@ -48,8 +48,9 @@ class Unmeasured(Recorder):
 
 def use(runtime: Runtime, recorder: Recorder) -> None:
     runtime.recorder = recorder
-    runtime.client.recorder = recorder
-    runtime.executor.batches.recorder = recorder
+    for executor in runtime.executors.values():
+        executor.client.recorder = recorder  # type: ignore[attr-defined]
+    runtime.batches.recorder = recorder
 
 
 def commands(connection: Any) -> int:

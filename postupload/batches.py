@@ -91,15 +91,21 @@ return 1
 """
 
 
+# The client of a product environment, by cloud name ("" for a batch queued before there were several).
+Clients = Callable[[str], Client]
+
+
 @dataclass(frozen=True)
 class Spec:
     resource_type: str
     type: str
     command: str
     tags: tuple[str, ...]
+    cloud_name: str = ""  # one batch per product environment: its own credentials send it
 
     def as_json(self) -> str:
-        return json.dumps([self.resource_type, self.type, self.command, list(self.tags)])
+        fields = [self.resource_type, self.type, self.command, list(self.tags)]
+        return json.dumps([*fields, self.cloud_name] if self.cloud_name else fields)
 
     @property
     def id(self) -> str:
@@ -107,8 +113,8 @@ class Spec:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Spec:
-        resource_type, delivery_type, command, tags = json.loads(text)
-        return cls(resource_type, delivery_type, command, tuple(tags))
+        resource_type, delivery_type, command, tags, *cloud_name = json.loads(text)
+        return cls(resource_type, delivery_type, command, tuple(tags), *cloud_name)
 
     @property
     def batch_size(self) -> int:
@@ -168,7 +174,7 @@ class TagBatches:
         first = self.connection.zrange(DUE, 0, 0, withscores=True)
         return float(first[0][1]) if first else None
 
-    def flush_due(self, client: Client) -> int:
+    def flush_due(self, clients: Clients) -> int:
         """Send every batch that is due (the flusher's one round); calls made."""
         calls = 0
         while True:
@@ -176,20 +182,21 @@ class TagBatches:
             claimed = self._claim(keys=[DUE], args=[now, now + self.lease])
             if claimed is None:
                 return calls
-            calls += self.flush(claimed.decode() if isinstance(claimed, bytes) else claimed, client)
+            calls += self.flush(claimed.decode() if isinstance(claimed, bytes) else claimed, clients)
 
-    def drain(self, client: Client) -> int:
+    def drain(self, clients: Clients) -> int:
         """Make every batch due now and send them (a burst worker, before it exits); calls made."""
         self._due_now(keys=[DUE], args=[self.clock() + FLUSH_AFTER + 0.1])  # leased ones stay leased
-        return self.flush_due(client)
+        return self.flush_due(clients)
 
-    def flush(self, batch_id: str, client: Client) -> int:
+    def flush(self, batch_id: str, clients: Clients) -> int:
         """Send a claimed batch: what is pending now, then any further full call's worth."""
         raw_spec = self.connection.hget(SPECS, batch_id)
         if raw_spec is None:
             self.connection.zrem(DUE, batch_id)
             return 0
         spec = Spec.from_json(raw_spec)
+        client = clients(spec.cloud_name)
         calls = 0
         again_at = self.clock() + FLUSH_AFTER
         try:
@@ -259,7 +266,7 @@ class TagBatches:
                     "call": {spec.command: list(spec.tags)},
                     **outcome,
                 }
-                history.record(pipe, item["asset"], item["public_id"], entry, self.clock())
+                history.record(pipe, item["asset"], item.get("index", item["public_id"]), entry, self.clock())
             pipe.execute()
 
     def _give_up(self, spec: Spec, item: dict[str, Any], error: ActionError) -> None:
@@ -275,9 +282,10 @@ class TagBatches:
             at_front=True,
         )
 
-    def apply_single(self, spec_json: str, item: dict[str, Any], client: Client) -> dict[str, Any]:
+    def apply_single(self, spec_json: str, item: dict[str, Any], clients: Clients) -> dict[str, Any]:
         """The job for one refused asset: try once more, alone; raise (to the failed registry) if refused."""
         spec = Spec.from_json(spec_json)
+        client = clients(spec.cloud_name)
         if self.connection.exists(item["key"]):
             return {"skipped": "already done"}
         try:
@@ -291,7 +299,9 @@ class TagBatches:
                 "status": "failed",
                 "error": str(error),
             }
-            history.record(self.connection, item["asset"], item["public_id"], entry, self.clock())
+            history.record(
+                self.connection, item["asset"], item.get("index", item["public_id"]), entry, self.clock()
+            )
             raise
         self.mark_done(spec, [item], set(changed))
         return {"changed": bool(changed)}
@@ -300,9 +310,10 @@ class TagBatches:
 class Flusher:
     """The thread in each worker process that sends due tag batches."""
 
-    def __init__(self, batches: TagBatches, client: Client) -> None:
+    def __init__(self, batches: TagBatches, clients: Clients, timeout: float) -> None:
         self.batches = batches
-        self.client = client
+        self.clients = clients
+        self.timeout = timeout  # of one call: how long stopping may wait for the one in flight
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self.run, name="tag-flusher", daemon=True)
 
@@ -319,7 +330,7 @@ class Flusher:
             if self.stopping.is_set():
                 return
             try:
-                self.batches.flush_due(self.client)
+                self.batches.flush_due(self.clients)
                 if self.batches.recorder is not None:  # an idle worker's last counts, within `every`
                     self.batches.recorder.flush_soon()
                 due = self.batches.next_due()
@@ -340,4 +351,4 @@ class Flusher:
     def stop(self) -> None:
         self.stopping.set()
         self.batches.added.set()  # wake it now
-        self.thread.join(timeout=self.client.timeout + 5)
+        self.thread.join(timeout=self.timeout + 5)

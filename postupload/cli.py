@@ -209,21 +209,29 @@ def emulator(
         raise click.BadParameter(
             "expected seconds separated by commas, e.g. 180,360,540", param_hint="--retry-delays"
         ) from None
-    account = settings.account or DEV_ACCOUNT
-    service = Emulator(
-        account,
-        notify_url,
-        faults=Faults(**faults),
-        admin_budget=admin_budget,
-        admin_window=admin_window,
-        retry_delays=delays,
-        signature_algorithm=signature_algorithm,
-    )
-    for path in assets:
-        service.add_asset(json.loads(path.read_bytes()))
-    service.preload(preload)
-    server = serve(service, host, port)
-    click.echo(f"Cloudinary emulator for cloud {account.cloud_name} on http://{host}:{server.server_port}")
+    # Several product environments (POSTUPLOAD_ACCOUNTS) each send to <notify-url>/<cloud_name>.
+    accounts = list(settings.all_accounts().values()) or [DEV_ACCOUNT]
+    services = [
+        Emulator(
+            account,
+            f"{notify_url.rstrip('/')}/{account.cloud_name}"
+            if notify_url and len(accounts) > 1
+            else notify_url,
+            faults=Faults(**faults),
+            admin_budget=admin_budget,
+            admin_window=admin_window,
+            retry_delays=delays,
+            signature_algorithm=signature_algorithm,
+        )
+        for account in accounts
+    ]
+    for service in services:
+        for path in assets:
+            service.add_asset(json.loads(path.read_bytes()))
+        service.preload(preload)
+    server = serve(services, host, port)
+    clouds = ", ".join(account.cloud_name for account in accounts)
+    click.echo(f"Cloudinary emulator for cloud {clouds} on http://{host}:{server.server_port}")
     server.serve_forever()
 
 
@@ -612,12 +620,14 @@ def _redis(settings: Settings) -> Any:
 @main.command()
 @click.argument("asset")
 @click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--cloud", help="The product environment of the public_id [default: each configured one].")
 @pass_local_settings
-def history(settings: Settings, asset: str, output: str) -> None:
+def history(settings: Settings, asset: str, output: str, cloud: str | None) -> None:
     """What happened to an asset (by asset_id or public_id): notifications, rules, actions, outcomes."""
     from postupload.history import read
 
-    entries = read(_redis(settings), asset)
+    clouds = [cloud] if cloud else list(settings.all_accounts())
+    entries = read(_redis(settings), asset, clouds)
     if output == "json":
         click.echo(json.dumps(entries, indent=2))
         return
@@ -632,7 +642,8 @@ def history(settings: Settings, asset: str, output: str) -> None:
             kind = f"{entry['notification_type']} notification" + (
                 " (backfill)" if entry.get("backfill") else ""
             )
-            click.echo(f"{when}  {kind} {entry['notification']}: {rules}")
+            where = f" in {entry['cloud_name']}" if len(settings.all_accounts()) > 1 else ""
+            click.echo(f"{when}  {kind}{where} {entry['notification']}: {rules}")
             continue
         what = f"rule {entry['rule']} {entry['action']}: {entry['status']}"
         extra = entry.get("error") or entry.get("detail") or entry.get("until") or ""

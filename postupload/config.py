@@ -62,7 +62,8 @@ DEV_ACCOUNT = Account("postupload-dev", "123456789012345", "dev-secret-not-for-p
 class Settings:
     """Everything configurable, read once from the environment."""
 
-    account: Account | None = None
+    account: Account | None = None  # CLOUDINARY_URL's: the one served at the bare webhook path
+    accounts: tuple[Account, ...] = ()  # POSTUPLOAD_ACCOUNTS': each at /webhooks/cloudinary/<cloud_name>
     redis_url: str | None = None
     rules_dir: Path = Path("rules")
     rules_require_tests: bool = True
@@ -82,8 +83,16 @@ class Settings:
         """Read and check every variable; a bad value raises ConfigError naming it."""
         env = os.environ if environ is None else environ
         url = env.get("CLOUDINARY_URL") or None
+        account, accounts = Account.from_url(url) if url else None, _accounts(env)
+        for other in accounts:
+            if account and other.cloud_name == account.cloud_name and other != account:
+                raise ConfigError(
+                    "POSTUPLOAD_ACCOUNTS",
+                    f"{other.cloud_name!r} is also in CLOUDINARY_URL, with other credentials: give it once",
+                )
         return cls(
-            account=Account.from_url(url) if url else None,
+            account=account,
+            accounts=accounts,
             redis_url=_redis_url(env),
             rules_dir=Path(env.get("POSTUPLOAD_RULES_DIR") or "rules"),
             rules_require_tests=_flag(env, "POSTUPLOAD_RULES_REQUIRE_TESTS", True),
@@ -99,11 +108,33 @@ class Settings:
             worker_concurrency=_int(env, "POSTUPLOAD_WORKER_CONCURRENCY", DEFAULT_CONCURRENCY, minimum=1),
         )
 
-    def require_account(self) -> Account:
-        """The Cloudinary account, or a ConfigError saying how to give one."""
-        if self.account is None:
-            raise ConfigError("CLOUDINARY_URL", f"not set; set it to {URL_FORM}")
-        return self.account
+    def all_accounts(self) -> dict[str, Account]:
+        """Every product environment served, by cloud name: CLOUDINARY_URL's, then POSTUPLOAD_ACCOUNTS'."""
+        accounts = {account.cloud_name: account for account in self.accounts}
+        return {self.account.cloud_name: self.account, **accounts} if self.account else accounts
+
+    def require_account(self, cloud_name: str | None = None) -> Account:
+        """The product environment named (or, unnamed, the only or CLOUDINARY_URL's one), or a
+        ConfigError saying how to give it."""
+        accounts = self.all_accounts()
+        if cloud_name:
+            if cloud_name not in accounts:
+                known = ", ".join(sorted(accounts)) or "none"
+                raise ConfigError(
+                    "POSTUPLOAD_ACCOUNTS",
+                    f"no product environment {cloud_name!r} is configured (known: {known})",
+                )
+            return accounts[cloud_name]
+        if self.account is not None:
+            return self.account
+        if len(accounts) == 1:
+            return next(iter(accounts.values()))
+        if accounts:
+            raise ConfigError(
+                "POSTUPLOAD_ACCOUNTS",
+                f"serves {len(accounts)} product environments: name one ({', '.join(sorted(accounts))})",
+            )
+        raise ConfigError("CLOUDINARY_URL", f"not set; set it to {URL_FORM} (or POSTUPLOAD_ACCOUNTS)")
 
     def require_redis_url(self) -> str:
         """The Redis URL, or a ConfigError saying how to give one."""
@@ -158,6 +189,37 @@ def _console_token(env: Mapping[str, str]) -> str | None:
             "python -c 'import secrets; print(secrets.token_urlsafe())'",
         )
     return raw
+
+
+def _accounts(env: Mapping[str, str]) -> tuple[Account, ...]:
+    """POSTUPLOAD_ACCOUNTS: CLOUDINARY_URL-style entries separated by commas, or @PATH naming a file
+    with one a line (blank lines and # comments skipped)."""
+    raw = (env.get("POSTUPLOAD_ACCOUNTS") or "").strip()
+    if not raw:
+        return ()
+    where = "POSTUPLOAD_ACCOUNTS"
+    if raw.startswith("@"):
+        path = Path(raw[1:])
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(where, f"cannot read the accounts file {str(path)!r}: {error}") from None
+        entries = [(f"{path}:{n}", line.strip()) for n, line in enumerate(lines, 1)]
+        entries = [(place, line) for place, line in entries if line and not line.startswith("#")]
+    else:
+        entries = [(f"entry {n}", item.strip()) for n, item in enumerate(raw.split(","), 1) if item.strip()]
+    accounts: dict[str, Account] = {}
+    for place, entry in entries:
+        try:
+            account = Account.from_url(entry, where)
+        except ConfigError as error:
+            raise ConfigError(where, f"{place}: {error.problem}") from None
+        if account.cloud_name in accounts:
+            raise ConfigError(where, f"{place}: product environment {account.cloud_name!r} is given twice")
+        accounts[account.cloud_name] = account
+    if not accounts:
+        raise ConfigError(where, f"no entry found; expected {URL_FORM}, comma-separated, or @PATH")
+    return tuple(accounts.values())
 
 
 def _redis_url(env: Mapping[str, str]) -> str | None:

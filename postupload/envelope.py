@@ -47,6 +47,12 @@ class Envelope:
         return cls(notification_id(body), now, cloud_name, parse_notification(body))
 
     @property
+    def event(self) -> Notification:
+        """What rules match and placeholders fill: the notification, with the `cloud_name` of the
+        product environment it came from (the one whose secret verified it)."""
+        return {**self.notification, "cloud_name": self.cloud_name} if self.cloud_name else self.notification
+
+    @property
     def notification_type(self) -> str:
         return str(self.notification.get("notification_type"))
 

@@ -15,6 +15,7 @@ class ConfigError(PostuploadError):
     def __init__(self, variable: str, message: str) -> None:
         super().__init__(f"{variable}: {message}")
         self.variable = variable
+        self.problem = message
 
 
 class RequestRejected(PostuploadError):

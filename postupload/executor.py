@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,12 +80,14 @@ class Executor:
         retry_at = 0.0
         seen = occurrence(envelope.notification, envelope.id)
         for asset in plan.assets:
+            target = replace(asset.target, cloud_name=envelope.cloud_name)
             with self.connection.pipeline(transaction=False) as pipe:
-                asset_key = history.asset_key(self.connection, asset.target)
-                run = _Run(self, asset.target, asset_key, envelope.id, outcomes, pipe)
+                asset_key = history.asset_key(self.connection, target)
+                run = _Run(self, target, asset_key, envelope.id, outcomes, pipe)
                 entry = {
                     "event": "notification",
                     "notification": envelope.id,
+                    "cloud_name": envelope.cloud_name,
                     "notification_type": envelope.notification_type,
                     "rules": list(plan.rules),
                 }
@@ -93,7 +95,7 @@ class Executor:
                     entry["backfill"] = envelope.backfill
                 run.told.append((entry, self.clock()))
                 todo = run.not_done(list(plan.actions), seen)
-                calls, _ = plan_calls(run.within_cap(todo), asset.target, seen)
+                calls, _ = plan_calls(run.within_cap(todo), target, seen)
                 retry_at = max([retry_at, *(run.perform(call) for call in calls)])
                 run.finish_batched()
                 run.write()
@@ -198,10 +200,11 @@ class _Run:
     def join_batch(self, call: Call) -> None:
         """Each asset's change joins its batch; the batches mark it done once sent."""
         command, tags = call.params["command"], tuple(call.params["tags"])
-        spec = Spec(call.resource_type, call.type, command, tags)
+        spec = Spec(call.resource_type, call.type, command, tags, self.target.cloud_name)
         for ref in call.actions:
             item = {
                 "public_id": self.target.public_id,
+                "index": self.target.index_name,
                 "asset": self.asset_key,
                 "key": keys.done(f"{ref.key}:{command}"),
                 "rule": ref.rule,
@@ -223,7 +226,7 @@ class _Run:
 
     def write(self) -> None:
         """Send what is pending: done marks, and the history entries so far in one call."""
-        history.record_many(self.pipe, self.asset_key, self.target.public_id, self.told)
+        history.record_many(self.pipe, self.asset_key, self.target.index_name, self.told)
         self.told = []
         self.pipe.execute()
 

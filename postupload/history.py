@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -23,43 +24,46 @@ _script = redis.client.Redis().register_script(_RECORD)  # no connection is made
 
 
 def record(
-    connection: redis.Redis | Any, asset_key: str, public_id: str | None, entry: dict[str, Any], now: float
+    connection: redis.Redis | Any, asset_key: str, index_name: str | None, entry: dict[str, Any], now: float
 ) -> None:
     """Append one entry to an asset's history (newest first). `connection` may be a pipeline."""
-    record_many(connection, asset_key, public_id, [(entry, now)])
+    record_many(connection, asset_key, index_name, [(entry, now)])
 
 
 def record_many(
     connection: redis.Redis | Any,
     asset_key: str,
-    public_id: str | None,
+    index_name: str | None,
     entries: list[tuple[dict[str, Any], float]],
 ) -> None:
-    """Append entries, oldest first, to an asset's history in one call. `connection` may be a pipeline."""
+    """Append entries, oldest first, to an asset's history in one call, and find it by `index_name`
+    (Target.index_name) from now on. `connection` may be a pipeline."""
     if not entries:
         return
     texts = [
         json.dumps({"time": round(now, 3), **entry}, separators=(",", ":"), default=str)
         for entry, now in entries
     ]
-    names = [keys.history(asset_key), keys.asset(public_id or "")]
-    args: list[str | int] = [keys.HISTORY_LENGTH, keys.HISTORY_TTL, public_id or "", asset_key, *texts]
+    names = [keys.history(asset_key), keys.asset(index_name or "")]
+    args: list[str | int] = [keys.HISTORY_LENGTH, keys.HISTORY_TTL, index_name or "", asset_key, *texts]
     _script(keys=names, args=args, client=connection)
 
 
 def asset_key(connection: redis.Redis, target: Target) -> str:
     """The key an asset's history is kept under: its asset_id. Moderation, info and some eager
     notifications do not carry it, so for those the key an earlier notification recorded for the
-    public_id is used, and one asset's story is not split in two."""
+    public_id (in the same product environment) is used, and one asset's story is not split in two."""
     if target.asset_id:
         return target.asset_id
-    known = connection.get(keys.asset(target.public_id))
+    known = connection.get(keys.asset(target.index_name))
     return known.decode() if isinstance(known, bytes) else target.key
 
 
-def read(connection: redis.Redis, asset: str) -> list[dict[str, Any]]:
-    """An asset's history, oldest first, by asset_id, public_id or resource_type/type/public_id."""
-    asset_key = connection.get(keys.asset(asset))
-    key = asset_key.decode() if isinstance(asset_key, bytes) else asset
+def read(connection: redis.Redis, asset: str, cloud_names: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """An asset's history, oldest first, by asset_id, by CLOUD/public_id, or by public_id in any of
+    `cloud_names` (the first that knows it)."""
+    names = [f"{cloud_name}/{asset}" for cloud_name in cloud_names] + [asset]
+    found = [key for key in connection.mget([keys.asset(name) for name in names]) if key is not None]
+    key = found[0].decode() if found and isinstance(found[0], bytes) else asset
     entries = connection.lrange(keys.history(key), 0, -1)
     return [json.loads(entry) for entry in reversed(entries)]

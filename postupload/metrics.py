@@ -121,14 +121,14 @@ class Recorder:
 class StateCollector(Collector):
     """The stored counts, and the state of the queue, workers, budget and rule set at scrape time."""
 
-    def __init__(self, connection: redis.Redis, cloud_name: str, rules: RuleSource) -> None:
+    def __init__(self, connection: redis.Redis, cloud_names: list[str], rules: RuleSource) -> None:
         self.connection = connection
-        self.cloud_name = cloud_name
+        self.cloud_names = cloud_names
         self.rules = rules
 
     def collect(self) -> Iterable[Metric]:
         yield from families(self.connection.hgetall(keys.METRICS))
-        now = overview(self.connection, self.cloud_name)
+        now = overview(self.connection, self.cloud_names)
         yield _gauge("postupload_queue_jobs", "Jobs waiting in the queue", now.queued, queue=now.queue)
         yield _gauge(
             "postupload_queue_oldest_job_age_seconds",
@@ -152,14 +152,19 @@ class StateCollector(Collector):
         yield _gauge("postupload_workers", "Workers alive (registered with RQ)", now.workers)
         yield _gauge("postupload_tag_batches_waiting", "Tag batches waiting to be sent", now.tag_batches)
         remaining = GaugeMetricFamily(
-            "postupload_admin_budget_remaining", "Admin API calls left in this window (absent: unknown)"
+            "postupload_admin_budget_remaining",
+            "Admin API calls left in this window, by product environment (absent: unknown)",
+            labels=["cloud"],
         )
         reset = GaugeMetricFamily(
-            "postupload_admin_budget_reset_timestamp_seconds", "When the Admin API window resets"
+            "postupload_admin_budget_reset_timestamp_seconds",
+            "When the Admin API window resets, by product environment",
+            labels=["cloud"],
         )
-        if now.budget_remaining is not None and now.budget_reset is not None:
-            remaining.add_metric([], now.budget_remaining)
-            reset.add_metric([], now.budget_reset)
+        for cloud_name, budget in now.budgets.items():
+            if budget.remaining is not None and budget.reset is not None:
+                remaining.add_metric([cloud_name], budget.remaining)
+                reset.add_metric([cloud_name], budget.reset)
         yield remaining
         yield reset
         yield from self._rules()

@@ -113,11 +113,19 @@ class Target:
     type: str
     public_id: str
     asset_id: str | None = None
+    cloud_name: str = ""  # its product environment, when known: public ids repeat across them
 
     @property
     def key(self) -> str:
-        """A stable identity: the asset_id (which survives renames) when the notification gives it."""
-        return self.asset_id or f"{self.resource_type}/{self.type}/{self.public_id}"
+        """A stable identity: the asset_id (which survives renames, and is unique across product
+        environments) when the notification gives it."""
+        where = f"{self.cloud_name}:" if self.cloud_name else ""
+        return self.asset_id or f"{where}{self.resource_type}/{self.type}/{self.public_id}"
+
+    @property
+    def index_name(self) -> str:
+        """The name its history is found by: the public_id, within its product environment."""
+        return f"{self.cloud_name}/{self.public_id}" if self.cloud_name else self.public_id
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -30,19 +31,23 @@ class Overview:
     failed: int
     workers: int
     tag_batches: int  # tag batches waiting to be sent
-    budget_remaining: int | None  # Admin API calls left in the window, when known
-    budget_reset: float | None  # unix time the window resets, when known
+    budgets: dict[str, Budget]  # by product environment (cloud name)
 
 
-def overview(connection: redis.Redis, cloud_name: str, now: float | None = None) -> Overview:
+@dataclass(frozen=True)
+class Budget:
+    """A product environment's Admin API budget: calls left and when the window resets, when known."""
+
+    remaining: int | None
+    reset: float | None
+
+
+def overview(connection: redis.Redis, cloud_names: Sequence[str], now: float | None = None) -> Overview:
     """Read it all; raises redis.RedisError when Redis cannot be reached."""
     now = time.time() if now is None else now
     queue = notification_queue(connection)
     scheduled = [_text(job_id) for job_id in connection.zrange(queue.scheduled_job_registry.key, 0, -1)]
     deferred = sum(1 for job_id in scheduled if is_deferral(job_id))
-    budget = {_text(k): v for k, v in connection.hgetall(keys.admin_budget(cloud_name)[0]).items()}
-    reset = float(budget["reset"]) if "reset" in budget else None
-    known = reset is not None and reset > now
     return Overview(
         queue=queue.name,
         queued=queue.count,
@@ -53,9 +58,16 @@ def overview(connection: redis.Redis, cloud_name: str, now: float | None = None)
         failed=queue.failed_job_registry.count,
         workers=Worker.count(connection=connection),
         tag_batches=int(connection.zcard(keys.TAG_BATCHES_DUE)),
-        budget_remaining=int(budget["remaining"]) if known and "remaining" in budget else None,
-        budget_reset=reset if known else None,
+        budgets={cloud_name: _budget(connection, cloud_name, now) for cloud_name in cloud_names},
     )
+
+
+def _budget(connection: redis.Redis, cloud_name: str, now: float) -> Budget:
+    budget = {_text(k): v for k, v in connection.hgetall(keys.admin_budget(cloud_name)[0]).items()}
+    reset = float(budget["reset"]) if "reset" in budget else None
+    if reset is None or reset <= now:  # never learned, or its window is over: unknown until a call
+        return Budget(None, None)
+    return Budget(int(budget["remaining"]) if "remaining" in budget else None, reset)
 
 
 def _text(value: Any) -> str:

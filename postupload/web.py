@@ -18,6 +18,7 @@ from postupload.console import console_blueprint
 from postupload.envelope import Envelope
 from postupload.errors import BadNotification, BodyTooLarge, RequestRejected, UnsupportedMediaType
 from postupload.last_good import LastGood
+from postupload.logs import printable
 from postupload.metrics import Recorder, StateCollector
 from postupload.notification import WHERE_ASSETS
 from postupload.queue import connect, enqueue_notification, notification_queue
@@ -32,7 +33,9 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     settings = settings or Settings.from_env()
     if not logging.getLogger().handlers:  # under gunicorn's own entry point nothing set it up
         logs.configure()
-    account = settings.require_account()
+    accounts = settings.all_accounts()
+    if not accounts:
+        settings.require_account()  # says which variable to set
     connection = connection or connect(settings.require_redis_url())
     queue = notification_queue(connection)
     recorder = Recorder(connection)
@@ -45,14 +48,33 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     keep = Keep(settings.preview_keep, settings.preview_days)
     rules.current()  # at start, as every process does: siblings answer /readyz alike after a bad edit
     metrics = CollectorRegistry(auto_describe=False)
-    metrics.register(StateCollector(connection, account.cloud_name, rules))
+    metrics.register(StateCollector(connection, list(accounts), rules))
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     app.register_blueprint(console_blueprint(settings, connection, rules))
 
     @app.post("/webhooks/cloudinary")
-    def webhook() -> tuple[Response, int]:
+    @app.post("/webhooks/cloudinary/<cloud_name>")
+    def webhook(cloud_name: str | None = None) -> tuple[Response, int]:
+        # Each product environment at its own path, verified with its own secret; the bare path is
+        # CLOUDINARY_URL's. What is sent to the wrong path fails its signature check.
+        account = accounts.get(cloud_name) if cloud_name else settings.account
+        if account is None:
+            g.answer = "unknown_cloud"
+            if cloud_name:
+                return _error(
+                    "unknown_cloud",
+                    f"no product environment {printable(cloud_name)!r} is served here: add it to "
+                    "POSTUPLOAD_ACCOUNTS, or check the notification URL set in its console",
+                    404,
+                )
+            return _error(
+                "unknown_cloud",
+                "this deployment serves several product environments: send each one's notifications to "
+                "/webhooks/cloudinary/<cloud_name>",
+                404,
+            )
         if request.mimetype != "application/json":
             raise UnsupportedMediaType(
                 "unsupported_media_type", f"Content-Type must be application/json, got {request.mimetype!r}"

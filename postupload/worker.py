@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -28,10 +29,11 @@ from rq.timeouts import TimerDeathPenalty
 from postupload import keys
 from postupload.batches import Flusher, TagBatches
 from postupload.budget import AdminBudget
+from postupload.client import Client
 from postupload.cloudinary_api import CloudinaryClient, widen_http_pools
 from postupload.config import Settings
 from postupload.envelope import Envelope
-from postupload.errors import ActionError, PostuploadError, RuleSetError
+from postupload.errors import ActionError, ConfigError, PostuploadError, RuleSetError
 from postupload.executor import Executor
 from postupload.last_good import LastGood
 from postupload.metrics import Recorder
@@ -64,42 +66,66 @@ return 0
 
 @dataclass
 class Runtime:
-    """What a job needs beyond its arguments: the rule set, a Cloudinary client, the executor."""
+    """What a job needs beyond its arguments: the rule set, and per product environment a Cloudinary
+    client and an executor (its own credentials and Admin budget; the tag batches are shared)."""
 
     rules: RuleSource
-    client: CloudinaryClient
-    executor: Executor
+    executors: dict[str, Executor]  # by cloud name; "" is the one a job naming none is for
+    batches: TagBatches
     connection: redis.Redis
     recorder: Recorder
+    timeout: float  # of one Cloudinary call
 
     @classmethod
     def from_settings(cls, settings: Settings, connection: redis.Redis | None = None) -> Runtime:
         """Build every part from the settings and hand each what it uses."""
         connection = connection or connect(settings.require_redis_url())
-        account = settings.require_account()
+        accounts = settings.all_accounts() or {"": settings.require_account()}  # the latter says what to set
         recorder = Recorder(connection, every=METRICS_EVERY)
-        client = CloudinaryClient(account, settings.api_timeout, recorder)
         queue = notification_queue(connection)
+        batches = TagBatches(
+            connection, queue, settings.api_timeout + 10, settings.retries, recorder=recorder
+        )
 
         def again(envelope: Envelope, when: float) -> None:
             schedule_again(queue, envelope, when, settings.retries)
             recorder.count("postupload_admin_budget_waits")
 
-        executor = Executor(
-            connection,
-            client,
-            TagBatches(connection, queue, client.timeout + 10, settings.retries, recorder=recorder),
-            AdminBudget(connection, account.cloud_name),
-            again,
-            settings.asset_action_cap,
-        )
+        executors = {
+            cloud_name: Executor(
+                connection,
+                CloudinaryClient(account, settings.api_timeout, recorder),
+                batches,
+                AdminBudget(connection, cloud_name),
+                again,
+                settings.asset_action_cap,
+            )
+            for cloud_name, account in accounts.items()
+        }
+        with contextlib.suppress(ConfigError):  # several, none the default: each job names its own
+            executors[""] = executors[settings.require_account().cloud_name]
         rules = RuleSource(
             settings.rules_dir,
             on_invalid=recorder.invalid_rule_set,
             require_tests=settings.rules_require_tests,
             last_good=LastGood(connection),
         )
-        return cls(rules, client, executor, connection, recorder)
+        return cls(rules, executors, batches, connection, recorder, settings.api_timeout)
+
+    def executor_for(self, cloud_name: str) -> Executor:
+        """The executor of a job's product environment; a permanent failure if it is not configured."""
+        executor = self.executors.get(cloud_name)
+        if executor is None:
+            raise ActionError(
+                f"product environment {cloud_name!r} is not configured on this worker "
+                "(POSTUPLOAD_ACCOUNTS); add it, then replay the job",
+                permanent=True,
+                reason="unknown_cloud",
+            )
+        return executor
+
+    def client_for(self, cloud_name: str) -> Client:
+        return self.executor_for(cloud_name).client
 
     def process(self, job_argument: Any) -> dict[str, Any]:
         """Match one notification and perform its plan; raise if any action failed."""
@@ -113,14 +139,15 @@ class Runtime:
         if ruleset is None:
             raise RuleSetError(self.rules.error.problems if self.rules.error else [])
         envelope = Envelope.from_job(job_argument)
-        matched = ruleset.match(envelope.notification)
+        executor = self.executor_for(envelope.cloud_name)
+        matched = ruleset.match(envelope.event)
         if envelope.only_rules is not None:
             matched = [rule for rule in matched if rule.name in envelope.only_rules]
         self.recorder.matched(rule.name for rule in matched)
-        planned = plan(matched, envelope.notification, envelope.id)
+        planned = plan(matched, envelope.event, envelope.id)
         if planned.problems:
             log.warning("notification %s: %s", envelope.id, "; ".join(planned.problems))
-        outcomes = self.executor.execute(envelope, planned)
+        outcomes = executor.execute(envelope, planned)
         for outcome in outcomes:
             self.recorder.count(
                 "postupload_actions", kind=outcome.action, rule=outcome.rule, outcome=outcome.status
@@ -172,7 +199,7 @@ def apply_tag_item(spec_json: str, item: dict[str, Any]) -> dict[str, Any]:
     """Job: one asset's tag change that Cloudinary refused as part of a batch."""
     current = runtime()
     try:
-        return current.executor.batches.apply_single(spec_json, item, current.client)
+        return current.batches.apply_single(spec_json, item, current.client_for)
     finally:
         current.recorder.flush_soon()
 
@@ -425,7 +452,7 @@ def run_worker(
     _runtime = current
     stopping = _StopSignals()
     current.rules.watch()  # reloads happen beside the jobs, not in them
-    flusher = Flusher(current.executor.batches, current.client).start()
+    flusher = Flusher(current.batches, current.client_for, current.timeout).start()
     worked = False
     try:
         for attempt in itertools.count():
@@ -451,7 +478,7 @@ def run_worker(
         current.rules.stop()
         flusher.stop()
         if burst:  # the queues are empty: send what waits in batches now rather than leave it
-            current.executor.batches.drain(current.client)
+            current.batches.drain(current.client_for)
         current.recorder.flush()
 
 

@@ -16,7 +16,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from postupload import history
-from tests.conftest import Stack, signed_headers, wait_until
+from tests.conftest import ACCOUNT, Stack, signed_headers, wait_until
 
 EVERY_KIND = """
 rules:
@@ -63,7 +63,7 @@ def test_every_action_kind_takes_effect_with_one_shared_explicit_call(make_stack
     assert len(stack.calls("context")) == len(stack.calls("metadata")) == len(stack.calls("update")) == 1
     assert all(call["resource_type"] == "image" for call in stack.calls())
 
-    entries = history.read(stack.redis, "products/shoe")
+    entries = history.read(stack.redis, "products/shoe", [ACCOUNT.cloud_name])
     outcomes = {(e["rule"], e["action"]): e["status"] for e in entries if e["event"] == "action"}
     assert outcomes[("thumbs", "explicit")] == "ok" and outcomes[("approve", "moderation")] == "ok"
     assert outcomes[("thumbs", "tags")] == "ok"  # recorded when its batch was sent
@@ -123,7 +123,7 @@ def test_a_tag_batch_is_sent_within_two_seconds_of_its_first_asset(make_stack: A
 def _batch_id(command: str, tags: list[str]) -> str:
     from postupload.batches import Spec
 
-    return Spec("image", "upload", command, tuple(tags)).id
+    return Spec("image", "upload", command, tuple(tags), ACCOUNT.cloud_name).id
 
 
 APPROVE = """
@@ -153,7 +153,7 @@ def test_moderation_waits_for_the_admin_budget_instead_of_failing(make_stack: An
     assert wait_until(stack.idle, 10) and not stack.failed()
     # 30 uploads arrive within two windows (at 15/s or more; about 50/s here), 20 calls fit in two:
     # the rest waited for a reset, scheduled, not failed.
-    told = [e for n in range(30) for e in history.read(stack.redis, f"mod/{n}")]
+    told = [e for n in range(30) for e in history.read(stack.redis, f"mod/{n}", [ACCOUNT.cloud_name])]
     assert any(e.get("status") == "deferred" for e in told)
 
 
@@ -317,7 +317,9 @@ def test_a_runaway_chain_is_stopped_by_the_cap_with_a_record(make_stack: Any) ->
     stack.upload(public_id="loop")
 
     def capped() -> list[dict[str, Any]]:
-        return [e for e in history.read(stack.redis, "loop") if e.get("status") == "capped"]
+        return [
+            e for e in history.read(stack.redis, "loop", [ACCOUNT.cloud_name]) if e.get("status") == "capped"
+        ]
 
     assert wait_until(capped, 60), stack.processes.output()[-3000:]
     (record,) = capped()[:1]
@@ -328,7 +330,7 @@ def test_a_runaway_chain_is_stopped_by_the_cap_with_a_record(make_stack: Any) ->
     assert len(stack.calls("tags")) == settled  # the chain stopped
     ran = [
         e
-        for e in history.read(stack.redis, "loop")
+        for e in history.read(stack.redis, "loop", [ACCOUNT.cloud_name])
         if e.get("event") == "action" and e["status"] == "batched"
     ]
     assert len(ran) == 2

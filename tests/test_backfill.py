@@ -140,7 +140,9 @@ def test_a_killed_backfill_resumes_and_every_effect_happens_once(make_stack: Any
     time.sleep(1)
     assert len(stack.calls()) == before
     # Each asset's history says the backfill did it.
-    (told,) = [e for e in history.read(stack.redis, "products/000042") if e.get("backfill")]
+    (told,) = [
+        e for e in history.read(stack.redis, "products/000042", [ACCOUNT.cloud_name]) if e.get("backfill")
+    ]
     assert told["backfill"] == Backfill(AssetSource(prefix="products/")).key and told["rules"] == [
         "thumbnails"
     ]

@@ -102,7 +102,7 @@ def test_the_plan_is_performed_as_planned_and_once(harness: Harness) -> None:
     again = harness.run()
     assert {o["status"] for o in again} == {"skipped"}
     assert len(harness.client.calls) == 3
-    told = [e for e in history.read(harness.connection, "shoe") if e["event"] == "action"]
+    told = [e for e in history.read(harness.connection, "shoe", ["test-cloud"]) if e["event"] == "action"]
     assert [e["status"] for e in told] == ["ok", "ok", "ok", "ok", "batched", *["skipped"] * 5]
 
 
@@ -173,9 +173,9 @@ def test_a_thousand_uploads_tag_changes_go_in_one_call(redis_conn: redis.Redis, 
     for number in range(999):
         harness.run(f"burst/{number}", f"n{number}")
         harness.clock.advance(0.001)
-    assert harness.batches.flush_due(harness.client) == 0  # not due yet: it waits for more
+    assert harness.batches.flush_due(lambda cloud_name: harness.client) == 0  # not due yet: it waits for more
     harness.run("burst/999", "n999")  # the thousandth fills a call: due at once
-    assert harness.batches.flush_due(harness.client) == 1
+    assert harness.batches.flush_due(lambda cloud_name: harness.client) == 1
     (call,) = harness.client.calls
     assert call["command"] == "add" and call["tags"] == ["seen"]
     assert sorted(call["public_ids"]) == sorted(f"burst/{number}" for number in range(1000))
@@ -191,9 +191,9 @@ def test_a_batch_is_sent_when_its_window_ends(redis_conn: redis.Redis, tmp_path:
     harness.run("first", "n1")
     harness.clock.advance(FLUSH_AFTER - 0.01)
     harness.run("second", "n2")
-    assert harness.batches.flush_due(harness.client) == 0
+    assert harness.batches.flush_due(lambda cloud_name: harness.client) == 0
     harness.clock.advance(0.01)  # FLUSH_AFTER after the first asset: both go, in one call
-    assert harness.batches.flush_due(harness.client) == 1
+    assert harness.batches.flush_due(lambda cloud_name: harness.client) == 1
     assert harness.client.calls[0]["public_ids"] == ["first", "second"]
 
 
@@ -208,12 +208,12 @@ def test_notifications_without_an_asset_id_add_to_the_same_assets_history(harnes
     }
     envelope = Envelope("n-moderation", harness.clock(), "test-cloud", moderation)
     harness.executor.execute(envelope, plan([], moderation, envelope.id))
-    told = history.read(harness.connection, "shoe")
+    told = history.read(harness.connection, "shoe", ["test-cloud"])
     assert [e.get("notification_type") for e in told if e["event"] == "notification"] == [
         "upload",
         "moderation",
     ]
-    assert history.read(harness.connection, "id-shoe") == told
+    assert history.read(harness.connection, "id-shoe", ["test-cloud"]) == told
 
 
 def test_a_scheduler_lock_left_without_refresh_is_taken_over(redis_conn: redis.Redis) -> None:

@@ -43,7 +43,7 @@ SHOWN = 200  # failed and waiting jobs listed on a page (the counts are of all)
 def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSource) -> Blueprint:
     console = Blueprint("console", __name__, url_prefix="/console", template_folder="templates")
     token = settings.console_token
-    cloud_name = settings.require_account().cloud_name
+    cloud_names = list(settings.all_accounts())
 
     @console.before_request
     def authenticate() -> tuple[str, int] | None:
@@ -110,7 +110,7 @@ def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSo
         counts = [sum(answers.values()) for _, answers in per_minute]
         return render_template(
             "overview.html",
-            state=overview(connection, cloud_name, now),
+            state=overview(connection, cloud_names, now),
             ruleset=rules.current(),
             rules_error=rules.error,
             failures=failed_jobs(connection, latest=5)[::-1],
@@ -175,12 +175,12 @@ def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSo
     @console.get("/assets")
     def assets() -> str:
         query = request.args.get("q", "").strip()
-        entries = history.read(connection, query) if query else []
+        entries = history.read(connection, query, cloud_names) if query else []
         return render_template("asset.html", query=query, entries=entries)
 
     @console.get("/jobs")
     def jobs() -> str:
-        state = overview(connection, cloud_name)
+        state = overview(connection, cloud_names)
         return render_template(
             "jobs.html",
             failed=failed_jobs(connection, latest=SHOWN)[::-1],

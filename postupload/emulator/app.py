@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from postupload.emulator.operations import Emulator
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 from postupload.emulator.wire import (
     UNSIGNED_NOTIFICATION_PARAMS,
     ApiError,
@@ -152,9 +155,31 @@ def create_app(emulator: Emulator) -> Flask:
     return app
 
 
-def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> BaseWSGIServer:
-    """A threaded HTTP server for this emulator; call serve_forever() on it (or in a thread)."""
-    return make_server(host, port, create_app(emulator), threaded=True)
+def serve(emulator: Emulator | Sequence[Emulator], host: str = "127.0.0.1", port: int = 0) -> BaseWSGIServer:
+    """A threaded HTTP server for this emulator, or these (see `several`); call serve_forever() on it
+    (or in a thread)."""
+    emulators = [emulator] if isinstance(emulator, Emulator) else list(emulator)
+    app = create_app(emulators[0]) if len(emulators) == 1 else several(emulators)
+    return make_server(host, port, app, threaded=True)
+
+
+def several(emulators: Sequence[Emulator]) -> WSGIApplication:
+    """Several product environments on one server, as Cloudinary serves them: each one's API under
+    /v1_1/<cloud_name>/, checked with its own credentials; its own routes under
+    /emulator/<cloud_name>/... (plain /emulator/... is the first one's)."""
+    apps = {emulator.account.cloud_name: create_app(emulator) for emulator in emulators}
+    first = apps[emulators[0].account.cloud_name]
+
+    def dispatch(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        parts = environ.get("PATH_INFO", "").split("/")  # "", "v1_1" or "emulator", cloud, ...
+        if len(parts) > 2 and parts[1] == "v1_1" and parts[2] in apps:
+            return apps[parts[2]](environ, start_response)
+        if len(parts) > 3 and parts[1] == "emulator" and parts[2] in apps:
+            inner = {**environ, "PATH_INFO": "/emulator/" + "/".join(parts[3:])}
+            return apps[parts[2]](inner, start_response)
+        return first(environ, start_response)
+
+    return dispatch
 
 
 def serve_call(
