@@ -168,7 +168,8 @@ class Runner:
                 queued = enqueue_notification(self.queue, job, self.retries)
                 progress.queued += 1  # a duplicate was queued by this run before it was stopped
                 if self.recorder is not None:
-                    self.recorder.notification("backfill", "queued" if queued else "duplicate")
+                    answer = "queued" if queued else "duplicate"
+                    self.recorder.notification("backfill", answer, self.cloud_name)
             progress.pages += 1
             progress.cursor = cursor
             full = backfill.max is not None and progress.queued >= backfill.max

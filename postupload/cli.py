@@ -706,7 +706,8 @@ def failed_list(settings: Settings, output: str) -> None:
     for job in jobs:
         when = job.failed_at.strftime("%Y-%m-%d %H:%M:%S") if job.failed_at else "?"
         tries = f"after {job.attempts} tr{'ies' if job.attempts != 1 else 'y'}"
-        click.echo(f"{job.id}  {when}  {logs.printable(job.description)}  {tries}")
+        where = f" in {job.cloud_name}" if job.cloud_name and len(settings.all_accounts()) > 1 else ""
+        click.echo(f"{job.id}  {when}  {logs.printable(job.description + where)}  {tries}")
         click.echo(f"    {logs.printable(job.reason)}")
     click.echo(f"{len(jobs)} failed job{'s' if len(jobs) != 1 else ''}")
 

@@ -172,7 +172,11 @@ class CloudinaryClient:
             if self.recorder is not None:
                 seconds = time.monotonic() - started
                 self.recorder.observe(
-                    "postupload_cloudinary_call_seconds", seconds, endpoint=endpoint, status=status
+                    "postupload_cloudinary_call_seconds",
+                    seconds,
+                    endpoint=endpoint,
+                    status=status,
+                    cloud=self.account.cloud_name,
                 )
 
 

@@ -3,6 +3,7 @@ RQ's failed registry, and sending the dead letters back through."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ class FailedJob:
     failed_at: datetime | None
     reason: str  # the last line of the failure: what went wrong
     attempts: int = 1
+    cloud_name: str = ""  # the product environment its notification came from
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class WaitingJob:
     last_reason: str  # Cloudinary's HTTP status, timeout, connection, admin_budget, ...
     last_error: str
     last_failed_at: datetime | None
+    cloud_name: str = ""  # the product environment its notification came from
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -72,6 +75,7 @@ def waiting_jobs(connection: redis.Redis, soonest: int | None = None) -> list[Wa
                 last_reason=str(job.meta.get("last_reason", "")),
                 last_error=str(job.meta.get("last_error", "")),
                 last_failed_at=datetime.fromtimestamp(failed_at, UTC) if failed_at else None,
+                cloud_name=_cloud_of(job),
             )
         )
     return waiting
@@ -86,6 +90,17 @@ def _existing(queue: Queue, job_ids: list[str]) -> Iterator[Job]:
             continue
         if job is not None:
             yield job
+
+
+def _cloud_of(job: Job) -> str:
+    """The product environment of a notification's job (a tag job's is in its batch spec)."""
+    argument = job.args[0] if job.args else None
+    if isinstance(argument, dict):
+        return str(argument.get("cloud_name") or "")
+    if isinstance(argument, str) and argument.startswith("["):  # apply_tag_item: Spec.as_json()
+        fields = json.loads(argument)
+        return str(fields[4]) if len(fields) > 4 else ""
+    return ""
 
 
 def failed_job_ids(connection: redis.Redis) -> list[str]:
@@ -110,7 +125,10 @@ def failed_jobs(connection: redis.Redis, latest: int | None = None) -> list[Fail
         reason = re.sub(r"^[\w.]+(Error|Exception): ", "", lines[-1]) if lines else ""
         reason = reason or str(job.meta.get("last_error", ""))
         attempts = int(job.meta.get("attempts", 1))
-        found.append(FailedJob(job.id, queue.name, job.description or "", job.ended_at, reason, attempts))
+        description = job.description or ""
+        found.append(
+            FailedJob(job.id, queue.name, description, job.ended_at, reason, attempts, _cloud_of(job))
+        )
     return sorted(found, key=lambda job: job.failed_at.timestamp() if job.failed_at else 0.0)
 
 

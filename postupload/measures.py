@@ -34,15 +34,17 @@ MEASURES = {
         Measure(
             "postupload_notifications",
             "counter",
-            "Notifications received, by notification_type (other when unknown) and the answer given",
-            ("type", "answer"),
+            "Notifications received, by notification_type (other when unknown), the answer given and "
+            "the product environment (unknown when the path names none served)",
+            ("type", "answer", "cloud"),
         ),
         Measure("postupload_rule_matches", "counter", "Notifications each rule matched", ("rule",)),
         Measure(
             "postupload_actions",
             "counter",
-            "Rule actions by kind, rule and outcome (ok, skipped, batched, deferred, capped, failed)",
-            ("kind", "rule", "outcome"),
+            "Rule actions by kind, rule, outcome (ok, skipped, batched, deferred, capped, failed) and "
+            "product environment",
+            ("kind", "rule", "outcome", "cloud"),
         ),
         Measure(
             "postupload_jobs",
@@ -71,8 +73,9 @@ MEASURES = {
         Measure(
             "postupload_cloudinary_call_seconds",
             "histogram",
-            "Cloudinary API calls: time to answer, by endpoint and HTTP status (timeout, connection)",
-            ("endpoint", "status"),
+            "Cloudinary API calls: time to answer, by endpoint, HTTP status (timeout, connection) and "
+            "product environment",
+            ("endpoint", "status", "cloud"),
             LATENCY_BUCKETS,
         ),
         Measure(

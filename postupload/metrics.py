@@ -62,8 +62,8 @@ class Recorder:
             self._fields[field(name, labels, bucket(name, value))] += 1
             self._fields[field(name, labels, "sum")] += value
 
-    def notification(self, notification_type: str, answer: str) -> None:
-        self.count("postupload_notifications", type=notification_type, answer=answer)
+    def notification(self, notification_type: str, answer: str, cloud: str) -> None:
+        self.count("postupload_notifications", type=notification_type, answer=answer, cloud=cloud)
         minute = int(self.clock()) // 60
         with self._lock:
             self._recent[(keys.notifications_in_minute(minute), answer, keys.RECENT_MINUTES * 60)] += 1

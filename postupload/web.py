@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         # Each product environment at its own path, verified with its own secret; the bare path is
         # CLOUDINARY_URL's. What is sent to the wrong path fails its signature check.
         account = accounts.get(cloud_name) if cloud_name else settings.account
+        g.cloud = account.cloud_name if account else "unknown"
         if account is None:
             g.answer = "unknown_cloud"
             if cloud_name:
@@ -143,7 +144,8 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     def count_notification(response: Response) -> Response:
         if request.endpoint == "webhook":
             answer = g.get("answer") or _answer_code(response)
-            recorder.notification(g.get("notification_type", "unknown"), answer)
+            # the cloud label only takes the names served: a path's is anybody's to choose
+            recorder.notification(g.get("notification_type", "unknown"), answer, g.get("cloud", "unknown"))
             if answer != "store_unavailable":  # Redis is away: kept for the next notification's flush
                 recorder.flush()
         return response

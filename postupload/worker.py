@@ -150,7 +150,11 @@ class Runtime:
         outcomes = executor.execute(envelope, planned)
         for outcome in outcomes:
             self.recorder.count(
-                "postupload_actions", kind=outcome.action, rule=outcome.rule, outcome=outcome.status
+                "postupload_actions",
+                kind=outcome.action,
+                rule=outcome.rule,
+                outcome=outcome.status,
+                cloud=envelope.cloud_name,
             )
         result = {
             "id": envelope.id,

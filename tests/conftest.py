@@ -317,5 +317,6 @@ def metric_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], fl
 
 
 def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    """One sample's value; 0 when it was never counted."""
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    """The value of the samples with these labels, summed over any others (0 when never counted)."""
+    wanted = frozenset(labels.items())
+    return sum(value for (found, have), value in samples.items() if found == name and wanted <= have)

@@ -21,7 +21,7 @@ from postupload.emulator import Emulator, serve
 from postupload.errors import ConfigError
 from postupload.redis_server import RedisServer
 from postupload.signature import sign_notification
-from tests.conftest import Processes, metric_samples, wait_until
+from tests.conftest import Processes, metric_samples, sample, wait_until
 
 SHOP = Account("shop-prod", "111111111111111", "shop-secret")
 BLOG = Account("blog-prod", "222222222222222", "blog-secret")
@@ -58,6 +58,7 @@ class Deployment:
         }
         processes.env.pop("CLOUDINARY_URL", None)
         processes.env.update(env)
+        self.env = dict(processes.env)
         self.web = make_server("127.0.0.1", 0, create_app(Settings.from_env(processes.env)), threaded=True)
         threading.Thread(target=self.web.serve_forever, args=(0.05,), daemon=True).start()
         self.webhook = f"http://127.0.0.1:{self.web.server_port}/webhooks/cloudinary"
@@ -134,13 +135,47 @@ def test_each_environment_is_worked_with_its_own_credentials_budget_and_rules(
     assert {e["cloud_name"] for e in blog_story if e["event"] == "notification"} == {"blog-prod"}
     assert {e.get("rule") for e in blog_story if e["event"] == "action"} == {"thumbnails", "blog-review"}
     # /metrics shows the budget by environment.
-    samples = metric_samples(
-        requests.get(deployment.webhook.replace("/webhooks/cloudinary", "/metrics"), timeout=10).text
-    )
+    metrics_url = deployment.webhook.replace("/webhooks/cloudinary", "/metrics")
+
+    def counted() -> Any:  # a worker adds its counts at most once a second
+        samples = metric_samples(requests.get(metrics_url, timeout=10).text)
+        moderated = sample(samples, "postupload_actions_total", kind="moderation", cloud="blog-prod")
+        return samples if moderated else None
+
+    samples = wait_until(counted, 10)
+    assert samples
     budgets = {
         dict(labels)["cloud"] for (name, labels) in samples if name == "postupload_admin_budget_remaining"
     }
     assert budgets == {"blog-prod"}
+    # ... and what came in, was done and was called, by environment.
+    notifications = "postupload_notifications_total"
+    assert sample(samples, notifications, type="upload", answer="queued", cloud="shop-prod") == 1
+    assert sample(samples, notifications, type="upload", answer="queued", cloud="blog-prod") == 1
+    actions = "postupload_actions_total"
+    assert sample(samples, actions, kind="moderation", outcome="ok", cloud="blog-prod") == 1
+    assert sample(samples, actions, kind="moderation", cloud="shop-prod") == 0
+    calls = "postupload_cloudinary_call_seconds_count"
+    assert sample(samples, calls, endpoint="explicit", status="200", cloud="shop-prod") == 1
+
+
+def test_a_job_for_an_environment_no_longer_served_fails_saying_so(
+    deployment: Deployment, redis_conn: redis.Redis
+) -> None:
+    from click.testing import CliRunner
+
+    from postupload.cli import main
+    from postupload.envelope import Envelope
+    from postupload.queue import enqueue_notification, notification_queue
+
+    body = {"notification_type": "upload", "public_id": "old", "resource_type": "image", "type": "upload"}
+    enqueue_notification(notification_queue(redis_conn), Envelope("n-gone", time.time(), "gone-prod", body))
+    assert wait_until(lambda: notification_queue(redis_conn).failed_job_registry.count == 1, 20)
+    listed = CliRunner().invoke(main, ["failed", "list"], env=dict(deployment.env))
+    assert listed.exit_code == 0, listed.output
+    assert "in gone-prod" in listed.output and "after 1 try" in listed.output  # permanent: not retried
+    assert "product environment 'gone-prod' is not configured" in listed.output
+    assert "POSTUPLOAD_ACCOUNTS" in listed.output
 
 
 def _post(url: str, body: dict[str, Any], secret: str) -> requests.Response:

@@ -203,7 +203,7 @@ def test_counts_made_while_redis_is_away_are_added_once_when_it_answers(redis_co
 
     away = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     recorder = Recorder(away)
-    recorder.observe("postupload_cloudinary_call_seconds", 0.2, endpoint="explicit", status="200")
+    recorder.observe("postupload_cloudinary_call_seconds", 0.2, endpoint="explicit", status="200", cloud="c")
     recorder.count("postupload_retries", reason="503")
     assert recorder.flush() is False
     recorder.count("postupload_retries", reason="503")
@@ -211,7 +211,7 @@ def test_counts_made_while_redis_is_away_are_added_once_when_it_answers(redis_co
     assert recorder.flush() is True
     assert recorder.flush() is True  # nothing left: nothing added twice
     assert redis_conn.hget(keys.METRICS, field("postupload_retries", {"reason": "503"})) == b"2"
-    calls = {"endpoint": "explicit", "status": "200"}
+    calls = {"endpoint": "explicit", "status": "200", "cloud": "c"}
     assert redis_conn.hget(keys.METRICS, field("postupload_cloudinary_call_seconds", calls, "4")) == b"1"
     assert (
         float(redis_conn.hget(keys.METRICS, field("postupload_cloudinary_call_seconds", calls, "sum"))) == 0.2

@@ -18,7 +18,7 @@ from postupload.config import Settings
 from postupload.queue import notification_queue
 from postupload.redis_server import RedisServer
 from postupload.web import create_app
-from tests.conftest import metric_samples, sample, signed_headers
+from tests.conftest import ACCOUNT, metric_samples, sample, signed_headers
 
 UPLOAD = json.dumps(
     {
@@ -259,6 +259,8 @@ def test_metrics_count_answers(client: FlaskClient) -> None:
     assert sample(samples, name, type="upload", answer="queued") == 1
     assert sample(samples, name, type="upload", answer="duplicate") == 1
     assert sample(samples, name, type="unknown", answer="bad_signature") == 1
+    # By product environment: the one whose path it came to (the bare path's is CLOUDINARY_URL's).
+    assert sample(samples, name, type="upload", answer="queued", cloud=ACCOUNT.cloud_name) == 1
 
 
 def _deep(levels: int) -> bytes:

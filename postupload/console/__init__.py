@@ -188,6 +188,7 @@ def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSo
             waiting=waiting_jobs(connection, soonest=SHOWN),
             waiting_count=state.retrying + state.deferred,
             replayed=request.args.get("replayed", type=int),
+            several=len(cloud_names) > 1,
         )
 
     @console.post("/jobs/replay")
