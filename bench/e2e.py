@@ -279,7 +279,9 @@ def main() -> None:
     parser.add_argument("--uploads", type=int, default=2000)
     parser.add_argument("--latency", type=float, default=0.03, help="seconds the emulator adds to every call")
     parser.add_argument("--workers", default="1,2,4", help="worker counts for postupload")
-    parser.add_argument("--naive-workers", default="4", help="worker counts for the naive baseline")
+    parser.add_argument(
+        "--naive-workers", default="4", help="worker counts for the naive baseline (0: no baseline run)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="metrics-cost: rounds of each, alternated")
     options = parser.parse_args()
     if options.mode == "naive-worker":
@@ -295,7 +297,7 @@ def main() -> None:
         metrics_cost(options.uploads, options.latency, int(options.workers.split(",")[0]), options.rounds)
         return
     counts = [int(item) for item in options.workers.split(",")]
-    naive_counts = [int(item) for item in options.naive_workers.split(",")]
+    naive_counts = [int(item) for item in options.naive_workers.split(",") if int(item)]
     with scratch_stack() as (rules_dir, server):
         print(f"{options.uploads} uploads, {options.latency * 1000:.0f} ms per API call; rules:{RULES}")
         results = []

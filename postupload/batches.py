@@ -43,17 +43,28 @@ POLL = 0.05  # the flusher's shortest sleep, and its retry pace while Redis is a
 IDLE = 1.0
 DUE, SPECS, ATTEMPTS = keys.TAG_BATCHES_DUE, keys.TAG_BATCH_SPECS, keys.TAG_BATCH_ATTEMPTS
 
-# Append unless this action was queued before (a job re-run, a duplicate), and make the batch due.
+# Append each change unless this action was queued before (a job re-run, a duplicate), and make its
+# batch due. A batch whose list is not empty is already in DUE (only _RELEASE takes it out, and only
+# once its list is empty), and its spec is kept (never deleted): only the push that starts a list
+# records them. KEYS: DUE, SPECS, then (pending list, queued mark) per change; ARGV: ttl, now, due,
+# then (item, batch size, batch id, spec) per change. Answers how many were appended.
 _PUSH = """
-if redis.call('set', KEYS[2], '1', 'NX', 'EX', ARGV[2]) == false then return 0 end
-redis.call('hset', KEYS[4], ARGV[6], ARGV[7])
-local length = redis.call('rpush', KEYS[1], ARGV[1])
-if length >= tonumber(ARGV[5]) then
-  redis.call('zadd', KEYS[3], 'LT', ARGV[3], ARGV[6])
-else
-  redis.call('zadd', KEYS[3], 'NX', ARGV[4], ARGV[6])
+local appended = 0
+for i = 0, (#KEYS - 2) / 2 - 1 do
+  local pending, queued = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
+  local item, size, id, spec = ARGV[4 + 4 * i], tonumber(ARGV[5 + 4 * i]), ARGV[6 + 4 * i], ARGV[7 + 4 * i]
+  if redis.call('set', queued, '1', 'NX', 'EX', ARGV[1]) then
+    appended = appended + 1
+    local length = redis.call('rpush', pending, item)
+    if length == 1 then redis.call('hset', KEYS[2], id, spec) end
+    if length >= size then
+      redis.call('zadd', KEYS[1], 'LT', ARGV[2], id)
+    elseif length == 1 then
+      redis.call('zadd', KEYS[1], 'NX', ARGV[3], id)
+    end
+  end
 end
-return length
+return appended
 """
 # Claim the most overdue batch for `lease` seconds.
 _CLAIM = """
@@ -154,20 +165,21 @@ class TagBatches:
 
     def add(self, spec: Spec, item: dict[str, Any]) -> bool:
         """Queue one asset's change; False when this very action was queued before."""
-        batch_id, now = spec.id, self.clock()
-        names = [pending_key(batch_id), keys.queued(item["key"]), DUE, SPECS]
-        args: list[Any] = [
-            json.dumps(item),
-            keys.DONE_TTL,
-            now,
-            now + FLUSH_AFTER,
-            spec.batch_size,
-            batch_id,
-            spec.as_json(),
-        ]
-        pushed = int(self._push(keys=names, args=args)) > 0
+        return self.add_many([(spec, item)]) > 0
+
+    def add_many(self, changes: list[tuple[Spec, dict[str, Any]]]) -> int:
+        """Queue these changes in one round trip; how many were not queued before."""
+        if not changes:
+            return 0
+        now = self.clock()
+        names: list[str] = [DUE, SPECS]
+        args: list[Any] = [keys.DONE_TTL, now, now + FLUSH_AFTER]
+        for spec, item in changes:
+            names += [pending_key(spec.id), keys.queued(item["key"])]
+            args += [json.dumps(item), spec.batch_size, spec.id, spec.as_json()]
+        appended = int(self._push(keys=names, args=args))
         self.added.set()
-        return pushed
+        return appended
 
     def next_due(self) -> float | None:
         """When the next batch is due (or its lease ends), if any batch waits."""
@@ -266,7 +278,9 @@ class TagBatches:
                     "call": {spec.command: list(spec.tags)},
                     **outcome,
                 }
-                history.record(pipe, item["asset"], item.get("index", item["public_id"]), entry, self.clock())
+                # The job that queued it refreshed this history's expiry and mapping seconds ago.
+                where = item.get("index", item["public_id"])
+                history.record_many(pipe, item["asset"], where, [(entry, self.clock())], refresh=False)
             pipe.execute()
 
     def _give_up(self, spec: Spec, item: dict[str, Any], error: ActionError) -> None:

@@ -24,13 +24,20 @@ from postupload import history, keys
 from postupload.batches import Spec, TagBatches
 from postupload.budget import AdminBudget
 from postupload.calls import Call, Plan, PlannedAction
-from postupload.client import Answer, Client
+from postupload.client import Client
 from postupload.envelope import Envelope
 from postupload.errors import ActionError, RateLimitError
 from postupload.notification import Target
 from postupload.planning import action_ref, occurrence, plan_calls
 
 log = logging.getLogger(__name__)
+
+# Add to an hourly count; a count just made gets its expiry (one round trip, atomic).
+_COUNT = """
+local count = redis.call('incrby', KEYS[1], ARGV[1])
+if count == tonumber(ARGV[1]) then redis.call('expire', KEYS[1], ARGV[2]) end
+return count
+"""
 
 
 @dataclass
@@ -96,7 +103,9 @@ class Executor:
                 run.told.append((entry, self.clock()))
                 todo = run.not_done(list(plan.actions), seen)
                 calls, _ = plan_calls(run.within_cap(todo), target, seen)
-                retry_at = max([retry_at, *(run.perform(call) for call in calls)])
+                # The last call sent leaves its done marks to the write below: only Redis comes between.
+                last = max((i for i, call in enumerate(calls) if call.delivery != "batch"), default=-1)
+                retry_at = max([retry_at, *(run.perform(call, i != last) for i, call in enumerate(calls))])
                 run.finish_batched()
                 run.write()
         if retry_at:
@@ -125,7 +134,9 @@ class _Run:
         self.pipe = pipe
         self.actions: dict[tuple[str, int], PlannedAction] = {}
         self.batched: dict[tuple[str, int], str] = {}  # actions whose changes joined batches -> done key
+        self.joining: list[tuple[Spec, dict[str, Any]]] = []  # their changes, sent by finish_batched
         self.told: list[tuple[dict[str, Any], float]] = []  # history entries not written yet
+        self.written = False  # the first write refreshes the history's TTL and public_id mapping
 
     def not_done(self, actions: list[PlannedAction], seen: str) -> list[PlannedAction]:
         """The actions still to do; those done before are recorded as skipped, unmakeable ones as failed."""
@@ -148,10 +159,7 @@ class _Run:
         if not self.x.cap or not todo:
             return todo
         key = keys.cap(self.asset_key, int(self.x.clock()) // keys.CAP_WINDOW)
-        with self.x.connection.pipeline() as pipe:
-            pipe.incrby(key, len(todo))
-            pipe.expire(key, 2 * keys.CAP_WINDOW)
-            count = int(pipe.execute()[0])
+        count = int(self.x.connection.eval(_COUNT, 1, key, len(todo), 2 * keys.CAP_WINDOW))
         allowed = max(0, self.x.cap - (count - len(todo)))
         reason = (
             f"loop guard: more than {self.x.cap} actions on this asset within the hour "
@@ -169,7 +177,7 @@ class _Run:
             self.finish([action], "capped", {"detail": reason})
         return todo[:allowed]
 
-    def perform(self, call: Call) -> float:
+    def perform(self, call: Call, write_now: bool = True) -> float:
         """Send, batch or budget one call; the time to run the notification again at, or 0."""
         actions = [self.actions[(ref.rule, ref.index)] for ref in call.actions]
         done_keys = [keys.done(ref.key) for ref in call.actions]
@@ -194,7 +202,9 @@ class _Run:
             return 0.0
         if call.delivery == "budget":
             self.x.budget.learn(answer.rate_limit)
-        self.succeeded(actions, answer, done_keys)
+        self.finish(actions, "ok", answer.detail, marks=done_keys)
+        if write_now:
+            self.write()  # the done marks are written now: a crash after the call must not lose them
         return 0.0
 
     def join_batch(self, call: Call) -> None:
@@ -210,24 +220,23 @@ class _Run:
                 "rule": ref.rule,
                 "notification": self.notification_id,
             }
-            self.x.batches.add(spec, item)
+            self.joining.append((spec, item))
             self.batched[(ref.rule, ref.index)] = keys.done(ref.key)
 
     def finish_batched(self) -> None:
-        """An action whose every change joined a batch is recorded once, as batched (and marked done)."""
+        """The changes join their batches (one round trip); an action whose every change joined a
+        batch is recorded once, as batched (and marked done)."""
+        self.x.batches.add_many(self.joining)
+        self.joining.clear()
         for (rule, index), done_key in self.batched.items():
             action = self.actions[(rule, index)]
             self.finish([action], "batched", marks=[done_key])
         self.batched.clear()
 
-    def succeeded(self, actions: list[PlannedAction], answer: Answer, done_keys: list[str]) -> None:
-        self.finish(actions, "ok", answer.detail, marks=done_keys)
-        self.write()  # the done marks are written now: a crash after the call must not lose them
-
     def write(self) -> None:
         """Send what is pending: done marks, and the history entries so far in one call."""
-        history.record_many(self.pipe, self.asset_key, self.target.index_name, self.told)
-        self.told = []
+        history.record_many(self.pipe, self.asset_key, self.target.index_name, self.told, not self.written)
+        self.told, self.written = [], self.written or bool(self.told)
         self.pipe.execute()
 
     def finish(

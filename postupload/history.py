@@ -11,16 +11,18 @@ import redis
 from postupload import keys
 from postupload.notification import Target
 
-# One call for any number of entries: append (oldest first, so the newest ends up first), bound,
-# keep 30 days, and remember the public_id -> asset mapping.
+# One call for any number of entries: append (oldest first, so the newest ends up first), bound
+# (only once past the bound), and, when asked (a job's first write to the asset: its later ones
+# follow within seconds), keep 30 days and remember the public_id -> asset mapping.
 _RECORD = """
-redis.call('lpush', KEYS[1], unpack(ARGV, 5))
-redis.call('ltrim', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-redis.call('expire', KEYS[1], ARGV[2])
-if ARGV[3] ~= '' then redis.call('set', KEYS[2], ARGV[4], 'EX', ARGV[2]) end
+local length = redis.call('lpush', KEYS[1], unpack(ARGV, 6))
+if length > tonumber(ARGV[1]) then redis.call('ltrim', KEYS[1], 0, tonumber(ARGV[1]) - 1) end
+if ARGV[5] == '1' then
+  redis.call('expire', KEYS[1], ARGV[2])
+  if ARGV[3] ~= '' then redis.call('set', KEYS[2], ARGV[4], 'EX', ARGV[2]) end
+end
 return 1
 """
-_script = redis.client.Redis().register_script(_RECORD)  # no connection is made: sha and text only
 
 
 def record(
@@ -35,9 +37,11 @@ def record_many(
     asset_key: str,
     index_name: str | None,
     entries: list[tuple[dict[str, Any], float]],
+    refresh: bool = True,
 ) -> None:
     """Append entries, oldest first, to an asset's history in one call, and find it by `index_name`
-    (Target.index_name) from now on. `connection` may be a pipeline."""
+    (Target.index_name) from now on. `refresh` (re)starts its 30 days and the public_id mapping:
+    a job's later writes to the same asset skip it. `connection` may be a pipeline."""
     if not entries:
         return
     texts = [
@@ -45,8 +49,10 @@ def record_many(
         for entry, now in entries
     ]
     names = [keys.history(asset_key), keys.asset(index_name or "")]
-    args: list[str | int] = [keys.HISTORY_LENGTH, keys.HISTORY_TTL, index_name or "", asset_key, *texts]
-    _script(keys=names, args=args, client=connection)
+    args: list[str | int] = [keys.HISTORY_LENGTH, keys.HISTORY_TTL, index_name or "", asset_key, int(refresh)]
+    args += texts
+    # EVAL, not a registered script: in a pipeline redis-py sends SCRIPT EXISTS before each EVALSHA
+    connection.eval(_RECORD, len(names), *names, *args)
 
 
 def asset_key(connection: redis.Redis, target: Target) -> str:
