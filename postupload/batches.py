@@ -37,19 +37,22 @@ log = logging.getLogger(__name__)
 SINGLE_FUNCTION = "postupload.worker.apply_tag_item"
 FLUSH_AFTER = 1.9  # seconds after a batch's first pending asset
 POLL = 0.05  # the flusher's shortest sleep, and its retry pace while Redis is away
-# The flusher sleeps until the next batch is due, at most this long (batches another process made
-# are seen within it); a batch this process makes wakes it at once. Idle, it asks Redis twice a second
-# at most, not 40 times (a plain RQ worker asks about nothing while it waits for work).
+# The flusher sleeps until the next batch is due, at most this long, so a new batch (due FLUSH_AFTER
+# after its first asset, which is longer) is seen before it is due, whichever process made it; a
+# batch this process fills wakes it at once. Idle, it asks Redis about once a second, not 40 times
+# (a plain RQ worker asks about nothing while it waits for work).
 IDLE = 1.0
+assert FLUSH_AFTER > IDLE, "a new batch must be seen before it is due"
 DUE, SPECS, ATTEMPTS = keys.TAG_BATCHES_DUE, keys.TAG_BATCH_SPECS, keys.TAG_BATCH_ATTEMPTS
 
 # Append each change unless this action was queued before (a job re-run, a duplicate), and make its
 # batch due. A batch whose list is not empty is already in DUE (only _RELEASE takes it out, and only
 # once its list is empty), and its spec is kept (never deleted): only the push that starts a list
 # records them. KEYS: DUE, SPECS, then (pending list, queued mark) per change; ARGV: ttl, now, due,
-# then (item, batch size, batch id, spec) per change. Answers how many were appended.
+# then (item, batch size, batch id, spec) per change. Answers how many were appended, and 1 if a
+# batch became full (due at once), else 0.
 _PUSH = """
-local appended = 0
+local appended, full = 0, 0
 for i = 0, (#KEYS - 2) / 2 - 1 do
   local pending, queued = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
   local item, size, id, spec = ARGV[4 + 4 * i], tonumber(ARGV[5 + 4 * i]), ARGV[6 + 4 * i], ARGV[7 + 4 * i]
@@ -59,12 +62,13 @@ for i = 0, (#KEYS - 2) / 2 - 1 do
     if length == 1 then redis.call('hset', KEYS[2], id, spec) end
     if length >= size then
       redis.call('zadd', KEYS[1], 'LT', ARGV[2], id)
+      full = 1
     elseif length == 1 then
       redis.call('zadd', KEYS[1], 'NX', ARGV[3], id)
     end
   end
 end
-return appended
+return {appended, full}
 """
 # Claim the most overdue batch for `lease` seconds.
 _CLAIM = """
@@ -161,7 +165,7 @@ class TagBatches:
         self._release = connection.register_script(_RELEASE)
         self._due_now = connection.register_script(_DUE_NOW)
         self._trim = connection.register_script(_TRIM)
-        self.added = threading.Event()  # set when this process queues a change: the flusher looks
+        self.added = threading.Event()  # set when this process fills a batch: the flusher looks now
 
     def add(self, spec: Spec, item: dict[str, Any]) -> bool:
         """Queue one asset's change; False when this very action was queued before."""
@@ -177,9 +181,10 @@ class TagBatches:
         for spec, item in changes:
             names += [pending_key(spec.id), keys.queued(item["key"])]
             args += [json.dumps(item), spec.batch_size, spec.id, spec.as_json()]
-        appended = int(self._push(keys=names, args=args))
-        self.added.set()
-        return appended
+        appended, full = self._push(keys=names, args=args)
+        if full:  # due now: wake the flusher. A new batch is due in FLUSH_AFTER, after its next look.
+            self.added.set()
+        return int(appended)
 
     def next_due(self) -> float | None:
         """When the next batch is due (or its lease ends), if any batch waits."""

@@ -31,10 +31,11 @@ class Recorder:
     """Counts made in this process, added to Redis in one round trip by `flush`. What cannot be
     added (Redis is away) is kept and added with the next flush.
 
-    The web flushes after each request. A worker flushes at most every `every` seconds (after a
-    job, or from its tag flusher's loop when idle), so a busy worker's counts cost Redis one
-    transaction a second rather than one a job; they show within that second, and a worker
-    killed outright loses at most that second's counts (a worker that is stopped flushes first)."""
+    A process flushes at most every `every` seconds: the web after a request (and from
+    `flush_in_background` when none follows), a worker after a job (or from its tag flusher's loop
+    when idle). A busy process's counts cost Redis one transaction a second rather than one a
+    notification; they show within that second, and a process killed outright loses at most that
+    second's counts (a worker that is stopped flushes first)."""
 
     def __init__(
         self,
@@ -74,6 +75,19 @@ class Recorder:
             self.count("postupload_rule_matches", rule=rule)
             with self._lock:
                 self._recent[(keys.matches_in_hour(hour), rule, (keys.RECENT_HOURS + 1) * 3600)] += 1
+
+    def flush_in_background(self) -> Recorder:
+        """Flush what waits every `every` seconds from a thread of its own (a greenlet under gevent):
+        counts that `flush_soon` left are added within that time even when no request follows."""
+
+        def run() -> None:
+            while True:
+                time.sleep(self.every)
+                if self._fields or self._recent:
+                    self.flush()
+
+        threading.Thread(target=run, name="metrics-flusher", daemon=True).start()
+        return self
 
     def flush_soon(self) -> None:
         """Flush if `every` seconds went by since the last flush."""

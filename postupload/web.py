@@ -26,6 +26,7 @@ from postupload.recorded import Keep
 from postupload.rule_source import RuleSource
 
 log = logging.getLogger(__name__)
+METRICS_EVERY = 1.0  # seconds between a web process's metric flushes
 
 
 def create_app(settings: Settings | None = None, connection: redis.Redis | None = None) -> Flask:
@@ -38,7 +39,8 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         settings.require_account()  # says which variable to set
     connection = connection or connect(settings.require_redis_url())
     queue = notification_queue(connection)
-    recorder = Recorder(connection)
+    # Counts go to Redis at most once a second (one transaction, not one per notification).
+    recorder = Recorder(connection, every=METRICS_EVERY).flush_in_background()
     rules = RuleSource(
         settings.rules_dir,
         on_invalid=recorder.invalid_rule_set,
@@ -135,10 +137,16 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     @app.get("/metrics")
     def prometheus_metrics() -> Response | tuple[Response, int]:
         try:
+            recorder.flush()  # this process's own counts are in the answer; others' within a second
             return Response(generate_latest(metrics), mimetype=CONTENT_TYPE_LATEST)
         except redis.RedisError as error:  # the counts live there: no answer rather than a wrong one
             log.warning("metrics: Redis does not answer: %s", error)
             return _error("redis_unavailable", "Redis does not answer; the metrics are kept there", 503)
+
+    @app.before_request
+    def own_counts_first() -> None:
+        if request.blueprint == "console":  # its pages show counts: this process's own are in them
+            recorder.flush()
 
     @app.after_request
     def count_notification(response: Response) -> Response:
@@ -146,8 +154,8 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
             answer = g.get("answer") or _answer_code(response)
             # the cloud label only takes the names served: a path's is anybody's to choose
             recorder.notification(g.get("notification_type", "unknown"), answer, g.get("cloud", "unknown"))
-            if answer != "store_unavailable":  # Redis is away: kept for the next notification's flush
-                recorder.flush()
+            if answer != "store_unavailable":  # Redis is away: kept for the next flush
+                recorder.flush_soon()
         return response
 
     @app.errorhandler(RequestRejected)
