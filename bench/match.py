@@ -78,24 +78,32 @@ def make_notifications(count: int, rules: int, rng: random.Random) -> list[dict[
 
 
 def make_mixed_rules(count: int, rng: random.Random) -> list[dict[str, Any]]:
-    """make_rules with about 15% of the rules having no exact, prefix or suffix condition: only a
-    wildcard or an exists test (what the index used to leave to be checked on every notification)."""
+    """make_rules with about 15% of the rules having no exact, prefix or suffix condition beside
+    the notification_type every rule shares: only a wildcard, an exists, a numeric or an anything-but
+    test (what the index used to leave to be checked on every notification)."""
     rules = make_rules(count, rng)
     for index in range(0, count, 7):
-        if index % 2:
+        upload: dict[str, Any] = {"notification_type": ["upload"]}
+        kind = (index // 7) % 4
+        if kind == 0:
+            rules[index] = {**upload, "public_id": [{"wildcard": f"campaign{index}/*.jpg"}]}
+        elif kind == 1:
+            rules[index] = {**upload, "context": {"custom": {f"flag{index}": [{"exists": True}]}}}
+        elif kind == 2:  # sizes ops care about: a few thresholds, shared by many rules
+            low = rng.choice([1000, 2000, 4000, 8000])
             rules[index] = {
-                "notification_type": ["upload"],
-                "public_id": [{"wildcard": f"campaign{index}/*.jpg"}],
+                **upload,
+                "width": [{"numeric": [">=", low]}],
+                "height": [{"numeric": [">=", 600]}],
             }
         else:
-            flag = {f"flag{index}": [{"exists": True}]}
-            rules[index] = {"notification_type": ["upload"], "context": {"custom": flag}}
+            rules[index] = {**upload, "format": [{"anything-but": rng.sample(FORMATS, 3)}]}
     return rules
 
 
 def mixed(rng: random.Random) -> None:
     """Our speed on the mixed rules, checked against the reference evaluator on a sample."""
-    print("\nmixed rules (15% wildcard- or exists-only):")
+    print("\nmixed rules (15% wildcard-, exists-, numeric- or anything-but-only):")
     base = None
     for size in (100, 1_000, 10_000):
         rules = make_mixed_rules(size, rng)

@@ -143,10 +143,10 @@ def _anything_but_problem(operand: Any) -> str | None:
         "anything-but takes a string, a number, a list of strings or of numbers, or one of "
         "{prefix: s or [s]}, {suffix: s or [s]}, {equals-ignore-case: s or [s]}, {wildcard: s or [s]}"
     )
-    if isinstance(operand, str) or _is_number(operand):
+    if isinstance(operand, str) or is_number(operand):
         return None
     if isinstance(operand, list):
-        if operand and (all(isinstance(v, str) for v in operand) or all(_is_number(v) for v in operand)):
+        if operand and (all(isinstance(v, str) for v in operand) or all(is_number(v) for v in operand)):
             return None
         return allowed
     if isinstance(operand, dict) and len(operand) == 1:
@@ -171,7 +171,7 @@ def _numeric_problem(operand: Any) -> str | None:
     operators, numbers = operand[0::2], operand[1::2]
     if not all(isinstance(op, str) and op in COMPARISONS for op in operators):
         return usage
-    if not all(_is_number(n) for n in numbers):
+    if not all(is_number(n) for n in numbers):
         return "numeric compares numbers only: " + usage
     if any(abs(n) > NUMERIC_LIMIT for n in numbers):
         return "numeric values must lie between -5e9 and 5e9 (EventBridge's range)"
@@ -206,7 +206,8 @@ def _wildcard_problem(operand: Any) -> str | None:
     return None
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A JSON number: booleans are not numbers here."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -283,7 +284,7 @@ def value_matches(matcher: Any, value: Any) -> bool:
     if name == "anything-but":
         return not _anything_but_excludes(operand, value)
     if name == "numeric":
-        return _is_number(value) and _in_range(operand, value)
+        return is_number(value) and _in_range(operand, value)
     if not isinstance(value, str):
         return False  # the string operators never match numbers, booleans or null
     return string_operator(name, operand)(value)
@@ -293,7 +294,7 @@ def same_value(expected: Any, actual: Any) -> bool:
     """JSON equality: true is not 1, 1 is 1.0, "1" is not 1."""
     if isinstance(expected, bool) or isinstance(actual, bool):
         return expected is actual
-    if _is_number(expected) and _is_number(actual):
+    if is_number(expected) and is_number(actual):
         return float(expected) == float(actual)
     return type(expected) is type(actual) and expected == actual
 
