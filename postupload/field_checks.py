@@ -44,9 +44,15 @@ def field_names() -> set[str]:
 
 def types_seen(pattern: Pattern) -> list[str]:
     """The known notification types a rule's (effective) pattern can match."""
-    wanted = pattern.get("notification_type", ["upload"])
+    return list(_types_matched(json.dumps(pattern.get("notification_type", ["upload"]), sort_keys=True)))
+
+
+@cache
+def _types_matched(wanted_json: str) -> tuple[str, ...]:
+    """By the notification_type condition (as JSON): most rules share one of a few."""
+    wanted = json.loads(wanted_json)
     matchers = wanted if isinstance(wanted, list) else [wanted]
-    return [kind for kind in known_types() if any(value_matches(m, kind) for m in matchers)]
+    return tuple(kind for kind in known_types() if any(value_matches(m, kind) for m in matchers))
 
 
 def warnings(pattern: Pattern, actions: list[dict[str, Any]]) -> list[Warning]:

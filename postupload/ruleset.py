@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 import yaml
 import yamlcore
 
@@ -83,6 +84,24 @@ def _validator() -> jsonschema.protocols.Validator:
     validator_class.check_schema(schema)
     # With its local $refs put in place: resolving them cost a third of loading 10,000 rules.
     return validator_class(_inlined(schema, schema.get("$defs", {})))
+
+
+@cache
+def _fast_validator() -> Any:
+    """The same schema in jsonschema-rs (Rust, ~10x faster): it says whether a document is valid;
+    only an invalid one goes through jsonschema, whose errors our messages are made from."""
+    schema = rules_schema()
+    return jsonschema_rs.validator_for(_inlined(schema, schema.get("$defs", {})))
+
+
+def _schema_errors(document: Any) -> list[jsonschema.ValidationError]:
+    """The document's schema errors, by path; none, at Rust speed, for a valid document."""
+    try:
+        if _fast_validator().is_valid(document):
+            return []
+    except (ValueError, TypeError):  # not JSON-shaped (a YAML key that is not a string): say why below
+        pass
+    return sorted(_validator().iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
 
 
 def _inlined(value: Any, definitions: dict[str, Any]) -> Any:
@@ -197,7 +216,7 @@ def load_text(file: str, text: str) -> tuple[list[Rule], list[Problem], list[Pro
         rule, inner = _rule_part(document, at)
         return Problem(file, message, code, rule=rule, path=inner, line=line, column=column)
 
-    schema_errors = sorted(_validator().iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
+    schema_errors = _schema_errors(document)
     problems = []
     for invalid in schema_errors:
         at = tuple(invalid.absolute_path)
