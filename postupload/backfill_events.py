@@ -53,12 +53,16 @@ class Backfill:
     rules: tuple[str, ...] = ()
     since: str | None = None  # ISO date: only assets created on or after it
     max: int | None = None  # stop after queueing this many
+    cloud_name: str = ""  # its product environment, when the deployment serves several
 
     @property
     def key(self) -> str:
-        """The same arguments, the same backfill: what a second run resumes."""
-        text = json.dumps(asdict(self), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """The same arguments (in the same product environment), the same backfill: what a second
+        run resumes."""
+        fields = asdict(self)
+        if not self.cloud_name:
+            del fields["cloud_name"]  # the key a backfill had before there were several
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
     def describe(self) -> str:
         source = self.source
@@ -71,7 +75,8 @@ class Backfill:
         )
         rules = f", rules {', '.join(self.rules)}" if self.rules else ""
         since = f", created since {self.since}" if self.since else ""
-        return f"{source.resource_type}/{source.type} assets by {what}{rules}{since}"
+        where = f" in {self.cloud_name}" if self.cloud_name else ""
+        return f"{source.resource_type}/{source.type} assets{where} by {what}{rules}{since}"
 
     def wants(self, resource: dict[str, Any]) -> bool:
         created = str(resource.get("created_at") or "")

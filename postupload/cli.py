@@ -254,17 +254,19 @@ def run(settings: Settings, port: int) -> None:
     "--url", help="Where to POST [default: the webhook of the running `postupload run`, else port 8000's]"
 )
 @click.option("--algorithm", type=click.Choice(["sha1", "sha256"]), default="sha1", show_default=True)
+@click.option("--cloud", help="Sign as this product environment and send to its path (POSTUPLOAD_ACCOUNTS).")
 @pass_local_settings
-def notify(settings: Settings, file: Path, url: str | None, algorithm: str) -> None:
-    """POST FILE's exact bytes as a notification signed with CLOUDINARY_URL's api_secret."""
+def notify(settings: Settings, file: Path, url: str | None, algorithm: str, cloud: str | None) -> None:
+    """POST FILE's exact bytes as a notification signed with CLOUDINARY_URL's api_secret (or, with
+    --cloud, that product environment's)."""
     from postupload import run_env
     from postupload.signature import sign_notification
 
     web = run_env.read().get("POSTUPLOAD_WEB_URL", "http://127.0.0.1:8000")
-    url = url or f"{web}/webhooks/cloudinary"
+    url = url or f"{web}/webhooks/cloudinary" + (f"/{cloud}" if cloud else "")
 
     body = file.read_bytes()
-    secret = settings.require_account().api_secret
+    secret = settings.require_account(cloud).api_secret
     timestamp = str(int(time.time()))
     headers = {
         "Content-Type": "application/json",
@@ -298,6 +300,7 @@ def notify(settings: Settings, file: Path, url: str | None, algorithm: str) -> N
 @click.option("--dry-run", is_flag=True, help="Show what would be called; queue nothing.")
 @click.option("--restart", is_flag=True, help="Start again from the first page, not from the checkpoint.")
 @click.option("--no-wait", is_flag=True, help="Return once everything is queued; workers go on.")
+@click.option("--cloud", help="The product environment, when POSTUPLOAD_ACCOUNTS names several.")
 @pass_local_settings
 def backfill(
     settings: Settings,
@@ -313,6 +316,7 @@ def backfill(
     dry_run: bool,
     restart: bool,
     no_wait: bool,
+    cloud: str | None,
 ) -> None:
     """Apply the rules to assets that already exist: list them (Admin or Search API, 500 a page,
     within the shared Admin budget), queue each as an upload notification marked `backfill: true`,
@@ -338,8 +342,9 @@ def backfill(
         known = ", ".join(rule.name for rule in ruleset.rules)
         raise PostuploadError(f"no rule named {', '.join(unknown)}; the rules are: {known}")
     source = AssetSource(prefix, tag, expression, resource_type, delivery_type)
-    job = Backfill(source, tuple(rule_names), since, limit)
-    account = settings.require_account()
+    account = settings.require_account(cloud)
+    several = len(settings.all_accounts()) > 1
+    job = Backfill(source, tuple(rule_names), since, limit, account.cloud_name if several else "")
     connection = _redis(settings)
     recorder = Recorder(connection)
     runner = Runner(

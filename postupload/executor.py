@@ -32,6 +32,21 @@ from postupload.planning import action_ref, occurrence, plan_calls
 
 log = logging.getLogger(__name__)
 
+# Claim each action's done key unless it holds something (an outcome, or another job's claim): ''
+# for a claim made now, else what it holds. A claim outlives any job that makes it.
+_CLAIM = """
+local found = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('set', key, ARGV[1], 'NX', 'EX', ARGV[2]) then
+    found[i] = ''
+  else
+    found[i] = redis.call('get', key)
+  end
+end
+return found
+"""
+CLAIM_TTL = keys.JOB_TIMEOUT + 60
+
 # Add to an hourly count; a count just made gets its expiry (one round trip, atomic).
 _COUNT = """
 local count = redis.call('incrby', KEYS[1], ARGV[1])
@@ -137,21 +152,32 @@ class _Run:
         self.joining: list[tuple[Spec, dict[str, Any]]] = []  # their changes, sent by finish_batched
         self.told: list[tuple[dict[str, Any], float]] = []  # history entries not written yet
         self.written = False  # the first write refreshes the history's TTL and public_id mapping
+        self.claimed: dict[tuple[str, int], str] = {}  # actions this run claimed -> their done key
 
     def not_done(self, actions: list[PlannedAction], seen: str) -> list[PlannedAction]:
-        """The actions still to do; those done before are recorded as skipped, unmakeable ones as failed."""
+        """The actions still to do, each claimed (its done key holds our claim until its outcome
+        replaces it): a job working the same action at the same moment (a backfill beside a live
+        notification, on a worker's other thread or another worker) skips it. Those done or being
+        done elsewhere are recorded as skipped, unmakeable ones as failed."""
         self.actions = {(action.rule, action.index): action for action in actions}
-        done_keys = [keys.done(action_ref(self.target, seen, action).key) for action in actions]
-        earlier = self.x.connection.mget(done_keys) if done_keys else []
-        todo = []
-        for action, done in zip(actions, earlier, strict=True):
+        for action in actions:
             if action.error:
                 self.finish([action], "failed", error=action.error, permanent=True, reason="placeholder")
-            elif done is not None:
-                status = json.loads(done).get("status", "ok")
-                self.finish([action], "skipped", {"detail": f"already {status}"})
-            else:
+        wanted = [action for action in actions if not action.error]
+        done_keys = [keys.done(action_ref(self.target, seen, action).key) for action in wanted]
+        claim = json.dumps({"status": "claimed", "by": self.notification_id, "at": self.x.clock()})
+        found = self.x.connection.eval(_CLAIM, len(done_keys), *done_keys, claim, CLAIM_TTL) if wanted else []
+        todo = []
+        for action, key, earlier in zip(wanted, done_keys, found, strict=True):
+            mark = json.loads(earlier) if earlier else {"status": "claimed", "by": self.notification_id}
+            if mark.get("status") == "claimed" and mark.get("by") == self.notification_id:
+                self.claimed[(action.rule, action.index)] = key  # ours (now, or by this job's last try)
                 todo.append(action)
+            elif mark.get("status") == "claimed":
+                detail = f"being done by notification {mark.get('by')}"
+                self.finish([action], "skipped", {"detail": detail})
+            else:
+                self.finish([action], "skipped", {"detail": f"already {mark.get('status', 'ok')}"})
         return todo
 
     def within_cap(self, todo: list[PlannedAction]) -> list[PlannedAction]:
@@ -250,8 +276,12 @@ class _Run:
         reason: str | None = None,
         marks: list[str] | None = None,
     ) -> None:
-        """Record an outcome for these actions, and write their done marks when given."""
+        """Record an outcome for these actions, and write their done marks when given (else let go
+        of their claims: whoever works the action next does it)."""
         for position, action in enumerate(actions):
+            claimed = self.claimed.pop((action.rule, action.index), None)
+            if claimed and not marks:
+                self.pipe.delete(claimed)
             outcome = Outcome(
                 action.rule,
                 action.index,

@@ -204,6 +204,35 @@ def test_a_notification_is_verified_with_the_secret_of_the_path_it_came_to(deplo
     assert "/webhooks/cloudinary/<cloud_name>" in bare.json()["error"]["message"]
 
 
+def test_notify_and_backfill_name_the_environment(
+    deployment: Deployment, redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from postupload.cli import main
+
+    def cli(*args: str) -> Any:
+        return CliRunner().invoke(main, list(args), env=dict(deployment.env))
+
+    body = tmp_path / "upload.json"
+    body.write_text(json.dumps({"notification_type": "upload", "public_id": "n", "resource_type": "image"}))
+    sent = cli("notify", str(body), "--cloud", "blog-prod", "--url", f"{deployment.webhook}/blog-prod")
+    assert sent.exit_code == 0 and "queued" in sent.output, sent.output
+    wrong = cli("notify", str(body), "--cloud", "shop-prod", "--url", f"{deployment.webhook}/blog-prod")
+    assert wrong.exit_code != 0 and "401" in wrong.output
+    # Existing assets of one environment only, listed and worked with its credentials.
+    for cloud_name in ("shop-prod", "blog-prod"):
+        deployment.emulators[
+            [e.account.cloud_name for e in deployment.emulators].index(cloud_name)
+        ].add_asset({"public_id": "old/one"})
+    ran = cli("backfill", "--cloud", "blog-prod", "--prefix", "old/", "--rule", "thumbnails")
+    assert ran.exit_code == 0, ran.output
+    assert "in blog-prod" in ran.output
+    assert wait_until(lambda: deployment.asset("blog-prod", "old/one")["derived"], 30)
+    assert deployment.asset("shop-prod", "old/one")["derived"] == []
+    assert cli("backfill", "--prefix", "old/").exit_code != 0  # several environments: which one?
+
+
 def test_accounts_are_read_from_a_list_or_a_file_and_mistakes_are_named(tmp_path: Path) -> None:
     listed = Settings.from_env({"POSTUPLOAD_ACCOUNTS": f"{SHOP.to_url()}, {BLOG.to_url()}"})
     assert list(listed.all_accounts()) == ["shop-prod", "blog-prod"]

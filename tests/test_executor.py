@@ -121,6 +121,44 @@ def test_a_failed_call_is_not_marked_done_and_runs_again(harness: Harness) -> No
     assert ("thumbs", "context", "ok") in statuses(again)
 
 
+def test_an_action_another_job_is_doing_is_skipped_not_done_twice(harness: Harness) -> None:
+    """Two notifications of one asset version at the same moment (a backfill beside the live
+    upload): the second finds the first's claims and leaves each action to it."""
+    beside: list[list[dict[str, Any]]] = []
+
+    def meanwhile(endpoint: str, call: dict[str, Any]) -> None:
+        if endpoint == "explicit" and not beside:  # the first job's first call is in flight
+            beside.append(harness.run(notification_id="backfill-1"))
+
+    harness.client.fail = meanwhile
+    first = harness.run(notification_id="live-1")
+    assert {o["status"] for o in first} == {"ok", "batched"}
+    (second,) = beside
+    assert {o["status"] for o in second} == {"skipped"}
+    assert {o["detail"] for o in second} == {"being done by notification live-1"}
+    assert harness.client.endpoints() == ["explicit", "context", "update"]  # each once
+    # Afterwards, what was claimed holds its outcome.
+    assert {o["detail"] for o in harness.run(notification_id="backfill-2")} == {
+        "already ok",
+        "already batched",
+    }
+
+
+def test_a_failed_action_lets_go_of_its_claim(harness: Harness) -> None:
+    def fail_context(endpoint: str, call: dict[str, Any]) -> None:
+        if endpoint == "context":
+            raise ActionError("Cloudinary call failed: 503", permanent=False)
+
+    harness.client.fail = fail_context
+    harness.run(notification_id="live-1")
+    harness.client.fail = None
+    harness.client.calls.clear()
+    # Another notification of the same version does what the first could not, and only that.
+    other = statuses(harness.run(notification_id="backfill-1"))
+    assert harness.client.endpoints() == ["context"]
+    assert ("thumbs", "context", "ok") in other
+
+
 def test_the_loop_guard_stops_actions_past_the_cap_within_the_hour(
     redis_conn: redis.Redis, tmp_path: Path
 ) -> None:
