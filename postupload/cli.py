@@ -113,7 +113,7 @@ def web(settings: Settings, host: str, port: int, workers: int, worker_class: st
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 512),
-    help="Jobs run at once, each in a thread [default: POSTUPLOAD_WORKER_CONCURRENCY, else 32].",
+    help="Jobs run at once, each in a thread [default: POSTUPLOAD_WORKER_CONCURRENCY, else 48].",
 )
 @pass_settings
 def worker(settings: Settings, burst: bool, queues: str, concurrency: int | None) -> None:

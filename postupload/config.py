@@ -52,7 +52,7 @@ class Account:
 
 # Jobs a worker process runs at once. A job mostly waits for Cloudinary (~0.3 s a call), so one
 # process keeps this many calls in flight for about the CPU and memory of one job at a time.
-DEFAULT_CONCURRENCY = 32
+DEFAULT_CONCURRENCY = 48
 
 # The account that `postupload run` gives the emulator, web and worker when CLOUDINARY_URL is unset.
 DEV_ACCOUNT = Account("postupload-dev", "123456789012345", "dev-secret-not-for-production")
