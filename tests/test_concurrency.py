@@ -39,12 +39,18 @@ def most_at_once(calls: list[dict[str, Any]]) -> int:
     return peak
 
 
-def test_one_worker_keeps_many_calls_in_flight_and_does_each_effect_once(make_stack: Any) -> None:
-    stack: Stack = make_stack(EVERYDAY, faults=_faults(latency=0.3))
-    stack.workers.append(stack.processes.start("worker", "--concurrency", "8"))
-    names = [f"many/{number}" for number in range(24)]
+def _work(stack: Stack, concurrency: int, uploads: int) -> list[str]:
+    """One worker with this many jobs at once, and this many uploads; their public ids."""
+    stack.workers.append(stack.processes.start("worker", "--concurrency", str(concurrency)))
+    names = [f"asset/{number}" for number in range(uploads)]
     for name in names:
         stack.upload(public_id=name)
+    return names
+
+
+def test_one_worker_keeps_many_calls_in_flight_and_does_each_effect_once(make_stack: Any) -> None:
+    stack: Stack = make_stack(EVERYDAY, faults=_faults(latency=0.3))
+    names = _work(stack, concurrency=8, uploads=24)
     assert wait_until(lambda: stack.idle() and _all_done(stack, names), 60), stack.processes.output()[-3000:]
     # 8 jobs in hand, each making one 0.3 s call at a time: up to 8 explicit calls overlap.
     assert most_at_once(stack.calls("explicit")) >= 4
@@ -54,10 +60,7 @@ def test_one_worker_keeps_many_calls_in_flight_and_does_each_effect_once(make_st
 
 def test_concurrency_one_makes_one_call_at_a_time(make_stack: Any) -> None:
     stack: Stack = make_stack(EXPLICIT_ONLY, faults=_faults(latency=0.2))
-    stack.workers.append(stack.processes.start("worker", "--concurrency", "1"))
-    names = [f"one/{number}" for number in range(5)]
-    for name in names:
-        stack.upload(public_id=name)
+    _work(stack, concurrency=1, uploads=5)
     assert wait_until(lambda: len(stack.calls("explicit")) == 5 and stack.idle(), 30)
     assert most_at_once(stack.calls("explicit")) == 1
 
