@@ -30,6 +30,7 @@ bench: $(VENV)/.installed-test
 	@for script in bench/e2e.py bench/match.py bench/slow_clients.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 	@echo "== bench/metrics_cost.py"; $(BIN)/python -m bench.metrics_cost
 	@echo "== bench/backfill.py"; $(BIN)/python bench/backfill.py
+	@echo "== bench/redis_cost.py"; $(BIN)/python -m bench.redis_cost
 
 # The README's console screenshots, taken by the console's browser test.
 screenshots: $(VENV)/.installed-test
