@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,10 +42,8 @@ Key = tuple[str, Any]
 class PathIndex:
     exact: dict[Any, list[int]] = field(default_factory=lambda: defaultdict(list))
     folded: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
-    prefix: dict[tuple[bool, str], list[int]] = field(default_factory=lambda: defaultdict(list))
-    suffix: dict[tuple[bool, str], list[int]] = field(default_factory=lambda: defaultdict(list))
-    prefix_lengths: set[tuple[bool, int]] = field(default_factory=set)
-    suffix_lengths: set[tuple[bool, int]] = field(default_factory=set)
+    # by kind ("p", "pi", "s", "si"): the prefixes (or suffixes) and the lengths they come in
+    affixes: dict[str, tuple[dict[str, list[int]], set[int]]] = field(default_factory=dict)
     folds: bool = False  # some key here ignores case
     present: list[int] = field(default_factory=list)  # alternatives that only need a value here
     tests: dict[str, tuple[Test, list[int]]] = field(default_factory=dict)  # matcher -> alternatives
@@ -71,35 +69,39 @@ class PathIndex:
         elif kind == "i":
             self.folded[value].append(alternative)
         else:
-            folded = kind.endswith("i")
-            table, lengths = (
-                (self.prefix, self.prefix_lengths) if kind[0] == "p" else (self.suffix, self.suffix_lengths)
-            )
-            table[(folded, value)].append(alternative)
-            lengths.add((folded, len(value)))
+            table, lengths = self.affixes.setdefault(kind, ({}, set()))
+            table.setdefault(value, []).append(alternative)
+            lengths.add(len(value))
 
     def candidates(self, value: Any, found: set[int]) -> None:
-        found.update(self.present)
+        # Each part is looked at only when some alternative uses it: a path has one or two kinds.
+        if self.present:
+            found.update(self.present)
         if self.but:
-            found.update(self.but - self.but_not.get(value, set()) if isinstance(value, str) else self.but)
+            found.update(self.but - self.but_not.get(value, NONE) if isinstance(value, str) else self.but)
         for test, alternatives in self.tests.values():
             if test(value):
                 found.update(alternatives)
-        found.update(self.exact.get(canonical(value), ()))
+        if self.exact:
+            found.update(self.exact.get(canonical(value), ()))
         if not isinstance(value, str):
             return
         folded = value.casefold() if self.folds else value
-        found.update(self.folded.get(folded, ()))
-        for ignore_case, length in self.prefix_lengths:
-            text = folded if ignore_case else value
-            found.update(self.prefix.get((ignore_case, text[:length]), ()))
-        for ignore_case, length in self.suffix_lengths:
-            text = folded if ignore_case else value
-            if length <= len(text):
-                found.update(self.suffix.get((ignore_case, text[len(text) - length :]), ()))
+        if self.folded:
+            found.update(self.folded.get(folded, ()))
+        for kind, (table, lengths) in self.affixes.items():
+            text = folded if kind.endswith("i") else value
+            if kind[0] == "p":
+                for length in lengths:
+                    found.update(table.get(text[:length], ()))
+            else:
+                for length in lengths:
+                    if length <= len(text):
+                        found.update(table.get(text[len(text) - length :], ()))
 
 
 Test = Callable[[Any], bool]
+NONE: frozenset[int] = frozenset()
 
 
 def compile_check(pattern: Pattern) -> Callable[[Any], bool]:
@@ -119,8 +121,12 @@ def compile_check(pattern: Pattern) -> Callable[[Any], bool]:
             return matches(pattern, event)
         for key, test, exists in fields:
             value = event.get(key, ABSENT)
-            values = (value,) if isinstance(value, str | int | float) else tuple(leaves(value))
-            if not (any(bool(values) == wanted for wanted in exists) or any(map(test, values))):
+            if isinstance(value, str | int | float):  # one value (most fields): no list to make
+                if not (test(value) or True in exists):
+                    return False
+                continue
+            values = tuple(leaves(value))
+            if not ((exists and bool(values) in exists) or any(map(test, values))):
                 return False
         return True
 
@@ -246,6 +252,8 @@ class Matcher:
             index = self.paths.setdefault(path, PathIndex())
             for key in set(keys):
                 index.add(key, number)
+        # the indexed paths and every path leading to one: what a walk of an event goes into
+        self.walked = {path[:length] for path in self.paths for length in range(1, len(path) + 1)}
 
     def match(self, event: dict[str, Any]) -> list[int]:
         """Indices of the patterns that match, ascending."""
@@ -255,7 +263,7 @@ class Matcher:
                 for value in _values_at(event, path):
                     index.candidates(value, candidates)
         else:  # many indexed paths (rules that test many fields): walk the event's own paths once
-            for path, nodes in _nodes_by_path(event).items():
+            for path, nodes in _nodes_by_path(event, self.walked).items():
                 found = self.paths.get(path)
                 if found is not None:
                     for node in nodes:
@@ -379,9 +387,12 @@ def _cost(keys: list[Key], shared: Counter[Key]) -> float:
     return sum(shared[key] * weight.get(key[0], 2) for key in keys)
 
 
-def _nodes_by_path(event: Any) -> dict[tuple[str, ...], list[Any]]:
+def _nodes_by_path(
+    event: Any, within: Container[tuple[str, ...]] | None = None
+) -> dict[tuple[str, ...], list[Any]]:
     """Every path of the event with the values found there, arrays crushed out at every level, as
-    _values_at walks one path: {("context", "custom", "sku"): ["SKU-1"], ...}."""
+    _values_at walks one path: {("context", "custom", "sku"): ["SKU-1"], ...}. With `within`, only
+    the paths it holds are walked into (the indexed paths and their parents)."""
     found: dict[tuple[str, ...], list[Any]] = {}
     frontier: list[tuple[tuple[str, ...], list[Any]]] = [((), [event])]
     while frontier:
@@ -394,8 +405,9 @@ def _nodes_by_path(event: Any) -> dict[tuple[str, ...], list[Any]]:
                         children.setdefault(key, []).append(value)
         for key, values in children.items():
             child = (*path, key)
-            found[child] = values
-            frontier.append((child, values))
+            if within is None or child in within:
+                found[child] = values
+                frontier.append((child, values))
     return found
 
 

@@ -50,6 +50,7 @@ class Recorder:
         self.monotonic = monotonic
         self._flushed_at = float("-inf")
         self._lock = threading.Lock()  # jobs, heartbeats and the tag-batch flusher share a worker
+        self._flushing = threading.Lock()
         self._fields: defaultdict[str, float] = defaultdict(float)
         self._recent: defaultdict[tuple[str, str, int], int] = defaultdict(int)  # key, field, ttl
 
@@ -95,7 +96,13 @@ class Recorder:
             self.flush()
 
     def flush(self) -> bool:
-        """Add what was counted to Redis; False (and kept for the next flush) if Redis failed."""
+        """Add what was counted to Redis; False (and kept for the next flush) if Redis failed.
+        A flush waits for one in flight (another thread's), so what was counted before it is in
+        Redis when it returns."""
+        with self._flushing:
+            return self._flush()
+
+    def _flush(self) -> bool:
         with self._lock:
             self._flushed_at = self.monotonic()
             fields, self._fields = self._fields, defaultdict(float)
