@@ -167,10 +167,6 @@ class TagBatches:
         self._trim = connection.register_script(_TRIM)
         self.added = threading.Event()  # set when this process fills a batch: the flusher looks now
 
-    def add(self, spec: Spec, item: dict[str, Any]) -> bool:
-        """Queue one asset's change; False when this very action was queued before."""
-        return self.add_many([(spec, item)]) > 0
-
     def add_many(self, changes: list[tuple[Spec, dict[str, Any]]]) -> int:
         """Queue these changes in one round trip; how many were not queued before."""
         if not changes:

@@ -80,7 +80,9 @@ class Runtime:
     def from_settings(cls, settings: Settings, connection: redis.Redis | None = None) -> Runtime:
         """Build every part from the settings and hand each what it uses."""
         connection = connection or connect(settings.require_redis_url())
-        accounts = settings.all_accounts() or {"": settings.require_account()}  # the latter says what to set
+        accounts = settings.all_accounts()
+        if not accounts:
+            settings.require_account()  # raises, saying which variable to set
         recorder = Recorder(connection, every=METRICS_EVERY)
         queue = notification_queue(connection)
         batches = TagBatches(
@@ -259,7 +261,6 @@ class Worker(SimpleWorker):
 
     def __init__(self, *args: Any, concurrency: int = 1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.concurrency = concurrency
         self._slots = threading.BoundedSemaphore(concurrency)
         self._running: dict[str, tuple[Execution, StartedJobRegistry]] = {}
         self._changed = threading.Condition()  # a job ended
