@@ -1,8 +1,10 @@
-"""What an idle worker costs: Redis commands per second and CPU per second, against a plain RQ worker.
+"""What idle workers cost: Redis commands per second and CPU per second, against plain RQ workers.
 
-Run with `.venv/bin/python -m bench.idle [--seconds 10]`. Each worker runs alone on its own Redis
-with nothing to do; commands are counted with INFO commandstats (a count, so not noisy) and CPU is
-read from /proc. Printed per second, with ours over RQ's as the ratio.
+Run with `.venv/bin/python -m bench.idle [--seconds 30] [--workers 1,10]`. Each set of workers runs
+on a Redis of its own with nothing to do; commands are counted with INFO commandstats (a count, so
+not noisy) and CPU is read from /proc. Printed per second for the whole set and per worker. A
+postupload deployment also runs one RQ scheduler per Redis (in whichever worker holds its lock),
+which wakes every second: that share does not grow with the workers.
 """
 
 from __future__ import annotations
@@ -28,46 +30,68 @@ def commands(connection: redis.Redis) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    """The process's CPU time, and its children's (a worker's scheduler is a child)."""
+    total = 0.0
+    for each in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return total
 
 
-def measure(command: list[str], scratch: Path, seconds: float) -> tuple[float, float]:
+def children(pid: int) -> list[int]:
+    found = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(each) for each in found.read_text().split()] if found.exists() else []
+
+
+def measure(command: list[str], count: int, scratch: Path, seconds: float) -> tuple[float, float]:
+    """Redis commands/s and CPU s/s of `count` such workers, idle, together."""
     (scratch / "rules").mkdir(exist_ok=True)
     (scratch / "rules" / "r.yaml").write_text(RULES)
-    with RedisServer(scratch / f"redis-{command[-1]}") as server:
+    with RedisServer(scratch / f"redis-{command[-1]}-{count}") as server:
         env = {
             **os.environ,
             "REDIS_URL": server.url,
             "CLOUDINARY_URL": DEV_ACCOUNT.to_url(),
             "POSTUPLOAD_RULES_DIR": str(scratch / "rules"),
         }
-        worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        workers = [
+            subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(count)
+        ]
         try:
-            time.sleep(5)  # started, registered, settled
+            time.sleep(5 + count)  # started, registered, settled
             connection = redis.Redis.from_url(server.url)
-            before, cpu_before = commands(connection), cpu_seconds(worker.pid)
+            before = commands(connection), sum(cpu_seconds(worker.pid) for worker in workers)
             time.sleep(seconds)
-            after, cpu_after = commands(connection), cpu_seconds(worker.pid)
+            after = commands(connection), sum(cpu_seconds(worker.pid) for worker in workers)
         finally:
-            worker.terminate()
-            worker.wait(30)
-    return (after - before - 1) / seconds, (cpu_after - cpu_before) / seconds
+            for worker in workers:
+                worker.terminate()
+            for worker in workers:
+                worker.wait(60)
+    return (after[0] - before[0] - 1) / seconds, (after[1] - before[1]) / seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--workers", default="1,10", help="how many idle workers, comma-separated")
     options = parser.parse_args()
+    ours_command = [sys.executable, "-m", "postupload", "worker"]
+    plain_command = [sys.executable, "-m", "rq.cli", "worker", "postupload"]
+    print(f"idle workers on one Redis, over {options.seconds:.0f} s:")
     with tempfile.TemporaryDirectory() as scratch:
-        ours = measure([sys.executable, "-m", "postupload", "worker"], Path(scratch), options.seconds)
-        plain = measure(
-            [sys.executable, "-m", "rq.cli", "worker", "postupload"], Path(scratch), options.seconds
-        )
-    print(f"idle, over {options.seconds:.0f} s:")
-    print(f"  postupload worker: {ours[0]:.1f} Redis commands/s, {ours[1] * 1000:.1f} ms CPU/s")
-    print(f"  plain rq worker:   {plain[0]:.1f} Redis commands/s, {plain[1] * 1000:.1f} ms CPU/s")
-    print(f"ratio (ours / RQ's): commands {ours[0] / max(plain[0], 0.01):.1f}x")
+        for count in (int(each) for each in options.workers.split(",")):
+            for name, command in (("postupload worker", ours_command), ("plain rq worker", plain_command)):
+                rate, cpu = measure(command, count, Path(scratch), options.seconds)
+                print(
+                    f"  {count:>3} x {name:<17}: {rate:6.1f} Redis commands/s"
+                    f" ({rate / count:5.2f} per worker),"
+                    f" {cpu * 1000 / count:5.2f} ms CPU/s per worker"
+                )
 
 
 if __name__ == "__main__":

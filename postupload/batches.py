@@ -6,14 +6,21 @@ seconds after its first pending asset (at once when a full call's worth is waiti
 runs a flusher thread that claims due batches with a lease and sends them. Items leave the list
 only after Cloudinary answered, so a worker killed mid-flush loses nothing: the lease runs out,
 another flusher sends them again, and Cloudinary's tag commands are idempotent.
+
+Flushers wait on Redis, not by polling it: a batch that starts or fills pushes a token onto a wake
+list, a flusher blocked on that list takes it and waits (on the list still) until the batch is
+due. An idle flusher asks Redis something every IDLE s, for a batch whose flusher died meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -30,45 +37,43 @@ from postupload.client import Client
 from postupload.errors import ActionError
 from postupload.logs import printable
 from postupload.metrics import Recorder
-from postupload.queue import retry_policy
+from postupload.queue import retry_policy, waiting
 
 log = logging.getLogger(__name__)
 
 SINGLE_FUNCTION = "postupload.worker.apply_tag_item"
 FLUSH_AFTER = 1.9  # seconds after a batch's first pending asset
-POLL = 0.05  # the flusher's shortest sleep, and its retry pace while Redis is away
-# The flusher sleeps until the next batch is due, at most this long, so a new batch (due FLUSH_AFTER
-# after its first asset, which is longer) is seen before it is due, whichever process made it; a
-# batch this process fills wakes it at once. Idle, it asks Redis about once a second, not 40 times
-# (a plain RQ worker asks about nothing while it waits for work).
-IDLE = 1.0
-assert FLUSH_AFTER > IDLE, "a new batch must be seen before it is due"
-DUE, SPECS, ATTEMPTS = keys.TAG_BATCHES_DUE, keys.TAG_BATCH_SPECS, keys.TAG_BATCH_ATTEMPTS
+POLL = 0.05  # the flusher's retry pace while Redis is away
+IDLE = 30.0  # an idle flusher's longest wait on the wake list
+WAKE_TOKENS = 8  # at most this many tokens wait: a flusher woken looks at every batch anyway
+DUE, SPECS, ATTEMPTS, WAKE = (
+    keys.TAG_BATCHES_DUE,
+    keys.TAG_BATCH_SPECS,
+    keys.TAG_BATCH_ATTEMPTS,
+    keys.TAG_BATCHES_WAKE,
+)
 
-# Append each change unless this action was queued before (a job re-run, a duplicate), and make its
-# batch due. A batch whose list is not empty is already in DUE (only _RELEASE takes it out, and only
-# once its list is empty), and its spec is kept (never deleted): only the push that starts a list
-# records them. KEYS: DUE, SPECS, then (pending list, queued mark) per change; ARGV: ttl, now, due,
-# then (item, batch size, batch id, spec) per change. Answers how many were appended, and 1 if a
-# batch became full (due at once), else 0.
+# Append each change and make its batch due. A batch whose list is not empty is already in DUE (only
+# _RELEASE takes it out, and only once its list is empty), and its spec is kept (never deleted): only
+# the push that starts a list records them, and wakes a flusher. A job run again after a crash may
+# append a change twice: the flusher sends an asset once per call, and skips a change marked done.
+# KEYS: DUE, SPECS, WAKE, then a pending list per change; ARGV: now, due, WAKE_TOKENS, then (item,
+# batch size, batch id, spec) per change.
 _PUSH = """
-local appended, full = 0, 0
-for i = 0, (#KEYS - 2) / 2 - 1 do
-  local pending, queued = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
+for i = 0, #KEYS - 4 do
+  local pending = KEYS[4 + i]
   local item, size, id, spec = ARGV[4 + 4 * i], tonumber(ARGV[5 + 4 * i]), ARGV[6 + 4 * i], ARGV[7 + 4 * i]
-  if redis.call('set', queued, '1', 'NX', 'EX', ARGV[1]) then
-    appended = appended + 1
-    local length = redis.call('rpush', pending, item)
-    if length == 1 then redis.call('hset', KEYS[2], id, spec) end
-    if length >= size then
-      redis.call('zadd', KEYS[1], 'LT', ARGV[2], id)
-      full = 1
-    elseif length == 1 then
-      redis.call('zadd', KEYS[1], 'NX', ARGV[3], id)
-    end
+  local length = redis.call('rpush', pending, item)
+  if length == 1 then redis.call('hset', KEYS[2], id, spec) end
+  local woken = false
+  if length >= size then
+    woken = redis.call('zadd', KEYS[1], 'LT', 'CH', ARGV[1], id) == 1
+  elseif length == 1 then
+    woken = redis.call('zadd', KEYS[1], 'NX', ARGV[2], id) == 1
   end
+  if woken and redis.call('llen', KEYS[3]) < tonumber(ARGV[3]) then redis.call('rpush', KEYS[3], id) end
 end
-return {appended, full}
+return 1
 """
 # Claim the most overdue batch for `lease` seconds.
 _CLAIM = """
@@ -165,22 +170,18 @@ class TagBatches:
         self._release = connection.register_script(_RELEASE)
         self._due_now = connection.register_script(_DUE_NOW)
         self._trim = connection.register_script(_TRIM)
-        self.added = threading.Event()  # set when this process fills a batch: the flusher looks now
 
-    def add_many(self, changes: list[tuple[Spec, dict[str, Any]]]) -> int:
-        """Queue these changes in one round trip; how many were not queued before."""
+    def add_many(self, changes: list[tuple[Spec, dict[str, Any]]]) -> None:
+        """Queue these changes, in one round trip."""
         if not changes:
-            return 0
+            return
         now = self.clock()
-        names: list[str] = [DUE, SPECS]
-        args: list[Any] = [keys.DONE_TTL, now, now + FLUSH_AFTER]
+        names: list[str] = [DUE, SPECS, WAKE]
+        args: list[Any] = [now, now + FLUSH_AFTER, WAKE_TOKENS]
         for spec, item in changes:
-            names += [pending_key(spec.id), keys.queued(item["key"])]
+            names.append(pending_key(spec.id))
             args += [json.dumps(item), spec.batch_size, spec.id, spec.as_json()]
-        appended, full = self._push(keys=names, args=args)
-        if full:  # due now: wake the flusher. A new batch is due in FLUSH_AFTER, after its next look.
-            self.added.set()
-        return int(appended)
+        self._push(keys=names, args=args)
 
     def next_due(self) -> float | None:
         """When the next batch is due (or its lease ends), if any batch waits."""
@@ -323,7 +324,8 @@ class TagBatches:
 
 
 class Flusher:
-    """The thread in each worker process that sends due tag batches."""
+    """The thread in each worker process that sends due tag batches. Between two rounds it blocks on
+    the wake list (and a list of its own, for stopping) until the next batch is due, IDLE s at most."""
 
     def __init__(self, batches: TagBatches, clients: Clients, timeout: float) -> None:
         self.batches = batches
@@ -331,6 +333,8 @@ class Flusher:
         self.timeout = timeout  # of one call: how long stopping may wait for the one in flight
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self.run, name="tag-flusher", daemon=True)
+        self.stop_key = keys.flusher_stop(f"{socket.gethostname()}:{os.getpid()}:{id(self)}")
+        self.waiting = waiting(batches.connection, IDLE)
 
     def start(self) -> Flusher:
         self.thread.start()
@@ -338,32 +342,35 @@ class Flusher:
 
     def run(self) -> None:
         failing = False  # said once per outage, not 20 times a second
-        delay = POLL
+        delay = 0.0
         while not self.stopping.is_set():
-            self.batches.added.wait(delay)
-            self.batches.added.clear()
-            if self.stopping.is_set():
-                return
             try:
+                if delay > 0:
+                    self.waiting.blpop([self.stop_key, WAKE], timeout=delay)
+                if self.stopping.is_set():
+                    return
                 self.batches.flush_due(self.clients)
-                if self.batches.recorder is not None:  # an idle worker's last counts, within `every`
-                    self.batches.recorder.flush_soon()
                 due = self.batches.next_due()
                 wait = IDLE if due is None else due - self.batches.clock()
-                delay = min(IDLE, max(POLL, wait))
+                delay = min(IDLE, max(0.01, wait))  # BLPOP's timeout 0 would mean forever
             except redis.RedisError as error:
                 if not failing:
                     log.warning("tag flusher: Redis failed (%s); trying again every %.2f s", error, POLL)
                 failing = True
-                delay = POLL
+                self.stopping.wait(POLL)
+                delay = 0.0
                 continue
             except Exception:  # keep flushing whatever one batch did; the lease brings it back
                 log.exception("tag flusher")
+                delay = POLL
             if failing:
                 log.warning("tag flusher: Redis answers again")
                 failing = False
 
     def stop(self) -> None:
         self.stopping.set()
-        self.batches.added.set()  # wake it now
+        with contextlib.suppress(redis.RedisError):  # wake it now (Redis away: its wait fails soon)
+            self.batches.connection.rpush(self.stop_key, 1)
+            self.batches.connection.expire(self.stop_key, 60)
         self.thread.join(timeout=self.timeout + 5)
+        self.waiting.close()

@@ -31,11 +31,6 @@ def done(action_key: str) -> str:
     return f"postupload:done:{action_key}"
 
 
-def queued(item_key: str) -> str:
-    """Set when one command of a tags action joined its batch, so a re-run does not add it twice."""
-    return f"postupload:queued:{item_key}"
-
-
 def cap(asset_key: str, window: int) -> str:
     """Actions run on an asset within one CAP_WINDOW."""
     return f"postupload:cap:{asset_key}:{window}"
@@ -62,6 +57,12 @@ def admin_budget(cloud_name: str) -> tuple[str, str]:
 TAG_BATCHES_DUE = "postupload:tag-batches:due"  # sorted set: batch id -> when to send (or lease end)
 TAG_BATCH_SPECS = "postupload:tag-batches:specs"  # hash: batch id -> [resource_type, type, command, tags]
 TAG_BATCH_ATTEMPTS = "postupload:tag-batches:attempts"  # hash: batch id -> failed sends in a row
+TAG_BATCHES_WAKE = "postupload:tag-batches:wake"  # list: a batch started or filled; a flusher looks
+
+
+def flusher_stop(process: str) -> str:
+    """A list one flusher blocks on beside the wake list: pushed to, it stops waiting."""
+    return f"postupload:tag-flusher:{process}"
 
 
 def tag_batch(batch_id: str) -> str:

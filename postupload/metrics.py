@@ -31,11 +31,11 @@ class Recorder:
     """Counts made in this process, added to Redis in one round trip by `flush`. What cannot be
     added (Redis is away) is kept and added with the next flush.
 
-    A process flushes at most every `every` seconds: the web after a request (and from
-    `flush_in_background` when none follows), a worker after a job (or from its tag flusher's loop
-    when idle). A busy process's counts cost Redis one transaction a second rather than one a
-    notification; they show within that second, and a process killed outright loses at most that
-    second's counts (a worker that is stopped flushes first)."""
+    A process flushes at most every `every` seconds: the web after a request, a worker after a job,
+    and both from `flush_in_background` when none follows (it asks Redis nothing when idle). A busy
+    process's counts cost Redis one transaction a second rather than one a notification; they show
+    within that second, and a process killed outright loses at most that second's counts (a worker
+    that is stopped flushes first)."""
 
     def __init__(
         self,
@@ -53,6 +53,7 @@ class Recorder:
         self._flushing = threading.Lock()
         self._fields: defaultdict[str, float] = defaultdict(float)
         self._recent: defaultdict[tuple[str, str, int], int] = defaultdict(int)  # key, field, ttl
+        self.stopping = threading.Event()  # ends `flush_in_background`
 
     def count(self, name: str, amount: float = 1, **labels: str) -> None:
         with self._lock:
@@ -82,8 +83,7 @@ class Recorder:
         counts that `flush_soon` left are added within that time even when no request follows."""
 
         def run() -> None:
-            while True:
-                time.sleep(self.every)
+            while not self.stopping.wait(self.every):
                 if self._fields or self._recent:
                     self.flush()
 

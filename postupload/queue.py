@@ -28,6 +28,14 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30)
 
 
+def waiting(connection: redis.Redis, seconds: float) -> redis.Redis:
+    """A client of the same Redis for commands that block up to `seconds` (BLPOP, BLMOVE), on a pool
+    of its own: connections already made by `connect` give up after 5 s."""
+    pool = connection.connection_pool
+    settings = {**pool.connection_kwargs, "socket_timeout": seconds + 10}
+    return redis.Redis(connection_pool=redis.ConnectionPool(pool.connection_class, **settings))
+
+
 class TakenJobs(IntermediateQueue):
     """RQ's list of jobs taken off the queue by a worker that has not yet marked them started. A job
     left there (its worker died in between) is run again once it was seen there STUCK_AFTER s,

@@ -25,6 +25,7 @@ from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
+from rq.utils import now as utcnow
 
 from postupload import keys
 from postupload.batches import Flusher, TagBatches
@@ -39,21 +40,26 @@ from postupload.last_good import LastGood
 from postupload.metrics import Recorder
 from postupload.planning import plan
 from postupload.processes import die_with_parent
-from postupload.queue import connect, notification_queue, schedule_again
+from postupload.queue import connect, notification_queue, schedule_again, waiting
 from postupload.rule_source import RuleSource
 
 log = logging.getLogger(__name__)
 
-# A job whose worker stops heartbeating (beats every HEARTBEAT_TTL / 3 s) this long is run again; some
-# worker looks for such jobs every MAINTENANCE_INTERVAL s, so a killed worker's job runs again within
-# about 15 s. Three missed beats are needed, so a slow Redis round trip does not orphan a live job.
+# A job whose worker stops heartbeating (beats every HEARTBEAT_TTL / 3 s) this long is run again. The
+# one scheduler (one per Redis, in whichever worker holds its lock) looks for such jobs every
+# RESCUE_EVERY s, so a killed worker's job runs again within about 15 s. Three missed beats are
+# needed, so a slow Redis round trip does not orphan a live job.
 HEARTBEAT_TTL = 9
-MAINTENANCE_INTERVAL = 5
-# An idle RQ worker blocks on the queue for worker_ttl - 15 s and runs maintenance only between two
-# waits: 20 makes that the maintenance interval, so an idle worker too brings back a dead worker's
-# job and takes over a dead scheduler's lock within seconds (RQ's default, 420, made it minutes).
-# A worker that dies leaves RQ's count of live workers (and /readyz) within these 20 s.
-WORKER_TTL = MAINTENANCE_INTERVAL + 15
+RESCUE_EVERY = 5
+# An idle worker blocks on the queue IDLE_WAIT s at a time (RQ waits worker_ttl - 15 s), and between
+# two waits heartbeats and, if no scheduler of its own runs, tries to take the scheduler's lock: a
+# few commands every 15 s, so 50 idle workers hardly load Redis. A dead scheduler's lock is so taken
+# over within about IDLE_WAIT s (after STALE_LOCK when it could not be released). A worker that dies
+# leaves RQ's count of live workers (and /readyz) within IDLE_WAIT + 10 s, its key's time to live,
+# and the next cleaning.
+IDLE_WAIT = 15
+MAINTENANCE_INTERVAL = IDLE_WAIT
+WORKER_TTL = IDLE_WAIT + 15
 METRICS_EVERY = 1.0  # seconds between a worker's metric flushes (see Recorder)
 STALE_LOCK = 10  # seconds a scheduler lock went without its owner's refresh (every second): it is gone
 # Delete the lock only while its time to live says it was not refreshed lately (atomic with the check).
@@ -266,9 +272,34 @@ class Worker(SimpleWorker):
         self._changed = threading.Condition()  # a job ended
         self._listening = False  # blocked on Redis for the next job
         self._beats_stop = threading.Event()
+        self._burst = False
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return HEARTBEAT_TTL
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ's, keeping the worker's key IDLE_WAIT + 10 s (RQ: worker_ttl + 60), so a dead worker
+        leaves the count of live workers soon; a live one beats at least every IDLE_WAIT s. RQ beats
+        before and after each dequeue and after each job it starts: with many jobs a second, once
+        a second is enough (the heartbeat thread covers the jobs in hand)."""
+        recent = self.last_heartbeat is not None and (utcnow() - self.last_heartbeat).total_seconds() < 1.0
+        if pipeline is None and timeout is None and recent:
+            return
+        super().heartbeat(timeout or IDLE_WAIT + 10, pipeline)
+
+    def run_maintenance_tasks(self) -> None:
+        """Start a scheduler if none of ours runs (it may take a dead one's lock). Bringing back dead
+        workers' jobs and cleaning registries is the scheduler's (see Scheduler): done once per Redis
+        every RESCUE_EVERY s, not by every worker. A burst worker, whose scheduler does not stay, does
+        RQ's whole maintenance, as does one without a scheduler."""
+        if self._burst or self.scheduler is None:
+            super().run_maintenance_tasks()
+            return
+        if self.last_cleaned_at and self.scheduler is not None:
+            process = self.scheduler._process
+            if process is None or not process.is_alive():
+                self.scheduler.acquire_locks(auto_start=True)
+        self.last_cleaned_at = utcnow()  # type: ignore[assignment]  # RQ's is set to None first
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """Our own failures (what Cloudinary answered, what was refused) are one log line each, with
@@ -304,6 +335,7 @@ class Worker(SimpleWorker):
         """RQ's own, with our Scheduler (which does not outlive this worker). Its name is this
         process's, so after a Redis outage (which its scheduler does not survive, nor can it release
         its lock then) this process takes its own lock back at once instead of after the lock's 61 s."""
+        self._burst = burst
         self.scheduler = Scheduler(
             self.queues,
             name=f"{socket.gethostname()}:{os.getpid()}",
@@ -313,6 +345,7 @@ class Worker(SimpleWorker):
             log_format=log_format,
             serializer=self.serializer,
         )
+        self.scheduler.maintainer = self
         self.scheduler.acquire_locks()
         if self.scheduler.acquired_locks:
             if burst:
@@ -424,7 +457,22 @@ class Scheduler(RQScheduler):
     over at its next maintenance (MAINTENANCE_INTERVAL) instead of after the lock's 61 s.
 
     A scheduler that could not release its lock (Redis was away when it stopped) refreshes it no
-    more: a lock left STALE_LOCK seconds without a refresh is taken over."""
+    more: a lock left STALE_LOCK seconds without a refresh is taken over.
+
+    Being one per Redis, and awake every second anyway, it also does the workers' maintenance every
+    RESCUE_EVERY s (RQ has every worker do it between two waits for a job): the jobs of dead
+    workers, and jobs taken off the queue but never started, run again; registries are cleaned.
+    It uses its worker's code for it (forked, it has a copy of the worker)."""
+
+    maintainer: Worker | None = None
+    _next_rescue = 0.0
+
+    def enqueue_scheduled_jobs(self) -> None:
+        super().enqueue_scheduled_jobs()
+        if self.maintainer is not None and time.monotonic() >= self._next_rescue:
+            self._next_rescue = time.monotonic() + RESCUE_EVERY
+            self.maintainer.clean_registries()
+            self.maintainer.clean_group_registries()
 
     def acquire_locks(self, auto_start: bool = False) -> Any:
         breaker = self.connection.register_script(_BREAK_STALE_LOCK)
@@ -458,12 +506,14 @@ def run_worker(
     stopping = _StopSignals()
     current.rules.watch()  # reloads happen beside the jobs, not in them
     flusher = Flusher(current.batches, current.client_for, current.timeout).start()
+    current.recorder.flush_in_background()  # an idle worker's last counts
+    rq_connection = waiting(connection, IDLE_WAIT)  # RQ's, which blocks IDLE_WAIT s for a job
     worked = False
     try:
         for attempt in itertools.count():
             if not stopping.wait_for_redis(connection):
                 return worked
-            worker = _worker(connection, queue_names, concurrency)
+            worker = _worker(rq_connection, queue_names, concurrency)
             worker.stopping = stopping.stop
             try:
                 worked = worker.work(burst=burst, with_scheduler=True, logging_level="INFO") or worked
@@ -484,7 +534,9 @@ def run_worker(
         flusher.stop()
         if burst:  # the queues are empty: send what waits in batches now rather than leave it
             current.batches.drain(current.client_for)
+        current.recorder.stopping.set()
         current.recorder.flush()
+        rq_connection.close()
 
 
 def _worker(connection: redis.Redis, queue_names: list[str], concurrency: int) -> Worker:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -89,6 +90,7 @@ def test_the_console_is_off_without_a_token(make_stack: Any) -> None:
 def test_log_in_look_around_and_replay_a_failed_job_in_chromium(
     make_stack: Any, browser: Any, tmp_path: Path
 ) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.expected_conditions import staleness_of
     from selenium.webdriver.support.wait import WebDriverWait
@@ -116,8 +118,18 @@ def test_log_in_look_around_and_replay_a_failed_job_in_chromium(
         return browser.find_element(By.CSS_SELECTOR, selector)
 
     def seen() -> str:
-        pages.append(browser.page_source)
-        return find("body").text
+        """The page's text, once it has loaded. A page still being replaced (the browser is busy on a
+        loaded machine) answers with a node of the old document: read it again."""
+        for _ in range(50):
+            try:
+                WebDriverWait(browser, 10).until(
+                    lambda b: b.execute_script("return document.readyState") == "complete"
+                )
+                pages.append(browser.page_source)
+                return str(find("body").text)
+            except (StaleElementReferenceException, WebDriverException):
+                time.sleep(0.1)
+        raise AssertionError("the page never settled")
 
     def follow(element: Any) -> str:
         """Click (a link or a form's button), wait for the next page, and read it."""
