@@ -4,8 +4,9 @@ put down to whoever owns the key it touches.
 
 Run with `.venv/bin/python -m bench.redis_cost [--uploads 300]`. It starts the stack of `bench/e2e.py`
 (emulator answering at once, web, one worker) and watches Redis with MONITOR. A command on a
-`postupload:` key is ours, on an `rq:` key RQ's; MULTI and EXEC go to whoever owns most of what they
-wrap; commands on no key (PING, CLIENT, ...) are listed apart. A job is a notification Cloudinary
+`postupload:` key is ours, on an `rq:` key RQ's (WATCH too); MULTI and EXEC go to whoever owns most
+of what they wrap (RQ's enqueue is a transaction of its own); commands on no key (PING, CLIENT, ...)
+are listed apart. A job is a notification Cloudinary
 sent (each upload sends its upload notification and the tags change our batch made).
 """
 
@@ -23,7 +24,7 @@ from bench.e2e import Run, complete, scratch_stack
 from postupload.queue import connect, quiet
 
 NO_KEY = frozenset({"PING", "CLIENT", "HELLO", "INFO", "SELECT", "SCRIPT", "MONITOR", "COMMAND", "TIME"})
-TRANSACTION = frozenset({"MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH"})
+TRANSACTION = frozenset({"MULTI", "EXEC", "DISCARD", "UNWATCH"})
 
 
 def owner(args: list[str]) -> str:
@@ -54,8 +55,12 @@ class Tally:
         args = entry["command"].split(" ")
         name = args[0].upper()
         client = f"{entry.get('client_address')}:{entry.get('client_port')}"
+        if name == "WATCH":  # the start of a transaction, and a command on its key (whose owner counts it)
+            self.open.setdefault(client, [])
+            self._count(owner(args), name, inside_script=False)
+            return
         if name in TRANSACTION:
-            if name == "MULTI" or name == "WATCH":
+            if name == "MULTI":
                 self.open.setdefault(client, []).append(name)
             else:  # EXEC, DISCARD, UNWATCH: the whole transaction goes to its main owner
                 wrapped = self.open.pop(client, [])
@@ -71,10 +76,13 @@ class Tally:
         inside_script = entry.get("client_type") == "lua"
         if client in self.open and not inside_script:
             self.open[client].append(who)
+        self._count(who, name, inside_script)
+
+    def _count(self, who: str, name: str, inside_script: bool) -> None:
         self.counts[who] += 1
         if not inside_script:
             self.sent[who] += 1
-        self.by_command[(who, name.upper())] += 1
+        self.by_command[(who, name)] += 1
 
 
 def main() -> None:

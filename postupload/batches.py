@@ -266,6 +266,7 @@ class TagBatches:
         return 1
 
     def mark_done(self, spec: Spec, items: list[dict[str, Any]], changed: set[str]) -> None:
+        told = []
         with self.connection.pipeline(transaction=False) as pipe:
             for item in items:
                 outcome: dict[str, Any] = {"status": "ok"}
@@ -280,9 +281,8 @@ class TagBatches:
                     "call": {spec.command: list(spec.tags)},
                     **outcome,
                 }
-                # The job that queued it refreshed this history's expiry and mapping seconds ago.
-                where = item.get("index", item["public_id"])
-                history.record_many(pipe, item["asset"], where, [(entry, self.clock())], refresh=False)
+                told.append((item["asset"], entry, self.clock()))
+            history.record_each(pipe, told)
             pipe.execute()
 
     def _give_up(self, spec: Spec, item: dict[str, Any], error: ActionError) -> None:

@@ -106,6 +106,7 @@ class Executor:
             with self.connection.pipeline(transaction=False) as pipe:
                 asset_key = history.asset_key(self.connection, target)
                 run = _Run(self, target, asset_key, envelope.id, outcomes, pipe)
+                run.renamed = envelope.notification_type == "rename"
                 entry = {
                     "event": "notification",
                     "notification": envelope.id,
@@ -129,8 +130,9 @@ class Executor:
 
 
 class _Run:
-    """The calls for one asset of one notification. Records go into `pipe`, sent once at the end
-    (and at once after each successful call, so a done mark is never lost to a crash after it)."""
+    """The calls for one asset of one notification. Records go into `pipe`, sent once at the end; a
+    successful call's done marks at once, so they are never lost to a crash after it (its history
+    entries wait for the end: a job run again after a crash records the action as already done)."""
 
     def __init__(
         self,
@@ -152,6 +154,7 @@ class _Run:
         self.joining: list[tuple[Spec, dict[str, Any]]] = []  # their changes, sent by finish_batched
         self.told: list[tuple[dict[str, Any], float]] = []  # history entries not written yet
         self.written = False  # the first write refreshes the history's TTL and public_id mapping
+        self.renamed = False  # that write maps the asset's new public_id
         self.claimed: dict[tuple[str, int], str] = {}  # actions this run claimed -> their done key
 
     def not_done(self, actions: list[PlannedAction], seen: str) -> list[PlannedAction]:
@@ -230,7 +233,7 @@ class _Run:
             self.x.budget.learn(answer.rate_limit)
         self.finish(actions, "ok", answer.detail, marks=done_keys)
         if write_now:
-            self.write()  # the done marks are written now: a crash after the call must not lose them
+            self.pipe.execute()  # the done marks now: a crash after the call must not lose them
         return 0.0
 
     def join_batch(self, call: Call) -> None:
@@ -261,8 +264,11 @@ class _Run:
 
     def write(self) -> None:
         """Send what is pending: done marks, and the history entries so far in one call."""
-        history.record_many(self.pipe, self.asset_key, self.target.index_name, self.told, not self.written)
+        history.record_many(
+            self.pipe, self.asset_key, self.target.index_name, self.told, not self.written, self.renamed
+        )
         self.told, self.written = [], self.written or bool(self.told)
+        self.renamed = False
         self.pipe.execute()
 
     def finish(

@@ -13,13 +13,29 @@ from postupload.notification import Target
 
 # One call for any number of entries: append (oldest first, so the newest ends up first), bound
 # (only once past the bound), and, when asked (a job's first write to the asset: its later ones
-# follow within seconds), keep 30 days and remember the public_id -> asset mapping.
+# follow within seconds), keep 30 days and remember the public_id -> asset mapping. Both are
+# (re)set only when they could have changed or their days run short: for a new history, for a
+# rename, and once a day (each costs Redis a command).
+# KEYS: history, mapping; ARGV: length, ttl, public_id (or ''), asset, refresh (0 no, 1 if due, 2 now),
+# then the entries.
 _RECORD = """
 local length = redis.call('lpush', KEYS[1], unpack(ARGV, 6))
 if length > tonumber(ARGV[1]) then redis.call('ltrim', KEYS[1], 0, tonumber(ARGV[1]) - 1) end
-if ARGV[5] == '1' then
+local fresh = length == #ARGV - 5 or ARGV[5] == '2'
+if fresh or (ARGV[5] == '1' and redis.call('ttl', KEYS[1]) < tonumber(ARGV[2]) - %d) then
   redis.call('expire', KEYS[1], ARGV[2])
   if ARGV[3] ~= '' then redis.call('set', KEYS[2], ARGV[4], 'EX', ARGV[2]) end
+end
+return 1
+""".replace("%d", str(keys.DAY))
+
+
+# One entry appended to each of several histories (bounded), whose days a job renewed moments ago.
+_RECORD_EACH = """
+for i, key in ipairs(KEYS) do
+  if redis.call('lpush', key, ARGV[i + 1]) > tonumber(ARGV[1]) then
+    redis.call('ltrim', key, 0, tonumber(ARGV[1]) - 1)
+  end
 end
 return 1
 """
@@ -38,21 +54,36 @@ def record_many(
     index_name: str | None,
     entries: list[tuple[dict[str, Any], float]],
     refresh: bool = True,
+    renamed: bool = False,
 ) -> None:
     """Append entries, oldest first, to an asset's history in one call, and find it by `index_name`
-    (Target.index_name) from now on. `refresh` (re)starts its 30 days and the public_id mapping:
-    a job's later writes to the same asset skip it. `connection` may be a pipeline."""
+    (Target.index_name) from now on. `refresh` keeps it 30 days more, with its public_id mapping,
+    when a day went by since the last refresh: a job's later writes to the same asset skip it.
+    `renamed`: the public_id is new, map it now. `connection` may be a pipeline."""
     if not entries:
         return
-    texts = [
-        json.dumps({"time": round(now, 3), **entry}, separators=(",", ":"), default=str)
-        for entry, now in entries
-    ]
+    texts = [_text(entry, now) for entry, now in entries]
     names = [keys.history(asset_key), keys.asset(index_name or "")]
-    args: list[str | int] = [keys.HISTORY_LENGTH, keys.HISTORY_TTL, index_name or "", asset_key, int(refresh)]
+    refreshing = 2 if renamed else int(refresh)
+    args: list[str | int] = [keys.HISTORY_LENGTH, keys.HISTORY_TTL, index_name or "", asset_key, refreshing]
     args += texts
     # EVAL, not a registered script: in a pipeline redis-py sends SCRIPT EXISTS before each EVALSHA
     connection.eval(_RECORD, len(names), *names, *args)
+
+
+def record_each(connection: redis.Redis | Any, entries: list[tuple[str, dict[str, Any], float]]) -> None:
+    """Append one entry to each of these assets' histories (asset key, entry, time), in one call, as
+    the tag batches do once a call for many assets is answered: the jobs that queued the changes
+    renewed those histories' days and mappings. `connection` may be a pipeline."""
+    if not entries:
+        return
+    names = [keys.history(asset) for asset, _, _ in entries]
+    texts = [_text(entry, now) for _, entry, now in entries]
+    connection.eval(_RECORD_EACH, len(names), *names, keys.HISTORY_LENGTH, *texts)
+
+
+def _text(entry: dict[str, Any], now: float) -> str:
+    return json.dumps({"time": round(now, 3), **entry}, separators=(",", ":"), default=str)
 
 
 def asset_key(connection: redis.Redis, target: Target) -> str:

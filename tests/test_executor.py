@@ -278,3 +278,76 @@ def test_a_registry_cleaning_lock_left_by_a_killed_worker_lapses_soon(redis_conn
     assert queue.acquire_maintenance_lock()  # a worker that is then killed before it releases it
     assert 0 < redis_conn.ttl(queue.registry_cleaning_key) <= CLEANING_LOCK_TTL  # RQ's own: 899 s
     assert not notification_queue(redis_conn).acquire_maintenance_lock()
+
+
+def test_an_idle_flusher_waits_on_redis_and_a_new_batch_wakes_it(redis_conn: redis.Redis) -> None:
+    """Idle, a worker's flusher asks Redis nothing (it blocks on the wake list, IDLE s at most); a batch
+    made by any process wakes it, and it sends the batch once due; a stop wakes it at once."""
+    import time
+
+    from postupload.batches import IDLE, Flusher, Spec
+    from tests.conftest import wait_until
+
+    def commands() -> int:
+        return sum(int(entry["calls"]) for entry in redis_conn.info("commandstats").values())
+
+    client = RecordingClient()
+    flusher = Flusher(TagBatches(redis_conn, notification_queue(redis_conn)), lambda cloud: client, 5.0)
+    flusher.start()
+    time.sleep(1.0)  # its first look, then it waits
+    before = commands()
+    time.sleep(3.0)
+    assert commands() - before <= 2  # the INFO calls themselves; polling once a second would be ~9
+
+    started = time.monotonic()
+    elsewhere = TagBatches(redis_conn, notification_queue(redis_conn))  # another worker's
+    item = {"public_id": "shoe", "asset": "id-shoe", "key": keys.done("shoe:v1:r:0:add"), "rule": "r"}
+    elsewhere.add_many([(Spec("image", "upload", "add", ("seen",)), {**item, "notification": "n1"})])
+    assert wait_until(lambda: len(client.calls) == 1, IDLE / 3)  # woken, not after its IDLE s
+    assert time.monotonic() - started >= FLUSH_AFTER - 0.05  # sent once due, not when woken
+    assert client.calls[0]["public_ids"] == ["shoe"] and redis_conn.get(item["key"]) is not None
+
+    started = time.monotonic()
+    flusher.stop()
+    assert not flusher.thread.is_alive() and time.monotonic() - started < IDLE / 3
+
+
+def test_an_assets_history_is_kept_30_days_from_its_latest_notification_within_a_day(
+    redis_conn: redis.Redis,
+) -> None:
+    """Its days and its public_id mapping are renewed when a day went by since the last renewal (not
+    with every notification, a Redis command each), and a rename maps the new public_id at once."""
+    key, mapping = keys.history("id-shoe"), keys.asset("cloud/shoe")
+    entry = {"event": "notification", "notification": "n1"}
+    history.record_many(redis_conn, "id-shoe", "cloud/shoe", [(entry, 1.0)])  # a new history
+    assert redis_conn.ttl(key) > keys.HISTORY_TTL - 60 and redis_conn.get(mapping) == b"id-shoe"
+
+    redis_conn.expire(key, keys.HISTORY_TTL - 3600)  # renewed an hour ago
+    redis_conn.delete(mapping)
+    history.record_many(redis_conn, "id-shoe", "cloud/shoe", [(entry, 2.0)])
+    assert redis_conn.ttl(key) <= keys.HISTORY_TTL - 3600 and redis_conn.get(mapping) is None
+
+    redis_conn.expire(key, keys.HISTORY_TTL - keys.DAY - 60)  # a day and a minute ago
+    history.record_many(redis_conn, "id-shoe", "cloud/shoe", [(entry, 3.0)])
+    assert redis_conn.ttl(key) > keys.HISTORY_TTL - 60 and redis_conn.get(mapping) == b"id-shoe"
+    assert redis_conn.ttl(mapping) > keys.HISTORY_TTL - 60
+
+    history.record_many(redis_conn, "id-shoe", "cloud/boot", [(entry, 4.0)], renamed=True)
+    assert redis_conn.get(keys.asset("cloud/boot")) == b"id-shoe"
+    assert [e["time"] for e in history.read(redis_conn, "boot", ["cloud"])] == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_after_a_rename_the_history_is_found_by_the_new_public_id(harness: Harness) -> None:
+    harness.run()  # the upload of shoe, asset_id id-shoe
+    rename = {
+        "notification_type": "rename",
+        "asset_id": "id-shoe",
+        "resource_type": "image",
+        "type": "upload",
+        "from_public_id": "shoe",
+        "to_public_id": "catalog/boot",
+    }
+    envelope = Envelope("n-rename", harness.clock(), "test-cloud", rename)
+    harness.executor.execute(envelope, plan([], rename, envelope.id))
+    told = history.read(harness.connection, "catalog/boot", ["test-cloud"])
+    assert [e.get("notification_type") for e in told if e["event"] == "notification"] == ["upload", "rename"]
