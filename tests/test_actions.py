@@ -267,14 +267,16 @@ def test_a_worker_killed_mid_run_loses_nothing_and_repeats_nothing(make_stack: A
     assert wait_until(lambda: all(job.get_status(refresh=True) == "finished" for job in jobs), 60), (
         stack.processes.output()[-3000:]
     )
-    # Run again after their heartbeat lapsed (9 s) and another worker's next maintenance (5 s), plus
-    # the retry's interval: about 15 s; 30 s leaves a margin of 2x.
-    assert time.monotonic() - killed_at < 30
+    # Run again after their heartbeat lapsed (9 s) at the scheduler's next cleaning (every 5 s), plus
+    # the retry's interval: about 15 s. When the killed worker ran the scheduler, the other takes it
+    # over at its next maintenance (every 15 s): up to about 27 s (measured 12-19 s); 60 s is 2x.
+    assert time.monotonic() - killed_at < 60
     # A job it had taken off the queue but not yet started is run again once it was seen there for
-    # STUCK_AFTER (10 s) at two registry cleanings (every 5 s), plus its retry's interval: about 25 s.
+    # STUCK_AFTER (10 s) at two registry cleanings (every 5 s), plus the takeover and its retry's
+    # interval: up to about 37 s.
     finished = wait_until(lambda: stack.idle() and _all_done(stack, names), 120)
     assert finished, stack.processes.output()[-3000:]
-    assert time.monotonic() - killed_at < 60
+    assert time.monotonic() - killed_at < 80
     assert not stack.failed()
     # A job makes one call at a time: at most one call per job in hand at the kill is repeated.
     assert_exactly_once(stack, names, allow_repeat=len(in_hand))
