@@ -281,8 +281,9 @@ class TagBatches:
                     "call": {spec.command: list(spec.tags)},
                     **outcome,
                 }
-                told.append((item["asset"], entry, self.clock()))
-            history.record_each(pipe, told)
+                where = item.get("index", item["public_id"])
+                told.append(history.Story(item["asset"], where, [(entry, self.clock())], refresh=False))
+            history.record_all(pipe, told)
             pipe.execute()
 
     def _give_up(self, spec: Spec, item: dict[str, Any], error: ActionError) -> None:

@@ -99,14 +99,14 @@ class Executor:
         Each asset's history first gets the notification and the rules it matched, then the outcomes.
         """
         outcomes: list[Outcome] = []
+        stories: list[history.Story] = []
         retry_at = 0.0
         seen = occurrence(envelope.notification, envelope.id)
-        for asset in plan.assets:
-            target = replace(asset.target, cloud_name=envelope.cloud_name)
-            with self.connection.pipeline(transaction=False) as pipe:
+        with self.connection.pipeline(transaction=False) as pipe:
+            for number, asset in enumerate(plan.assets, 1):
+                target = replace(asset.target, cloud_name=envelope.cloud_name)
                 asset_key = history.asset_key(self.connection, target)
                 run = _Run(self, target, asset_key, envelope.id, outcomes, pipe)
-                run.renamed = envelope.notification_type == "rename"
                 entry = {
                     "event": "notification",
                     "notification": envelope.id,
@@ -119,11 +119,16 @@ class Executor:
                 run.told.append((entry, self.clock()))
                 todo = run.not_done(list(plan.actions), seen)
                 calls, _ = plan_calls(run.within_cap(todo), target, seen)
-                # The last call sent leaves its done marks to the write below: only Redis comes between.
+                # The last call sent leaves its done marks to the writes below: only Redis comes between.
                 last = max((i for i, call in enumerate(calls) if call.delivery != "batch"), default=-1)
                 retry_at = max([retry_at, *(run.perform(call, i != last) for i, call in enumerate(calls))])
                 run.finish_batched()
-                run.write()
+                if number < len(plan.assets):
+                    pipe.execute()  # this asset's last done marks, before the next asset's calls
+                renamed = envelope.notification_type == "rename"
+                stories.append(history.Story(asset_key, target.index_name, run.told, renamed=renamed))
+            history.record_all(pipe, stories)  # every asset's, in one call
+            pipe.execute()
         if retry_at:
             self.schedule(envelope, retry_at)
         return outcomes
@@ -152,9 +157,7 @@ class _Run:
         self.actions: dict[tuple[str, int], PlannedAction] = {}
         self.batched: dict[tuple[str, int], str] = {}  # actions whose changes joined batches -> done key
         self.joining: list[tuple[Spec, dict[str, Any]]] = []  # their changes, sent by finish_batched
-        self.told: list[tuple[dict[str, Any], float]] = []  # history entries not written yet
-        self.written = False  # the first write refreshes the history's TTL and public_id mapping
-        self.renamed = False  # that write maps the asset's new public_id
+        self.told: list[tuple[dict[str, Any], float]] = []  # history entries, written at the end
         self.claimed: dict[tuple[str, int], str] = {}  # actions this run claimed -> their done key
 
     def not_done(self, actions: list[PlannedAction], seen: str) -> list[PlannedAction]:
@@ -261,15 +264,6 @@ class _Run:
             action = self.actions[(rule, index)]
             self.finish([action], "batched", marks=[done_key])
         self.batched.clear()
-
-    def write(self) -> None:
-        """Send what is pending: done marks, and the history entries so far in one call."""
-        history.record_many(
-            self.pipe, self.asset_key, self.target.index_name, self.told, not self.written, self.renamed
-        )
-        self.told, self.written = [], self.written or bool(self.told)
-        self.renamed = False
-        self.pipe.execute()
 
     def finish(
         self,

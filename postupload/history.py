@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -11,75 +12,63 @@ import redis
 from postupload import keys
 from postupload.notification import Target
 
-# One call for any number of entries: append (oldest first, so the newest ends up first), bound
-# (only once past the bound), and, when asked (a job's first write to the asset: its later ones
-# follow within seconds), keep 30 days and remember the public_id -> asset mapping. Both are
-# (re)set only when they could have changed or their days run short: for a new history, for a
-# rename, and once a day (each costs Redis a command).
-# KEYS: history, mapping; ARGV: length, ttl, public_id (or ''), asset, refresh (0 no, 1 if due, 2 now),
-# then the entries.
+# One call for any number of assets' entries. For each asset: append (oldest first, so the newest ends
+# up first), bound (only once past the bound), and keep 30 days with the public_id -> asset mapping.
+# Those two are (re)set only when they could have changed or their days run short (each costs Redis
+# a command): for a new history, a rename, and, when asked (a job's write, not a tag batch's that
+# follows it within seconds), once a day.
+# KEYS: (history, mapping) per asset; ARGV: length, ttl, a day, then per asset: public_id (or ''),
+# asset, refresh (0 no, 1 if a day went by, 2 now), how many entries, the entries.
 _RECORD = """
-local length = redis.call('lpush', KEYS[1], unpack(ARGV, 6))
-if length > tonumber(ARGV[1]) then redis.call('ltrim', KEYS[1], 0, tonumber(ARGV[1]) - 1) end
-local fresh = length == #ARGV - 5 or ARGV[5] == '2'
-if fresh or (ARGV[5] == '1' and redis.call('ttl', KEYS[1]) < tonumber(ARGV[2]) - %d) then
-  redis.call('expire', KEYS[1], ARGV[2])
-  if ARGV[3] ~= '' then redis.call('set', KEYS[2], ARGV[4], 'EX', ARGV[2]) end
-end
-return 1
-""".replace("%d", str(keys.DAY))
-
-
-# One entry appended to each of several histories (bounded), whose days a job renewed moments ago.
-_RECORD_EACH = """
-for i, key in ipairs(KEYS) do
-  if redis.call('lpush', key, ARGV[i + 1]) > tonumber(ARGV[1]) then
-    redis.call('ltrim', key, 0, tonumber(ARGV[1]) - 1)
+local bound, ttl, day = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local at = 4
+for i = 1, #KEYS, 2 do
+  local index, asset, refresh, count = ARGV[at], ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3])
+  local length = redis.call('lpush', KEYS[i], unpack(ARGV, at + 4, at + 3 + count))
+  if length > bound then redis.call('ltrim', KEYS[i], 0, bound - 1) end
+  if length == count or refresh == '2' or (refresh == '1' and redis.call('ttl', KEYS[i]) < ttl - day) then
+    redis.call('expire', KEYS[i], ttl)
+    if index ~= '' then redis.call('set', KEYS[i + 1], asset, 'EX', ttl) end
   end
+  at = at + 4 + count
 end
 return 1
 """
+
+
+@dataclass
+class Story:
+    """Entries for one asset's history, and how they renew it (see _RECORD)."""
+
+    asset_key: str
+    index_name: str | None  # Target.index_name: the asset is found by it from now on
+    entries: list[tuple[dict[str, Any], float]]  # (entry, time), oldest first
+    refresh: bool = True
+    renamed: bool = False  # its public_id is new: map it now
 
 
 def record(
     connection: redis.Redis | Any, asset_key: str, index_name: str | None, entry: dict[str, Any], now: float
 ) -> None:
     """Append one entry to an asset's history (newest first). `connection` may be a pipeline."""
-    record_many(connection, asset_key, index_name, [(entry, now)])
+    record_all(connection, [Story(asset_key, index_name, [(entry, now)])])
 
 
-def record_many(
-    connection: redis.Redis | Any,
-    asset_key: str,
-    index_name: str | None,
-    entries: list[tuple[dict[str, Any], float]],
-    refresh: bool = True,
-    renamed: bool = False,
-) -> None:
-    """Append entries, oldest first, to an asset's history in one call, and find it by `index_name`
-    (Target.index_name) from now on. `refresh` keeps it 30 days more, with its public_id mapping,
-    when a day went by since the last refresh: a job's later writes to the same asset skip it.
-    `renamed`: the public_id is new, map it now. `connection` may be a pipeline."""
-    if not entries:
-        return
-    texts = [_text(entry, now) for entry, now in entries]
-    names = [keys.history(asset_key), keys.asset(index_name or "")]
-    refreshing = 2 if renamed else int(refresh)
-    args: list[str | int] = [keys.HISTORY_LENGTH, keys.HISTORY_TTL, index_name or "", asset_key, refreshing]
-    args += texts
-    # EVAL, not a registered script: in a pipeline redis-py sends SCRIPT EXISTS before each EVALSHA
-    connection.eval(_RECORD, len(names), *names, *args)
-
-
-def record_each(connection: redis.Redis | Any, entries: list[tuple[str, dict[str, Any], float]]) -> None:
-    """Append one entry to each of these assets' histories (asset key, entry, time), in one call, as
-    the tag batches do once a call for many assets is answered: the jobs that queued the changes
-    renewed those histories' days and mappings. `connection` may be a pipeline."""
-    if not entries:
-        return
-    names = [keys.history(asset) for asset, _, _ in entries]
-    texts = [_text(entry, now) for _, entry, now in entries]
-    connection.eval(_RECORD_EACH, len(names), *names, keys.HISTORY_LENGTH, *texts)
+def record_all(connection: redis.Redis | Any, stories: Sequence[Story]) -> None:
+    """Append each story's entries to its asset's history, all in one call. `connection` may be a
+    pipeline."""
+    names: list[str] = []
+    args: list[str | int] = [keys.HISTORY_LENGTH, keys.HISTORY_TTL, keys.DAY]
+    for story in stories:
+        if not story.entries:
+            continue
+        names += [keys.history(story.asset_key), keys.asset(story.index_name or "")]
+        refresh = 2 if story.renamed else int(story.refresh)
+        args += [story.index_name or "", story.asset_key, refresh, len(story.entries)]
+        args += [_text(entry, now) for entry, now in story.entries]
+    if names:
+        # EVAL, not a registered script: in a pipeline redis-py sends SCRIPT EXISTS before each EVALSHA
+        connection.eval(_RECORD, len(names), *names, *args)
 
 
 def _text(entry: dict[str, Any], now: float) -> str:

@@ -317,22 +317,24 @@ def test_an_assets_history_is_kept_30_days_from_its_latest_notification_within_a
 ) -> None:
     """Its days and its public_id mapping are renewed when a day went by since the last renewal (not
     with every notification, a Redis command each), and a rename maps the new public_id at once."""
+    from postupload.history import Story
+
     key, mapping = keys.history("id-shoe"), keys.asset("cloud/shoe")
     entry = {"event": "notification", "notification": "n1"}
-    history.record_many(redis_conn, "id-shoe", "cloud/shoe", [(entry, 1.0)])  # a new history
+    history.record_all(redis_conn, [Story("id-shoe", "cloud/shoe", [(entry, 1.0)])])  # a new history
     assert redis_conn.ttl(key) > keys.HISTORY_TTL - 60 and redis_conn.get(mapping) == b"id-shoe"
 
     redis_conn.expire(key, keys.HISTORY_TTL - 3600)  # renewed an hour ago
     redis_conn.delete(mapping)
-    history.record_many(redis_conn, "id-shoe", "cloud/shoe", [(entry, 2.0)])
+    history.record_all(redis_conn, [Story("id-shoe", "cloud/shoe", [(entry, 2.0)])])
     assert redis_conn.ttl(key) <= keys.HISTORY_TTL - 3600 and redis_conn.get(mapping) is None
 
     redis_conn.expire(key, keys.HISTORY_TTL - keys.DAY - 60)  # a day and a minute ago
-    history.record_many(redis_conn, "id-shoe", "cloud/shoe", [(entry, 3.0)])
+    history.record_all(redis_conn, [Story("id-shoe", "cloud/shoe", [(entry, 3.0)])])
     assert redis_conn.ttl(key) > keys.HISTORY_TTL - 60 and redis_conn.get(mapping) == b"id-shoe"
     assert redis_conn.ttl(mapping) > keys.HISTORY_TTL - 60
 
-    history.record_many(redis_conn, "id-shoe", "cloud/boot", [(entry, 4.0)], renamed=True)
+    history.record_all(redis_conn, [Story("id-shoe", "cloud/boot", [(entry, 4.0)], renamed=True)])
     assert redis_conn.get(keys.asset("cloud/boot")) == b"id-shoe"
     assert [e["time"] for e in history.read(redis_conn, "boot", ["cloud"])] == [1.0, 2.0, 3.0, 4.0]
 
@@ -351,3 +353,22 @@ def test_after_a_rename_the_history_is_found_by_the_new_public_id(harness: Harne
     harness.executor.execute(envelope, plan([], rename, envelope.id))
     told = history.read(harness.connection, "catalog/boot", ["test-cloud"])
     assert [e.get("notification_type") for e in told if e["event"] == "notification"] == ["upload", "rename"]
+
+
+def test_a_notification_of_several_assets_goes_into_each_ones_history(harness: Harness) -> None:
+    """Each asset's story gets the notification (written for all of them in one Redis call)."""
+    changed = {
+        "notification_type": "resource_tags_changed",
+        "source": "api",
+        "resources": [
+            {"asset_id": f"id-{name}", "public_id": name, "resource_type": "image", "type": "upload"}
+            for name in ("shoe", "boot", "sock")
+        ],
+    }
+    envelope = Envelope("n-tags", harness.clock(), "test-cloud", changed)
+    before = int(harness.connection.info("commandstats").get("cmdstat_eval", {}).get("calls", 0))
+    harness.executor.execute(envelope, plan([], changed, envelope.id))
+    for name in ("shoe", "boot", "sock"):
+        (told,) = history.read(harness.connection, name, ["test-cloud"])
+        assert told["notification"] == "n-tags" and told["notification_type"] == "resource_tags_changed"
+    assert int(harness.connection.info("commandstats")["cmdstat_eval"]["calls"]) - before == 1
