@@ -50,7 +50,7 @@ def measure(command: list[str], count: int, scratch: Path, seconds: float) -> tu
     """Redis commands/s and CPU s/s of `count` such workers, idle, together."""
     (scratch / "rules").mkdir(exist_ok=True)
     (scratch / "rules" / "r.yaml").write_text(RULES)
-    with RedisServer(scratch / f"redis-{command[-1]}-{count}") as server:
+    with RedisServer(scratch / f"redis-{len(command)}-{command[-1]}-{count}") as server:
         env = {
             **os.environ,
             "REDIS_URL": server.url,
@@ -82,13 +82,18 @@ def main() -> None:
     options = parser.parse_args()
     ours_command = [sys.executable, "-m", "postupload", "worker"]
     plain_command = [sys.executable, "-m", "rq.cli", "worker", "postupload"]
+    commands_by_name = {
+        "postupload worker": ours_command,
+        "rq worker": plain_command,
+        "rq worker --with-scheduler": [*plain_command, "--with-scheduler"],
+    }
     print(f"idle workers on one Redis, over {options.seconds:.0f} s:")
     with tempfile.TemporaryDirectory() as scratch:
         for count in (int(each) for each in options.workers.split(",")):
-            for name, command in (("postupload worker", ours_command), ("plain rq worker", plain_command)):
+            for name, command in commands_by_name.items():
                 rate, cpu = measure(command, count, Path(scratch), options.seconds)
                 print(
-                    f"  {count:>3} x {name:<17}: {rate:6.1f} Redis commands/s"
+                    f"  {count:>3} x {name:<26}: {rate:6.1f} Redis commands/s"
                     f" ({rate / count:5.2f} per worker),"
                     f" {cpu * 1000 / count:5.2f} ms CPU/s per worker"
                 )

@@ -475,10 +475,20 @@ class Scheduler(RQScheduler):
             self.maintainer.clean_group_registries()
 
     def acquire_locks(self, auto_start: bool = False) -> Any:
-        breaker = self.connection.register_script(_BREAK_STALE_LOCK)
         fresh = self.interval + 60 - STALE_LOCK  # RQ refreshes its locks to interval + 60 s
-        for name in self._queue_names:
-            if breaker(keys=[self.get_locking_key(name)], args=[fresh]):
+        names = [self.get_locking_key(name) for name in self._queue_names]
+        with self.connection.pipeline(transaction=False) as pipe:  # a worker's look, every 15 s: cheap
+            for key in names:
+                pipe.get(key).ttl(key)
+            found = pipe.execute()
+        owners = [owner.decode() if isinstance(owner, bytes) else owner for owner in found[::2]]
+        held = [owner for owner, ttl in zip(owners, found[1::2], strict=True) if owner and ttl >= fresh]
+        if len(held) == len(names) and self.name not in held:
+            self._acquired_locks = set()  # every lock is another live scheduler's
+            return set()
+        breaker = self.connection.register_script(_BREAK_STALE_LOCK)
+        for name, key in zip(self._queue_names, names, strict=True):
+            if breaker(keys=[key], args=[fresh]):
                 log.warning("scheduler lock for %s not refreshed for %d s: taken over", name, STALE_LOCK)
         return super().acquire_locks(auto_start)
 
