@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import gc
 import hashlib
 import json
 import logging
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -154,6 +158,36 @@ _loaded_files: dict[str, tuple[str, FileResult]] = {}
 
 def load_sources(sources: dict[str, str]) -> RuleSet:
     """The rule set of these files (path -> text), checked; RuleSetError lists every problem found."""
+    with _collector_paused():
+        return _load_sources(sources)
+
+
+# A load makes millions of objects, none of them garbage in cycles: with the cyclic collector on, it
+# scans the growing heap again and again (10,000 rules: 1.5 s with it, 0.9 s without). It is paused
+# while any thread loads, and runs as usual afterwards (for a job's garbage made meanwhile too).
+_pause_lock = threading.Lock()
+_pauses = 0
+_resume = False
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    global _pauses, _resume
+    with _pause_lock:
+        if _pauses == 0:
+            _resume = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _resume:
+                gc.enable()
+
+
+def _load_sources(sources: dict[str, str]) -> RuleSet:
     problems: list[Problem] = []
     warnings: list[Problem] = []
     rules: list[Rule] = []

@@ -225,3 +225,23 @@ def test_each_kinds_planned_requests_go_to_a_known_endpoint(name: str, tmp_path:
     )
     for request in handler.requests(handler.plan(examples[name], {})):
         assert ENDPOINTS[request.endpoint].api == request.api
+
+
+def test_a_load_leaves_the_garbage_collector_as_it_found_it() -> None:
+    """The collector is paused while rules load (it only slows a load down), whatever the load gives."""
+    import gc
+
+    from postupload.errors import RuleSetError
+    from postupload.ruleset import load_sources
+
+    good = "rules:\n  - {name: a, match: {resource_type: image}, actions: [{tags: {add: [x]}}]}\n"
+    load_sources({"good.yaml": good})
+    with pytest.raises(RuleSetError):
+        load_sources({"bad.yaml": "rules: [{name: a}]\n"})
+    assert gc.isenabled()
+    gc.disable()  # a process that turned it off itself keeps it off
+    try:
+        load_sources({"good.yaml": good})
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
