@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -252,8 +252,12 @@ class Matcher:
             index = self.paths.setdefault(path, PathIndex())
             for key in set(keys):
                 index.add(key, number)
-        # the indexed paths and every path leading to one: what a walk of an event goes into
-        self.walked = {path[:length] for path in self.paths for length in range(1, len(path) + 1)}
+        # the indexed paths and every path leading to one: what a walk of an event goes into, as
+        # the keys to look up under each path walked
+        self.walked: dict[tuple[str, ...], set[str]] = {}
+        for path in self.paths:
+            for length in range(len(path)):
+                self.walked.setdefault(path[:length], set()).add(path[length])
 
     def match(self, event: dict[str, Any]) -> list[int]:
         """Indices of the patterns that match, ascending."""
@@ -388,26 +392,32 @@ def _cost(keys: list[Key], shared: Counter[Key]) -> float:
 
 
 def _nodes_by_path(
-    event: Any, within: Container[tuple[str, ...]] | None = None
+    event: Any, walk: Mapping[tuple[str, ...], Collection[str]]
 ) -> dict[tuple[str, ...], list[Any]]:
-    """Every path of the event with the values found there, arrays crushed out at every level, as
-    _values_at walks one path: {("context", "custom", "sku"): ["SKU-1"], ...}. With `within`, only
-    the paths it holds are walked into (the indexed paths and their parents)."""
+    """The values found at each path that `walk` goes into (path -> the keys to look up there; a
+    path it does not hold is a leaf), arrays crushed out at every level, as _values_at walks one
+    path: {("context", "custom", "sku"): ["SKU-1"], ...}. An event's other keys are not looked at."""
     found: dict[tuple[str, ...], list[Any]] = {}
     frontier: list[tuple[tuple[str, ...], list[Any]]] = [((), [event])]
     while frontier:
         path, nodes = frontier.pop()
+        wanted = walk.get(path)
+        if not wanted:
+            continue
         children: dict[str, list[Any]] = {}
         for node in nodes:
-            for item in flatten(node) if isinstance(node, list) else [node]:
-                if isinstance(item, dict):
-                    for key, value in item.items():
-                        children.setdefault(key, []).append(value)
+            for item in flatten(node) if isinstance(node, list) else (node,):
+                if not isinstance(item, dict):
+                    continue
+                # look up the fewer: the keys wanted here, or the keys the event has here
+                keys = [key for key in wanted if key in item] if len(wanted) < len(item) else item
+                for key in keys:
+                    if key in wanted:
+                        children.setdefault(key, []).append(item[key])
         for key, values in children.items():
             child = (*path, key)
-            if within is None or child in within:
-                found[child] = values
-                frontier.append((child, values))
+            found[child] = values
+            frontier.append((child, values))
     return found
 
 
