@@ -61,6 +61,7 @@ IDLE_WAIT = 15
 MAINTENANCE_INTERVAL = IDLE_WAIT
 WORKER_TTL = IDLE_WAIT + 15
 METRICS_EVERY = 1.0  # seconds between a worker's metric flushes (see Recorder)
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 STALE_LOCK = 10  # seconds a scheduler lock went without its owner's refresh (every second): it is gone
 # Delete the lock only while its time to live says it was not refreshed lately (atomic with the check).
 _BREAK_STALE_LOCK = """
@@ -390,8 +391,10 @@ class Worker(SimpleWorker):
         result = None
         try:
             while True:
-                self._listening = True
+                self._listening = True  # from now on a stop interrupts the wait (see _shutdown)
                 try:
+                    if self._stop_requested:  # asked just before: do not wait IDLE_WAIT s for nothing
+                        raise StopRequested()
                     result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
                 finally:
                     self._listening = False
@@ -492,11 +495,23 @@ class Scheduler(RQScheduler):
                 log.warning("scheduler lock for %s not refreshed for %d s: taken over", name, STALE_LOCK)
         return super().acquire_locks(auto_start)
 
+    def start(self) -> Any:
+        """RQ's fork, with SIGTERM and SIGINT blocked across it. Forked, the scheduler has its worker's
+        handlers (which only set a flag in the worker) until RQ installs its own: a stop sent in
+        between was lost, and the worker waited for the scheduler forever (it happened when a worker
+        was stopped as it started). Blocked, the signal waits in the scheduler until its handlers
+        are in place; in the worker it is delivered as soon as the fork is done."""
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            return super().start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a stop sent meanwhile comes now
+
     def work(self) -> None:
-        # Forked, it inherited the worker's handlers, which only set a flag in the worker: a SIGTERM
-        # before RQ installs its own would be lost, and the worker would wait for it forever.
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, signal.SIG_DFL)
         die_with_parent()
         super().work()
 

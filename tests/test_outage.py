@@ -95,6 +95,20 @@ def test_readiness_tells_when_no_worker_is_alive(outage_stack: Stack) -> None:
     assert answer.status_code == 200 and answer.json()["workers_error"].startswith("no worker is alive")
 
 
+def test_a_worker_stopped_as_it_starts_stops(outage_stack: Stack) -> None:
+    """A stop that comes as the worker forks its scheduler reaches the scheduler too, and the worker
+    exits (it waited for its scheduler forever: the scheduler had lost the signal). Exits measured
+    within 1.1 s."""
+    stack = outage_stack
+    for _ in range(4):
+        stack.start_workers(1)
+        worker = stack.workers[-1]
+        assert wait_until(lambda: RqWorker.count(connection=stack.redis) >= 1, 15, 0.005)
+        worker.terminate()
+        worker.wait(10)
+        stack.redis.delete(*stack.redis.keys("rq:worker*") or ["none"])
+
+
 def children_of(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
