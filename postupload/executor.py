@@ -102,6 +102,7 @@ class Executor:
         stories: list[history.Story] = []
         retry_at = 0.0
         seen = occurrence(envelope.notification, envelope.id)
+        renamed = envelope.notification_type == "rename"  # each asset's public_id is new: map it now
         with self.connection.pipeline(transaction=False) as pipe:
             for number, asset in enumerate(plan.assets, 1):
                 target = replace(asset.target, cloud_name=envelope.cloud_name)
@@ -125,7 +126,6 @@ class Executor:
                 run.finish_batched()
                 if number < len(plan.assets):
                     pipe.execute()  # this asset's last done marks, before the next asset's calls
-                renamed = envelope.notification_type == "rename"
                 stories.append(history.Story(asset_key, target.index_name, run.told, renamed=renamed))
             history.record_all(pipe, stories)  # every asset's, in one call
             pipe.execute()

@@ -410,10 +410,12 @@ def _nodes_by_path(
                 if not isinstance(item, dict):
                     continue
                 # look up the fewer: the keys wanted here, or the keys the event has here
-                keys = [key for key in wanted if key in item] if len(wanted) < len(item) else item
+                if len(wanted) < len(item):
+                    keys = [key for key in wanted if key in item]
+                else:
+                    keys = [key for key in item if key in wanted]
                 for key in keys:
-                    if key in wanted:
-                        children.setdefault(key, []).append(item[key])
+                    children.setdefault(key, []).append(item[key])
         for key, values in children.items():
             child = (*path, key)
             found[child] = values

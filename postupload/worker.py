@@ -296,7 +296,7 @@ class Worker(SimpleWorker):
         if self._burst or self.scheduler is None:
             super().run_maintenance_tasks()
             return
-        if self.last_cleaned_at and self.scheduler is not None:
+        if self.last_cleaned_at:
             process = self.scheduler._process
             if process is None or not process.is_alive():
                 self.scheduler.acquire_locks(auto_start=True)

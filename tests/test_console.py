@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -90,9 +89,8 @@ def test_the_console_is_off_without_a_token(make_stack: Any) -> None:
 def test_log_in_look_around_and_replay_a_failed_job_in_chromium(
     make_stack: Any, browser: Any, tmp_path: Path
 ) -> None:
-    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.expected_conditions import staleness_of
     from selenium.webdriver.support.wait import WebDriverWait
 
     stack: Stack = make_stack(RULES, env={"POSTUPLOAD_CONSOLE_TOKEN": TOKEN})
@@ -118,24 +116,32 @@ def test_log_in_look_around_and_replay_a_failed_job_in_chromium(
         return browser.find_element(By.CSS_SELECTOR, selector)
 
     def seen() -> str:
-        """The page's text, once it has loaded. A page still being replaced (the browser is busy on a
-        loaded machine) answers with a node of the old document: read it again."""
-        for _ in range(50):
+        """The page's text, once it has loaded."""
+        WebDriverWait(browser, 10).until(
+            lambda b: b.execute_script("return document.readyState") == "complete"
+        )
+        pages.append(browser.page_source)
+        return str(find("body").text)
+
+    def gone(element: Any) -> Any:
+        """True once `element`'s page was replaced. Chromium may say so with a stale reference, or,
+        caught mid-navigation on a loaded machine, with "Node ... does not belong to the document",
+        which selenium's own `staleness_of` does not take for stale."""
+
+        def check(_: Any) -> bool:
             try:
-                WebDriverWait(browser, 10).until(
-                    lambda b: b.execute_script("return document.readyState") == "complete"
-                )
-                pages.append(browser.page_source)
-                return str(find("body").text)
-            except (StaleElementReferenceException, WebDriverException):
-                time.sleep(0.1)
-        raise AssertionError("the page never settled")
+                element.is_enabled()
+            except WebDriverException:  # StaleElementReferenceException is one
+                return True
+            return False
+
+        return check
 
     def follow(element: Any) -> str:
         """Click (a link or a form's button), wait for the next page, and read it."""
         page = find("html")
         element.click()
-        WebDriverWait(browser, 10).until(staleness_of(page))
+        WebDriverWait(browser, 10).until(gone(page))
         return seen()
 
     # Log in: a wrong token is refused, the right one lands on the page asked for.
