@@ -423,7 +423,11 @@ class Worker(SimpleWorker):
     def _shutdown(self) -> None:
         """Warm shutdown (RQ's, for many jobs): take no new job, let those in hand finish."""
         self._stop_requested = True
-        self.set_shutdown_requested_date()
+        # Only shown by RQ's tools. A stop often comes with Redis going away (`postupload run` killed:
+        # its Redis and workers get SIGTERM together); failing here, in the signal handler, the
+        # error went into RQ's wait for a job, which then retried Redis forever instead of stopping.
+        with contextlib.suppress(redis.RedisError):
+            self.set_shutdown_requested_date()
         if self.scheduler:
             self.stop_scheduler()
         if self._listening:  # blocked on Redis for the next job: nothing in hand is lost
