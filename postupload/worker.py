@@ -275,6 +275,16 @@ class Worker(SimpleWorker):
         self._beats_stop = threading.Event()
         self._burst = False
 
+    def subscribe(self) -> None:
+        """RQ's, with its listening thread waking every second instead of every 60 s: redis-py 8 has
+        the thread's stop wait for it, and a thread still waiting for its subscription (a worker
+        stopped just after it started) held the stop up to a minute."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=1, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
+
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return HEARTBEAT_TTL
 
