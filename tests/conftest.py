@@ -162,10 +162,18 @@ class Processes:
         self.logs = logs
         self.started: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, *args: str, prelude: str = "") -> subprocess.Popen[bytes]:
+        """`postupload ARGS`; `prelude`, Python run first in the process (to inject short timings)."""
         log = open(self.logs / f"{args[0]}-{len(self.started)}.log", "wb")  # noqa: SIM115
+        command = [sys.executable, "-m", "postupload", *args]
+        if prelude:
+            command = [
+                sys.executable,
+                "-c",
+                f"{prelude}\nfrom postupload.cli import main\nmain({list(args)!r})",
+            ]
         process = subprocess.Popen(
-            [sys.executable, "-m", "postupload", *args],
+            command,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -14,7 +14,7 @@ from rq.serializers import JSONSerializer
 
 from postupload.envelope import Envelope
 from postupload.queue import STUCK_AFTER, enqueue_notification, notification_queue
-from postupload.worker import Worker
+from postupload.rq_worker import Worker
 from tests.conftest import Stack, wait_until
 from tests.test_actions import EVERYDAY, _all_done, _faults, assert_exactly_once
 

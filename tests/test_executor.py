@@ -258,7 +258,7 @@ def test_a_scheduler_lock_left_without_refresh_is_taken_over(redis_conn: redis.R
     """A scheduler that died while Redis was away could not release its lock: after STALE_LOCK
     seconds without a refresh it is taken over, not after the lock's full 61 s."""
     from postupload.queue import notification_queue
-    from postupload.worker import STALE_LOCK, Scheduler
+    from postupload.rq_worker import STALE_LOCK, Scheduler
 
     scheduler = Scheduler([notification_queue(redis_conn)], connection=redis_conn, name="ours")
     key = scheduler.get_locking_key("postupload")

@@ -1,0 +1,129 @@
+"""The worker's departures from RQ (postupload/rq_worker.py): what each override replaces is still in
+the RQ and redis-py installed, with the parameters it relies on; and the behaviour each one is for."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any
+
+import pytest
+import redis
+import requests
+from redis.client import PubSub
+from rq import SimpleWorker
+from rq import Worker as RqWorker
+from rq.scheduler import RQScheduler
+from rq.worker_registration import clean_worker_registry
+
+from postupload import rq_worker
+from postupload.queue import notification_queue
+from tests.conftest import Stack, metric_samples, wait_until
+
+# Each RQ method our Worker or Scheduler overrides, and the parameters RQ passes it (or our code
+# calls it with). A new RQ that renames, drops or reshapes one fails here, not in production.
+OVERRIDDEN = [
+    (SimpleWorker, "heartbeat", ["timeout", "pipeline"]),
+    (SimpleWorker, "get_heartbeat_ttl", ["job", "working_time"]),
+    (SimpleWorker, "subscribe", []),
+    (SimpleWorker, "run_maintenance_tasks", []),
+    (SimpleWorker, "handle_exception", ["job"]),
+    (SimpleWorker, "request_stop", ["signum", "frame"]),
+    (SimpleWorker, "_install_signal_handlers", []),
+    (SimpleWorker, "_start_scheduler", ["burst", "logging_level", "date_format", "log_format"]),
+    (SimpleWorker, "bootstrap", []),
+    (SimpleWorker, "execute_job", ["job", "queue"]),
+    (SimpleWorker, "dequeue_job_and_maintain_ttl", ["timeout", "max_idle_time"]),
+    (SimpleWorker, "_shutdown", []),
+    (SimpleWorker, "teardown", []),
+    (RQScheduler, "enqueue_scheduled_jobs", []),
+    (RQScheduler, "acquire_locks", ["auto_start"]),
+    (RQScheduler, "start", []),
+    (RQScheduler, "_install_signal_handlers", []),
+    (RQScheduler, "work", []),
+]
+# What the overrides use of RQ besides: called, read or set.
+USED = [
+    (
+        SimpleWorker,
+        [
+            "prepare_execution",
+            "perform_job",
+            "set_shutdown_requested_date",
+            "stop_scheduler",
+            "clean_registries",
+            "clean_group_registries",
+            "handle_payload",
+            "_pubsub_exception_handler",
+            "should_run_maintenance_tasks",
+        ],
+    ),
+    (RQScheduler, ["get_locking_key", "register_birth", "register_death", "release_locks"]),
+]
+
+
+@pytest.mark.parametrize(("base", "name", "parameters"), OVERRIDDEN, ids=lambda v: getattr(v, "__name__", v))
+def test_each_overridden_rq_method_is_still_there_as_it_was(
+    base: type, name: str, parameters: list[str]
+) -> None:
+    original = getattr(base, name)
+    assert callable(original), f"{base.__name__}.{name} is no longer a method"
+    found = list(inspect.signature(original).parameters)
+    assert [p for p in parameters if p not in found] == [], f"{base.__name__}.{name}{found}"
+    ours = rq_worker.Worker if issubclass(rq_worker.Worker, base) else rq_worker.Scheduler
+    assert getattr(ours, name) is not original  # ours replaces it
+
+
+def test_what_the_overrides_use_of_rq_is_still_there(redis_conn: redis.Redis) -> None:
+    for base, names in USED:
+        assert [name for name in names if not hasattr(base, name)] == []
+    # The stop override reads and sets these instance attributes RQ's own code uses.
+    worker = SimpleWorker([], connection=redis_conn)
+    for attribute in ("_stop_requested", "scheduler", "last_heartbeat", "last_cleaned_at"):
+        assert hasattr(worker, attribute), attribute
+    run_in_thread = list(inspect.signature(PubSub.run_in_thread).parameters)
+    assert {"sleep_time", "daemon", "exception_handler"} <= set(run_in_thread)
+
+
+def test_no_beat_leaves_a_worker_key_shorter_than_its_wait_for_a_job(redis_conn: redis.Redis) -> None:
+    """RQ's beat as a job starts asks for the job's HEARTBEAT_TTL (9 s), shorter than an idle worker's
+    wait for a job (15 s): the key lapsed while the worker waited, and it left RQ's registry."""
+    worker = rq_worker.Worker([notification_queue(redis_conn)], connection=redis_conn)
+    worker.register_birth()
+    with redis_conn.pipeline() as pipe:
+        worker.heartbeat(rq_worker.HEARTBEAT_TTL, pipeline=pipe)  # as RQ's prepare_job_execution
+        pipe.execute()
+    worker.heartbeat()  # skipped as recent
+    assert redis_conn.ttl(worker.key) > rq_worker.IDLE_WAIT
+    assert redis_conn.ttl(worker.key) <= rq_worker.IDLE_WAIT + rq_worker.ALIVE_MARGIN
+
+
+SEEN = "rules:\n  - {name: seen, match: {resource_type: image}, actions: [{context: {set: {seen: 'yes'}}}]}\n"
+# A job's own beat (HEARTBEAT_TTL) is far shorter than an idle worker's wait for a job (IDLE_WAIT): a
+# worker key that took the job's lifetime lapsed during the wait. Its key lives IDLE_WAIT +
+# ALIVE_MARGIN = 6 s, twice the wait.
+SHORT_TIMINGS = (
+    "import postupload.rq_worker as timings\n"
+    "timings.HEARTBEAT_TTL, timings.IDLE_WAIT, timings.ALIVE_MARGIN = 1, 3, 3"
+)
+
+
+def test_a_live_worker_is_counted_after_a_job_however_long_it_idles(make_stack: Any) -> None:
+    stack: Stack = make_stack(SEEN)
+    stack.workers.append(stack.processes.start("worker", prelude=SHORT_TIMINGS))
+    assert wait_until(lambda: RqWorker.count(connection=stack.redis) == 1, 20)
+    queue = notification_queue(stack.redis)
+    stack.upload(public_id="alive/one")
+    # One job, then idle across four lifetimes of its key, RQ's cleaning of dead workers run all
+    # along (the scheduler runs it every few seconds): a lapsed key was gone from the registry for good.
+    deadline = time.monotonic() + 24
+    while time.monotonic() < deadline:
+        clean_worker_registry(queue)
+        assert RqWorker.count(connection=stack.redis) == 1, stack.processes.output()[-2000:]
+        time.sleep(0.1)
+    assert stack.assets()["alive/one"]["context"] == {"custom": {"seen": "yes"}}
+    web = f"http://127.0.0.1:{stack.web.server_port}"
+    assert requests.get(f"{web}/readyz", timeout=5).json()["workers"] == 1
+    metrics = metric_samples(requests.get(f"{web}/metrics", timeout=5).text)
+    assert metrics[("postupload_workers", frozenset())] == 1
+    assert stack.workers[0].poll() is None
