@@ -56,7 +56,7 @@ class Child:
 def run_local(settings: Settings, port: int, environ: Mapping[str, str] | None = None) -> None:
     """Embedded Redis (unless REDIS_URL), the emulator (unless CLOUDINARY_URL), web and worker."""
     env = dict(os.environ if environ is None else environ)
-    _check_port(port)
+    check_port(port)
     if settings.redis_url is not None:
         _check_redis(settings.redis_url)
     stop = _stop_on_signals()
@@ -106,8 +106,11 @@ def run_local(settings: Settings, port: int, environ: Mapping[str, str] | None =
             redis_server.stop()
 
 
-def _check_port(port: int) -> None:
+def check_port(port: int) -> None:
+    """Refuse a port something listens on. Connections of a run just stopped (TIME-WAIT) do not
+    count: the web binds with SO_REUSEADDR too, as gunicorn does, so a restart is not refused."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

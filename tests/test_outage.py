@@ -276,3 +276,28 @@ def test_two_redis_servers_cannot_share_a_data_directory(tmp_path: Path) -> None
 
     with RedisServer(tmp_path / "data"), pytest.raises(PostuploadError, match="another redis-server uses"):
         RedisServer(tmp_path / "data").start()
+
+
+def test_a_port_left_with_only_closed_connections_is_free_again() -> None:
+    """`postupload run` right after a stop: the port holds connections in TIME-WAIT only (for about a
+    minute), and its check refused it then."""
+    import socket
+
+    from postupload.errors import PostuploadError
+    from postupload.supervisor import check_port
+
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(PostuploadError, match=f"port {port} is in use"):
+            check_port(port)  # something listens: refused
+        client = socket.create_connection(("127.0.0.1", port))
+        served, _ = listener.accept()
+        served.close()  # the server's side closes first: its end of port waits in TIME-WAIT
+        client.close()
+    time.sleep(0.1)
+    states = Path("/proc/net/tcp").read_text()
+    assert f":{port:04X} " in states  # the TIME-WAIT connection is there
+    check_port(port)  # and the port is free
