@@ -21,9 +21,9 @@ from postupload import keys
 from postupload.backfill_events import AssetSource, Backfill, envelope
 from postupload.budget import AdminBudget
 from postupload.client import RateLimit
+from postupload.decision import decide
 from postupload.errors import ActionError, RateLimitError
 from postupload.metrics import Recorder
-from postupload.planning import plan
 from postupload.queue import enqueue_notification
 from postupload.ruleset import RuleSet
 
@@ -197,7 +197,9 @@ class Runner:
             self.sleep(every)
 
     def dry_run(self, backfill: Backfill, ruleset: RuleSet, examples: int = 3) -> dict[str, Any]:
-        """What the backfill would cause, by rule and call kind, with a few assets each; queues nothing."""
+        """What the backfill would cause, by rule and call kind, with a few assets each; queues nothing.
+        A call already made for that asset version (its done mark is there) is counted apart, as
+        `made`: the run skips it, so `calls` is what the run would send."""
         per_rule: dict[str, int] = {}
         per_call: dict[str, dict[str, Any]] = {}
         listed = wanted = 0
@@ -210,14 +212,20 @@ class Runner:
                     continue
                 wanted += 1
                 job = envelope(backfill, resource, self.clock(), self.cloud_name)
-                matched = ruleset.match(job.notification)
-                if job.only_rules is not None:
-                    matched = [rule for rule in matched if rule.name in job.only_rules]
-                for rule in matched:
-                    per_rule[rule.name] = per_rule.get(rule.name, 0) + 1
-                for call in plan(matched, job.notification, job.id).calls:
+                planned = decide(ruleset, job)
+                for name in planned.rules:
+                    per_rule[name] = per_rule.get(name, 0) + 1
+                made = (
+                    self.connection.mget([keys.done(call.key) for call in planned.calls])
+                    if planned.calls
+                    else []
+                )
+                for call, mark in zip(planned.calls, made, strict=True):
                     name = f"{call.endpoint} (rule {', '.join(call.rules)})"
-                    entry = per_call.setdefault(name, {"calls": 0, "examples": []})
+                    entry = per_call.setdefault(name, {"calls": 0, "made": 0, "examples": []})
+                    if mark is not None:
+                        entry["made"] += 1
+                        continue
                     entry["calls"] += 1
                     if len(entry["examples"]) < examples:
                         entry["examples"].append({"public_ids": list(call.public_ids), "params": call.params})

@@ -45,20 +45,23 @@ class Request:
 
 @dataclass(frozen=True)
 class ActionRef:
-    """A rule action a call carries, with the idempotency key that marks it done."""
+    """A rule action a call carries."""
 
     rule: str
     index: int
     action: str
-    key: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "index": self.index, "action": self.action, "key": self.key}
+        return {"rule": self.rule, "index": self.index, "action": self.action}
 
 
 @dataclass(frozen=True)
 class Call:
-    """One Cloudinary API call, exactly as it will be made."""
+    """One Cloudinary API call, exactly as it will be made.
+
+    `key` is its idempotency key: the product environment, the asset, which occurrence of the asset
+    (its version), and a digest of what the call does (endpoint, target, parameters). The same call
+    for the same asset version is made once, whichever job or rule asks; an edited call is new."""
 
     api: Api
     endpoint: str
@@ -68,6 +71,7 @@ class Call:
     params: Params
     delivery: Delivery
     actions: tuple[ActionRef, ...]
+    key: str = ""
 
     @property
     def rules(self) -> list[str]:
@@ -83,6 +87,7 @@ class Call:
             "params": self.params,
             "delivery": self.delivery,
             "actions": [action.as_dict() for action in self.actions],
+            "key": self.key,
         }
 
 

@@ -364,7 +364,8 @@ def backfill(
         for name, count in sorted(report["rules"].items()):
             click.echo(f"  rule {name}: would act on {count} assets")
         for name, entry in sorted(report["calls"].items()):
-            click.echo(f"  {entry['calls']} {name} calls, e.g.")
+            made = f" ({entry['made']} more made already: skipped)" if entry["made"] else ""
+            click.echo(f"  {entry['calls']} {name} calls{made}{', e.g.' if entry['examples'] else ''}")
             for example in entry["examples"]:
                 click.echo(f"      {', '.join(example['public_ids'])}: {json.dumps(example['params'])}")
         return
@@ -514,25 +515,31 @@ def test_rules(settings: Settings, directory: Path | None, update: bool) -> None
     "--format", "output", type=click.Choice(["text", "json", "test"]), default="text", show_default=True
 )
 @click.option("--name", help="--format test: the test's name (default: the file's name).")
+@click.option("--cloud", help="The product environment it comes from [default: the one configured].")
 @pass_settings
-def explain(settings: Settings, file: Path, directory: Path | None, output: str, name: str | None) -> None:
-    """For the notification in FILE: each rule, matched or not and why, and the exact calls it would
-    cause (the worker's own plan); makes no call. --format test writes it as a rule test to add
-    under `tests:` in a file of DIR/tests."""
+def explain(
+    settings: Settings, file: Path, directory: Path | None, output: str, name: str | None, cloud: str | None
+) -> None:
+    """For the notification in FILE, as delivered for the product environment: each rule, matched
+    or not and why, and the exact calls it would cause (the worker's own decision); makes no call.
+    --format test writes it as a rule test to add under `tests:` in a file of DIR/tests."""
+    from postupload.envelope import Envelope
     from postupload.explain import explain, explain_text
-    from postupload.notification import notification_id
     from postupload.rule_tests import case_text, new_case
     from postupload.ruleset import load_ruleset
 
     body = file.read_bytes()
     notification = _notification(body, str(file))
     ruleset = load_ruleset(directory or settings.rules_dir)
+    envelope = Envelope.of(body, notification, cloud if cloud is not None else settings.default_cloud_name())
     if output == "test":
-        click.echo(case_text(new_case(ruleset, notification, name or file.stem)), nl=False)
+        click.echo(
+            case_text(new_case(ruleset, notification, name or file.stem, envelope.cloud_name)), nl=False
+        )
     elif output == "json":
-        click.echo(json.dumps(explain(ruleset, notification, notification_id(body)), indent=2))
+        click.echo(json.dumps(explain(ruleset, envelope), indent=2))
     else:
-        click.echo(explain_text(ruleset, notification, notification_id(body)))
+        click.echo(explain_text(ruleset, envelope))
 
 
 def _notification(text: str | bytes, where: str) -> dict[str, Any]:
@@ -597,7 +604,7 @@ def diff_rules(
             "no notifications are recorded yet: the web keeps the latest POSTUPLOAD_PREVIEW_KEEP it receives",
             err=True,
         )
-    report = diff(live, proposed, [(envelope.id, envelope.notification) for envelope in envelopes])
+    report = diff(live, proposed, envelopes)
     if output == "json":
         click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
     else:
@@ -625,20 +632,28 @@ def _redis(settings: Settings) -> Any:
 @main.command()
 @click.argument("asset")
 @click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--cloud", help="The product environment of the public_id [default: each configured one].")
+@click.option("--cloud", help="The asset's product environment [default: the one configured that knows it].")
 @pass_local_settings
 def history(settings: Settings, asset: str, output: str, cloud: str | None) -> None:
     """What happened to an asset (by asset_id or public_id): notifications, rules, actions, outcomes."""
-    from postupload.history import read
+    from postupload.history import entries as story
+    from postupload.history import find
 
+    connection = _redis(settings)
     clouds = [cloud] if cloud else list(settings.all_accounts())
-    entries = read(_redis(settings), asset, clouds)
+    found = find(connection, asset, clouds)
+    if len(found) > 1:
+        where = ", ".join(cloud_name for cloud_name, _ in found)
+        raise click.ClickException(f"{asset!r} is known in {where}: say which with --cloud")
+    entries = story(connection, found[0][1]) if found else []
     if output == "json":
         click.echo(json.dumps(entries, indent=2))
         return
     if not entries:
+        within = f" in {cloud}" if cloud else ""
         raise click.ClickException(
-            f"nothing recorded for {asset!r} (give an asset_id or a public_id; kept 30 days)"
+            f"nothing recorded for {asset!r}{within} (give an asset_id or a public_id, and --cloud for "
+            "another product environment; kept 30 days)"
         )
     for entry in entries:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry["time"]))
@@ -652,6 +667,9 @@ def history(settings: Settings, asset: str, output: str, cloud: str | None) -> N
             continue
         what = f"rule {entry['rule']} {entry['action']}: {entry['status']}"
         extra = entry.get("error") or entry.get("detail") or entry.get("until") or ""
+        relied_on = entry.get("relied_on")
+        if relied_on:
+            extra += f", made by job {relied_on.get('job')} at {relied_on.get('at')}"
         call = (
             json.dumps(entry["call"], separators=(",", ":"), ensure_ascii=False) if entry.get("call") else ""
         )

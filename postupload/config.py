@@ -113,6 +113,14 @@ class Settings:
         accounts = {account.cloud_name: account for account in self.accounts}
         return {self.account.cloud_name: self.account, **accounts} if self.account else accounts
 
+    def default_cloud_name(self) -> str:
+        """The product environment a preview assumes when none is named: the only or CLOUDINARY_URL's
+        one ('' when that cannot be told: rules on cloud_name then match nothing)."""
+        try:
+            return self.require_account().cloud_name
+        except ConfigError:
+            return ""
+
     def require_account(self, cloud_name: str | None = None) -> Account:
         """The product environment named (or, unnamed, the only or CLOUDINARY_URL's one), or a
         ConfigError saying how to give it."""

@@ -44,7 +44,12 @@ class Envelope:
             tolerance=tolerance,
             algorithms=algorithms,
         )
-        return cls(notification_id(body), now, cloud_name, parse_notification(body))
+        return cls(notification_id(body, cloud_name), now, cloud_name, parse_notification(body))
+
+    @classmethod
+    def of(cls, body: bytes, notification: Notification, cloud_name: str) -> Envelope:
+        """A notification as previews see it: as if delivered for `cloud_name` now."""
+        return cls(notification_id(body, cloud_name), 0.0, cloud_name, notification)
 
     @property
     def event(self) -> Notification:

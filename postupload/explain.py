@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from handlers import ENDPOINTS
 from postupload.calls import Call, Plan
-from postupload.notification import Notification
+from postupload.decision import decide
+from postupload.envelope import Envelope
 from postupload.patterns import first_mismatch
-from postupload.planning import plan
-from postupload.ruleset import Rule, RuleSet
+from postupload.ruleset import RuleSet
 
 HOW = {
     "now": "",
@@ -18,8 +19,11 @@ HOW = {
 }
 
 
-def decisions(ruleset: RuleSet, notification: Notification, matched: list[Rule]) -> list[dict[str, Any]]:
-    """Each rule, in order: matched, disabled, stopped by an earlier rule, or the first field that failed."""
+def decisions(ruleset: RuleSet, envelope: Envelope, acting: Sequence[str]) -> list[dict[str, Any]]:
+    """Each rule, in order: matched, disabled, left out by a backfill's --rule, stopped by an earlier
+    rule, or the first field that failed (on the event the worker sees)."""
+    event = envelope.event
+    matched = ruleset.match(event)
     matched_names = {rule.name for rule in matched}
     stopper = matched[-1].name if matched and matched[-1].stop else None
     found = []
@@ -27,10 +31,12 @@ def decisions(ruleset: RuleSet, notification: Notification, matched: list[Rule])
         decision: dict[str, Any] = {"rule": rule.name, "file": rule.file, "line": rule.line}
         if not rule.enabled:
             decision["decision"] = "disabled"
+        elif rule.name in matched_names and rule.name not in acting:
+            decision.update(decision="left out", reason="not among the backfill's --rule")
         elif rule.name in matched_names:
             decision.update(decision="matched", stop=rule.stop)
         else:
-            reason = first_mismatch(rule.effective_pattern, notification)
+            reason = first_mismatch(rule.effective_pattern, event)
             if reason is None:
                 decision.update(decision="stopped", reason=f"{stopper} stopped the run")
             else:
@@ -39,30 +45,29 @@ def decisions(ruleset: RuleSet, notification: Notification, matched: list[Rule])
     return found
 
 
-def explain(ruleset: RuleSet, notification: Notification, notification_id: str) -> dict[str, Any]:
+def explain(ruleset: RuleSet, envelope: Envelope) -> dict[str, Any]:
     """The report as a value: rule decisions and the plan (what `--format json` prints)."""
-    matched = ruleset.match(notification)
-    planned = plan(matched, notification, notification_id)
-    return {"decisions": decisions(ruleset, notification, matched), "plan": planned.as_dict()}
+    planned = decide(ruleset, envelope)
+    return {"decisions": decisions(ruleset, envelope, planned.rules), "plan": planned.as_dict()}
 
 
-def explain_text(ruleset: RuleSet, notification: Notification, notification_id: str) -> str:
+def explain_text(ruleset: RuleSet, envelope: Envelope) -> str:
     """The report for people: one line per rule, then every call, in the order it would be made."""
-    matched = ruleset.match(notification)
+    planned = decide(ruleset, envelope)
     lines = []
-    for item in decisions(ruleset, notification, matched):
+    for item in decisions(ruleset, envelope, planned.rules):
         where = f"({item['file']}:{item['line']})"
         if item["decision"] == "disabled":
             lines.append(f"  - {item['rule']}: disabled {where}")
         elif item["decision"] == "matched":
             stop = " (stop: no later rule runs)" if item["stop"] else ""
             lines.append(f"  ✓ {item['rule']}: matched{stop} {where}")
-        elif item["decision"] == "stopped":
+        elif item["decision"] in ("stopped", "left out"):
             lines.append(f"  - {item['rule']}: would match, but {item['reason']} {where}")
         else:
             lines.append(f"  ✗ {item['rule']}: {item['reason']} {where}")
-    planned = plan(matched, notification, notification_id)
-    lines.append(f"{len(planned.rules)} of {len(ruleset.rules)} rules match.")
+    within = f" in {envelope.cloud_name}" if envelope.cloud_name else ""
+    lines.append(f"{len(planned.rules)} of {len(ruleset.rules)} rules match{within}.")
     return "\n".join(lines + render_plan(planned))
 
 

@@ -76,20 +76,39 @@ def _text(entry: dict[str, Any], now: float) -> str:
 
 
 def asset_key(connection: redis.Redis, target: Target) -> str:
-    """The key an asset's history is kept under: its asset_id. Moderation, info and some eager
-    notifications do not carry it, so for those the key an earlier notification recorded for the
-    public_id (in the same product environment) is used, and one asset's story is not split in two."""
+    """The key an asset's history is kept under, within its product environment: its asset_id.
+    Moderation, info and some eager notifications do not carry it, so for those the key an earlier
+    notification recorded for the public_id is used, and one asset's story is not split in two."""
     if target.asset_id:
-        return target.asset_id
+        return target.key
     known = connection.get(keys.asset(target.index_name))
     return known.decode() if isinstance(known, bytes) else target.key
 
 
-def read(connection: redis.Redis, asset: str, cloud_names: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """An asset's history, oldest first, by asset_id, by CLOUD/public_id, or by public_id in any of
-    `cloud_names` (the first that knows it)."""
-    names = [f"{cloud_name}/{asset}" for cloud_name in cloud_names] + [asset]
-    found = [key for key in connection.mget([keys.asset(name) for name in names]) if key is not None]
-    key = found[0].decode() if found and isinstance(found[0], bytes) else asset
-    entries = connection.lrange(keys.history(key), 0, -1)
-    return [json.loads(entry) for entry in reversed(entries)]
+def find(connection: redis.Redis, asset: str, cloud_names: Sequence[str]) -> list[tuple[str, str]]:
+    """(cloud name, history key) for each of these product environments that has a story for
+    `asset`, a public_id or an asset_id. Only an environment named finds anything: no spelling of
+    `asset` reaches another environment's assets."""
+    mapped = (
+        connection.mget([keys.asset(f"{cloud_name}:{asset}") for cloud_name in cloud_names])
+        if cloud_names
+        else []
+    )
+    found = []
+    for cloud_name, known in zip(cloud_names, mapped, strict=True):
+        key = known.decode() if isinstance(known, bytes) else f"{cloud_name}:{asset}"
+        if known is not None or connection.exists(keys.history(key)):
+            found.append((cloud_name, key))
+    return found
+
+
+def read(connection: redis.Redis, asset: str, cloud_names: Sequence[str]) -> list[dict[str, Any]]:
+    """An asset's history, oldest first, by public_id or asset_id, in the first of `cloud_names` that
+    knows it."""
+    found = find(connection, asset, cloud_names)
+    return entries(connection, found[0][1]) if found else []
+
+
+def entries(connection: redis.Redis, key: str) -> list[dict[str, Any]]:
+    """The history kept under `key` (see `find`), oldest first."""
+    return [json.loads(entry) for entry in reversed(connection.lrange(keys.history(key), 0, -1))]

@@ -100,9 +100,10 @@ def parse_notification(body: bytes) -> Notification:
     return value
 
 
-def notification_id(body: bytes) -> str:
-    """A stable id for a body: identical deliveries are one notification."""
-    return hashlib.sha256(body).hexdigest()[:32]
+def notification_id(body: bytes, cloud_name: str = "") -> str:
+    """A stable id for a body delivered for a product environment: identical deliveries are one
+    notification, the same bytes for two environments are two."""
+    return hashlib.sha256(f"{cloud_name}\n".encode() + body if cloud_name else body).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -117,15 +118,16 @@ class Target:
 
     @property
     def key(self) -> str:
-        """A stable identity: the asset_id (which survives renames, and is unique across product
-        environments) when the notification gives it."""
-        where = f"{self.cloud_name}:" if self.cloud_name else ""
-        return self.asset_id or f"{where}{self.resource_type}/{self.type}/{self.public_id}"
+        """A stable identity within its product environment: the asset_id (which survives renames)
+        when the notification gives it. Every piece of per-asset state is kept under it, so
+        nothing of one environment is shared with another, whatever asset_id a body claims."""
+        return f"{self.cloud_name}:{self.asset_id or f'{self.resource_type}/{self.type}/{self.public_id}'}"
 
     @property
     def index_name(self) -> str:
-        """The name its history is found by: the public_id, within its product environment."""
-        return f"{self.cloud_name}/{self.public_id}" if self.cloud_name else self.public_id
+        """The name its history is found by: the public_id, within its product environment (a cloud
+        name has no ':', so no public_id can pass for another environment's)."""
+        return f"{self.cloud_name}:{self.public_id}"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from handlers import ENDPOINTS, REGISTRY
@@ -41,10 +44,21 @@ def occurrence(notification: Notification, notification_id: str) -> str:
     return f"v{version}" if version else f"n{notification_id}"
 
 
-def action_ref(target: Target, occurrence: str, action: PlannedAction) -> ActionRef:
-    """The action on this asset, with its idempotency key: (asset, version, rule, action index)."""
-    key = f"{target.key}:{occurrence}:{action.rule}:{action.index}"
-    return ActionRef(action.rule, action.index, action.action, key)
+def call_key(target: Target, occurrence: str, call: Call) -> str:
+    """A call's idempotency key: (environment, asset, occurrence, what the call does). Rule names and
+    positions are not part of it: an edited action is a new call, an unchanged one is not."""
+    content = [
+        call.api,
+        call.endpoint,
+        call.resource_type,
+        call.type,
+        call.public_ids,
+        call.params,
+        call.delivery,
+    ]
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+    return f"{target.key}:{occurrence}:{digest}"
 
 
 def plan_calls(
@@ -52,12 +66,13 @@ def plan_calls(
 ) -> tuple[list[Call], list[Refusal]]:
     """The calls these actions make on one asset, in the order they are made, and the refusals.
 
-    Calls to an endpoint that can share a request (explicit) are joined when its `merge` allows.
+    Calls to an endpoint that can share a request (explicit) are joined when its `merge` allows;
+    two actions asking for the very same call are one call.
     """
     calls: list[Call] = []
     refused = []
     for action in actions:
-        ref = action_ref(target, occurrence, action)
+        ref = ActionRef(action.rule, action.index, action.action)
         if action.error:
             refused.append(Refusal(ref, action.error))
             continue
@@ -75,18 +90,18 @@ def plan_calls(
             if not _joined(calls, call):
                 calls.append(call)
     calls.sort(key=lambda call: DELIVERY_ORDER[call.delivery])
-    return calls, refused
+    return [replace(call, key=call_key(target, occurrence, call)) for call in calls], refused
 
 
 def _joined(calls: list[Call], new: Call) -> bool:
     """Fold `new` into the first earlier call its endpoint lets it share a request with."""
     merge = ENDPOINTS[new.endpoint].merge
-    if merge is None:
-        return False
     for position, call in enumerate(calls):
         if call.endpoint != new.endpoint or call.delivery != new.delivery:
             continue
-        params = merge(call.params, new.params)
+        params = (
+            call.params if call.params == new.params else merge(call.params, new.params) if merge else None
+        )
         if params is not None:
             calls[position] = Call(
                 call.api,
@@ -102,13 +117,17 @@ def _joined(calls: list[Call], new: Call) -> bool:
     return False
 
 
-def plan(rules: Sequence[Rule], notification: Notification, notification_id: str) -> Plan:
-    """What a notification causes, given the rules it matched (in order): every asset's calls."""
+def plan(
+    rules: Sequence[Rule], notification: Notification, notification_id: str, cloud_name: str = ""
+) -> Plan:
+    """What a notification of this product environment causes, given the rules it matched (in
+    order): every asset's calls. Callers go through `decision.decide`, which says which rules."""
     actions = plan_actions(rules, notification)
     located = locate(notification)
     seen = occurrence(notification, notification_id)
     assets = []
-    for target in located.targets:
+    for found in located.targets:
+        target = replace(found, cloud_name=cloud_name)
         calls, refused = plan_calls(actions, target, seen)
         assets.append(AssetPlan(target, tuple(calls), tuple(refused)))
     problems = tuple(located.problems) if actions else ()

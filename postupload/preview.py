@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from postupload.calls import Call
-from postupload.planning import plan
+from postupload.decision import decide
+from postupload.envelope import Envelope
 
 if TYPE_CHECKING:  # the type only: loading rule files is not this module's business
     from postupload.ruleset import RuleSet
@@ -60,23 +61,22 @@ class Diff:
         }
 
 
-def diff(live: RuleSet, candidate: RuleSet, notifications: Iterable[tuple[str, dict[str, Any]]]) -> Diff:
-    """Run (id, notification) pairs through both sets; what the candidate would do differently."""
+def diff(live: RuleSet, candidate: RuleSet, envelopes: Iterable[Envelope]) -> Diff:
+    """Run recorded notifications through both sets, each decided as the worker would; what the
+    candidate would do differently."""
     report = Diff()
     names = [rule.name for rule in live.rules]
     names += [rule.name for rule in candidate.rules if rule.name not in set(names)]
     counts = {name: RuleCount(name) for name in names}
     changes: dict[tuple[str, str, tuple[str, ...]], CallChange] = {}
-    for notification_id, notification in notifications:
+    for envelope in envelopes:
         report.notifications += 1
-        before_rules, after_rules = live.match(notification), candidate.match(notification)
-        for rule in before_rules:
-            counts[rule.name].before += 1
-        for rule in after_rules:
-            counts[rule.name].after += 1
-        before = plan(before_rules, notification, notification_id).calls
-        after = plan(after_rules, notification, notification_id).calls
-        found = _compare(before, after)
+        before_plan, after_plan = decide(live, envelope), decide(candidate, envelope)
+        for name in before_plan.rules:
+            counts[name].before += 1
+        for name in after_plan.rules:
+            counts[name].after += 1
+        found = _compare(before_plan.calls, after_plan.calls)
         if found:
             report.changed += 1
         for change, call, old in found:

@@ -11,10 +11,11 @@ from typing import Any
 import yaml
 import yamlcore
 
-from postupload.calls import Call
+from postupload.calls import Call, Plan
+from postupload.decision import decide
+from postupload.envelope import Envelope
 from postupload.errors import BadNotification, Problem
-from postupload.notification import load_json, notification_id
-from postupload.planning import plan, plan_actions
+from postupload.notification import load_json
 from postupload.ruleset import RuleSet, read_document
 
 # What a test may say of a call (`expect.calls`); the keys it leaves out are not compared.
@@ -123,11 +124,18 @@ def _parse(test: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return notification, expect
 
 
+def _decide(ruleset: RuleSet, notification: dict[str, Any]) -> Plan:
+    """The worker's decision for a test's notification, as delivered for the environment it names
+    in `cloud_name` (none: rules on cloud_name match nothing)."""
+    body = json.dumps(notification, sort_keys=True).encode()
+    return decide(ruleset, Envelope.of(body, notification, str(notification.get("cloud_name") or "")))
+
+
 def _compare(
     ruleset: RuleSet, notification: dict[str, Any], expect: dict[str, Any], outcome: Outcome
 ) -> None:
-    matched = ruleset.match(notification)
-    names = [rule.name for rule in matched]
+    planned = _decide(ruleset, notification)
+    names = list(planned.rules)
     if "rules" in expect and names != expect["rules"]:
         outcome.differences += aligned("rules", expect["rules"], names)
         outcome.summary.append(f"rules: expected {json.dumps(expect['rules'])}, got {json.dumps(names)}")
@@ -139,15 +147,20 @@ def _compare(
     if unwanted:
         outcome.differences.append(f"  excludes: {', '.join(unwanted)} matched, and must not")
         outcome.summary.append(f"{', '.join(unwanted)} matched, and must not")
+    # An action that cannot be made fails its test whatever the test expects: no expectation, and no
+    # --update, can make a refused call pass.
+    for action in planned.actions:
+        if action.error:
+            outcome.differences.append(f"  rule {action.rule} {action.action} cannot be made: {action.error}")
+            outcome.summary.append(f"rule {action.rule} {action.action} cannot be made: {action.error}")
     if "actions" in expect:
-        got = [json.dumps(a.as_dict(), sort_keys=True) for a in plan_actions(matched, notification)]
+        got = [json.dumps(a.as_dict(), sort_keys=True) for a in planned.actions]
         wanted = [json.dumps(a, sort_keys=True) for a in expect["actions"]]
         if got != wanted:
             outcome.differences += side_by_side("actions", wanted, got)
             outcome.summary.append(_first_difference("actions", wanted, got))
     if "calls" in expect:
-        body = json.dumps(notification, sort_keys=True).encode()
-        calls = plan(matched, notification, notification_id(body)).calls
+        calls = planned.calls
         expected = expect["calls"]
         shown = [_comparable(call, expected[n] if n < len(expected) else {}) for n, call in enumerate(calls)]
         if shown != expected:
@@ -211,22 +224,26 @@ def observed(
 ) -> dict[str, Any]:
     """What the rules do with a notification, in a test's words: rules, actions, calls. Each call
     gives the fields named by `call_fields` (one list per call; CASE_CALL_FIELDS past its end)."""
-    matched = ruleset.match(notification)
-    body = json.dumps(notification, sort_keys=True).encode()
-    calls = plan(matched, notification, notification_id(body)).calls
+    planned = _decide(ruleset, notification)
+    calls = planned.calls
     shown = []
     for index, call in enumerate(calls):
         wanted = call_fields[index] if call_fields and index < len(call_fields) else list(CASE_CALL_FIELDS)
         shown.append(_comparable(call, dict.fromkeys(wanted)))
     return {
-        "rules": [rule.name for rule in matched],
-        "actions": [action.as_dict() for action in plan_actions(matched, notification)],
+        "rules": list(planned.rules),
+        "actions": [action.as_dict() for action in planned.actions],
         "calls": shown,
     }
 
 
-def new_case(ruleset: RuleSet, notification: dict[str, Any], name: str) -> dict[str, Any]:
-    """A test case that pins down what the rules do now with this notification."""
+def new_case(
+    ruleset: RuleSet, notification: dict[str, Any], name: str, cloud_name: str = ""
+) -> dict[str, Any]:
+    """A test case that pins down what the rules do now with this notification (delivered for
+    `cloud_name`, which the case then names)."""
+    if cloud_name:
+        notification = {**notification, "cloud_name": cloud_name}
     seen = observed(ruleset, notification)
     return {
         "name": name,
@@ -276,6 +293,8 @@ def update_file(path: Path, ruleset: RuleSet) -> list[str]:
         expect_node = _child(tests_node.value[index], "expect")
         before = len(edits)
         for key in ("rules", "actions", "calls"):
+            if key == "actions" and any("error" in action for action in seen[key]):
+                continue  # a refused action is a failure to mend in the rule, not an expectation
             if key in expect and expect[key] != seen[key]:
                 edits.append(_replacement(_child(expect_node, key), seen[key]))
         if len(edits) > before:

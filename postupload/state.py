@@ -127,6 +127,7 @@ class Received:
     status: str  # finished | failed
     received_at: float
     notification: dict[str, Any]
+    cloud_name: str = ""
 
 
 def recent_notifications(connection: redis.Redis, limit: int = 20) -> list[Received]:
@@ -149,6 +150,14 @@ def recent_notifications(connection: redis.Redis, limit: int = 20) -> list[Recei
         envelope = job.args[0]
         notification = envelope.get("notification")
         if isinstance(notification, dict):
-            received.append(Received(job_id, status, float(envelope.get("received_at") or 0), notification))
+            received.append(
+                Received(
+                    job_id,
+                    status,
+                    float(envelope.get("received_at") or 0),
+                    notification,
+                    str(envelope.get("cloud_name") or ""),
+                )
+            )
     received.sort(key=lambda item: item.received_at, reverse=True)
     return received[:limit]

@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any
 
 import redis
-from rq.job import Job
+from rq.job import Job, get_current_job
 from rq.serializers import JSONSerializer
 
 from postupload import keys, rq_worker
@@ -22,12 +22,12 @@ from postupload.budget import AdminBudget
 from postupload.client import Client
 from postupload.cloudinary_api import CloudinaryClient, widen_http_pools
 from postupload.config import Settings
+from postupload.decision import decide
 from postupload.envelope import Envelope
 from postupload.errors import ActionError, ConfigError, RuleSetError
 from postupload.executor import Executor
 from postupload.last_good import LastGood
 from postupload.metrics import Recorder
-from postupload.planning import plan
 from postupload.queue import connect, notification_queue, schedule_again, waiting
 from postupload.rq_worker import Worker
 from postupload.rule_source import RuleSource
@@ -115,14 +115,12 @@ class Runtime:
             raise RuleSetError(self.rules.error.problems if self.rules.error else [])
         envelope = Envelope.from_job(job_argument)
         executor = self.executor_for(envelope.cloud_name)
-        matched = ruleset.match(envelope.event)
-        if envelope.only_rules is not None:
-            matched = [rule for rule in matched if rule.name in envelope.only_rules]
-        self.recorder.matched(rule.name for rule in matched)
-        planned = plan(matched, envelope.event, envelope.id)
+        planned = decide(ruleset, envelope)
+        self.recorder.matched(planned.rules)
         if planned.problems:
             log.warning("notification %s: %s", envelope.id, "; ".join(planned.problems))
-        outcomes = executor.execute(envelope, planned)
+        job = get_current_job()
+        outcomes = executor.execute(envelope, planned, job.id if job else None)
         for outcome in outcomes:
             self.recorder.count(
                 "postupload_actions",

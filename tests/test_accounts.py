@@ -127,7 +127,13 @@ def test_each_environment_is_worked_with_its_own_credentials_budget_and_rules(
     # The Admin budget learned is the blog's; the shop's is untouched.
     assert redis_conn.exists(keys.admin_budget("blog-prod")[0])
     assert not redis_conn.exists(keys.admin_budget("shop-prod")[0])
-    # Each asset's history is its own, found by public_id within its environment.
+
+    # Each asset's history is its own, found by public_id within its environment (a job's history
+    # is written as it ends, after its calls took effect).
+    def blog_actions() -> list[dict[str, Any]]:
+        return [e for e in history.read(redis_conn, "same/picture", ["blog-prod"]) if e["event"] == "action"]
+
+    assert wait_until(lambda: len(blog_actions()) >= 3, 10)
     shop_story = history.read(redis_conn, "same/picture", ["shop-prod"])
     blog_story = history.read(redis_conn, "same/picture", ["blog-prod"])
     # (the blog's asset also got the notifications its context and moderation changes made)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -193,3 +194,60 @@ def test_the_console_lists_backfills_with_their_counts(settings: Any, redis_conn
         as_text=True
     )
     assert "finished" in page
+
+
+EDITED = RULES.replace(
+    'explicit: {eager: "c_scale,w_300"}', 'explicit: {eager: "c_scale,w_300|c_scale,w_400"}'
+)
+
+
+def _sent(stack: Stack) -> Counter[str]:
+    """Calls Cloudinary took effect of (an answer lost after its effect counts too), by endpoint."""
+    effects = [call for call in stack.calls() if call["endpoint"] != "resources"]  # listing is no effect
+    return Counter(call["endpoint"] for call in effects if call["status"] == 200 or call.get("fault"))
+
+
+def test_after_a_rule_edit_a_backfill_makes_the_edited_call_once_as_its_dry_run_says(
+    make_stack: Any,
+) -> None:
+    """A call is made once per asset version and what it does: the edited eager is a new call (it was
+    silently skipped as 'already ok', and history showed the new eager as made); the unchanged tag
+    change is not made again; a second run makes nothing."""
+    stack: Stack = make_stack(RULES)
+    stack.emulator.service.preload(6)
+    stack.start_workers(1)
+    first = backfill(stack, "--prefix", "products/")
+    assert first.wait(120) == 0 and wait_until(stack.idle, 30)
+    assert _sent(stack)["explicit"] == 6
+    (Path(stack.processes.env["POSTUPLOAD_RULES_DIR"]) / "rules.yaml").write_text(EDITED)
+    before = _sent(stack)
+    dry = backfill(stack, "--prefix", "products/", "--dry-run")
+    said, _ = dry.communicate(timeout=60)
+    assert dry.returncode == 0, said
+    assert "6 explicit (rule thumbnails) calls, e.g." in said, said
+    assert "0 tags (rule thumbnails) calls (6 more made already: skipped)" in said, said
+    time.sleep(2)  # the worker's rule set reloads within a second of the edit
+    again = backfill(stack, "--prefix", "products/", "--restart")
+    output, _ = again.communicate(timeout=120)
+    assert again.returncode == 0, output
+    assert wait_until(stack.idle, 30)
+    made = _sent(stack) - before
+    assert made == Counter({"explicit": 6}), made  # what the dry run said, and nothing else
+    assert all(
+        asset["derived"] == ["c_scale,w_300", "c_scale,w_400"]
+        for name, asset in stack.assets().items()
+        if name.startswith("products/")
+    )
+    story = history.read(stack.redis, "products/000000", [ACCOUNT.cloud_name])
+    explicit = [e for e in story if e["event"] == "action" and e["action"] == "explicit"]
+    assert [(e["status"], e["call"]["eager"]) for e in explicit] == [
+        ("ok", "c_scale,w_300"),
+        ("ok", "c_scale,w_300|c_scale,w_400"),
+    ]
+    tags = [e for e in story if e["event"] == "action" and e["action"] == "tags"]
+    assert tags[-1]["status"] == "skipped" and tags[-1]["relied_on"]["job"]
+    # Once more: every call is made already.
+    last = _sent(stack)
+    third = backfill(stack, "--prefix", "products/", "--restart")
+    assert third.wait(120) == 0 and wait_until(stack.idle, 30)
+    assert _sent(stack) == last

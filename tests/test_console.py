@@ -245,7 +245,7 @@ def test_what_a_notification_carries_is_shown_escaped(console: Any, redis_conn: 
 
     hostile = '<img src=x onerror="alert(1)">'
     entry = {"event": "notification", "notification": "n1", "notification_type": "upload", "rules": []}
-    history.record(redis_conn, "asset-1", hostile, entry, 1_700_000_000)
+    history.record(redis_conn, "test-cloud:asset-1", f"test-cloud:{hostile}", entry, 1_700_000_000)
     page = console.get("/console/assets", query_string={"q": hostile}, headers=_bearer())
     assert page.status_code == 200
     assert hostile.encode() not in page.data and b"&lt;img src=x onerror=" in page.data

@@ -14,6 +14,7 @@ from postupload import history, keys
 from postupload.batches import FLUSH_AFTER, TagBatches
 from postupload.budget import AdminBudget
 from postupload.client import RateLimit
+from postupload.decision import decide
 from postupload.envelope import Envelope
 from postupload.errors import ActionError, RateLimitError
 from postupload.executor import Executor
@@ -69,8 +70,9 @@ class Harness:
             **fields,
         }
         envelope = Envelope(notification_id, self.clock(), "test-cloud", notification)
-        planned = plan(self.rules.match(notification), notification, notification_id)
-        return [outcome.as_dict() for outcome in self.executor.execute(envelope, planned)]
+        return [
+            outcome.as_dict() for outcome in self.executor.execute(envelope, decide(self.rules, envelope))
+        ]
 
 
 @pytest.fixture
@@ -135,7 +137,7 @@ def test_an_action_another_job_is_doing_is_skipped_not_done_twice(harness: Harne
     assert {o["status"] for o in first} == {"ok", "batched"}
     (second,) = beside
     assert {o["status"] for o in second} == {"skipped"}
-    assert {o["detail"] for o in second} == {"being done by notification live-1"}
+    assert {o["detail"] for o in second} == {"being made by job live-1"}
     assert harness.client.endpoints() == ["explicit", "context", "update"]  # each once
     # Afterwards, what was claimed holds its outcome.
     assert {o["detail"] for o in harness.run(notification_id="backfill-2")} == {
@@ -217,8 +219,8 @@ def test_a_thousand_uploads_tag_changes_go_in_one_call(redis_conn: redis.Redis, 
     (call,) = harness.client.calls
     assert call["command"] == "add" and call["tags"] == ["seen"]
     assert sorted(call["public_ids"]) == sorted(f"burst/{number}" for number in range(1000))
-    done = redis_conn.mget([keys.done(f"id-burst/{n}:v1:tag-all:0:add") for n in range(1000)])
-    assert all(mark and json.loads(mark)["status"] == "ok" for mark in done)
+    done = redis_conn.mget(redis_conn.keys(keys.done("test-cloud:id-burst/*:sent")))
+    assert len(done) == 1000 and all(mark and json.loads(mark)["status"] == "ok" for mark in done)
 
 
 def test_a_batch_is_sent_when_its_window_ends(redis_conn: redis.Redis, tmp_path: Path) -> None:
@@ -245,7 +247,7 @@ def test_notifications_without_an_asset_id_add_to_the_same_assets_history(harnes
         "url": "http://res.cloudinary.com/test-cloud/image/upload/v1/shoe.jpg",
     }
     envelope = Envelope("n-moderation", harness.clock(), "test-cloud", moderation)
-    harness.executor.execute(envelope, plan([], moderation, envelope.id))
+    harness.executor.execute(envelope, plan([], moderation, envelope.id, "test-cloud"))
     told = history.read(harness.connection, "shoe", ["test-cloud"])
     assert [e.get("notification_type") for e in told if e["event"] == "notification"] == [
         "upload",
@@ -319,23 +321,23 @@ def test_an_assets_history_is_kept_30_days_from_its_latest_notification_within_a
     with every notification, a Redis command each), and a rename maps the new public_id at once."""
     from postupload.history import Story
 
-    key, mapping = keys.history("id-shoe"), keys.asset("cloud/shoe")
+    key, mapping = keys.history("id-shoe"), keys.asset("cloud:shoe")
     entry = {"event": "notification", "notification": "n1"}
-    history.record_all(redis_conn, [Story("id-shoe", "cloud/shoe", [(entry, 1.0)])])  # a new history
+    history.record_all(redis_conn, [Story("id-shoe", "cloud:shoe", [(entry, 1.0)])])  # a new history
     assert redis_conn.ttl(key) > keys.HISTORY_TTL - 60 and redis_conn.get(mapping) == b"id-shoe"
 
     redis_conn.expire(key, keys.HISTORY_TTL - 3600)  # renewed an hour ago
     redis_conn.delete(mapping)
-    history.record_all(redis_conn, [Story("id-shoe", "cloud/shoe", [(entry, 2.0)])])
+    history.record_all(redis_conn, [Story("id-shoe", "cloud:shoe", [(entry, 2.0)])])
     assert redis_conn.ttl(key) <= keys.HISTORY_TTL - 3600 and redis_conn.get(mapping) is None
 
     redis_conn.expire(key, keys.HISTORY_TTL - keys.DAY - 60)  # a day and a minute ago
-    history.record_all(redis_conn, [Story("id-shoe", "cloud/shoe", [(entry, 3.0)])])
+    history.record_all(redis_conn, [Story("id-shoe", "cloud:shoe", [(entry, 3.0)])])
     assert redis_conn.ttl(key) > keys.HISTORY_TTL - 60 and redis_conn.get(mapping) == b"id-shoe"
     assert redis_conn.ttl(mapping) > keys.HISTORY_TTL - 60
 
-    history.record_all(redis_conn, [Story("id-shoe", "cloud/boot", [(entry, 4.0)], renamed=True)])
-    assert redis_conn.get(keys.asset("cloud/boot")) == b"id-shoe"
+    history.record_all(redis_conn, [Story("id-shoe", "cloud:boot", [(entry, 4.0)], renamed=True)])
+    assert redis_conn.get(keys.asset("cloud:boot")) == b"id-shoe"
     assert [e["time"] for e in history.read(redis_conn, "boot", ["cloud"])] == [1.0, 2.0, 3.0, 4.0]
 
 
@@ -350,7 +352,7 @@ def test_after_a_rename_the_history_is_found_by_the_new_public_id(harness: Harne
         "to_public_id": "catalog/boot",
     }
     envelope = Envelope("n-rename", harness.clock(), "test-cloud", rename)
-    harness.executor.execute(envelope, plan([], rename, envelope.id))
+    harness.executor.execute(envelope, plan([], rename, envelope.id, "test-cloud"))
     told = history.read(harness.connection, "catalog/boot", ["test-cloud"])
     assert [e.get("notification_type") for e in told if e["event"] == "notification"] == ["upload", "rename"]
 
@@ -367,8 +369,82 @@ def test_a_notification_of_several_assets_goes_into_each_ones_history(harness: H
     }
     envelope = Envelope("n-tags", harness.clock(), "test-cloud", changed)
     before = int(harness.connection.info("commandstats").get("cmdstat_eval", {}).get("calls", 0))
-    harness.executor.execute(envelope, plan([], changed, envelope.id))
+    harness.executor.execute(envelope, plan([], changed, envelope.id, "test-cloud"))
     for name in ("shoe", "boot", "sock"):
         (told,) = history.read(harness.connection, name, ["test-cloud"])
         assert told["notification"] == "n-tags" and told["notification_type"] == "resource_tags_changed"
     assert int(harness.connection.info("commandstats")["cmdstat_eval"]["calls"]) - before == 1
+
+
+# The notification Harness.run makes by default.
+SHOE = {
+    "notification_type": "upload",
+    "public_id": "shoe",
+    "asset_id": "id-shoe",
+    "version": 1,
+    "resource_type": "image",
+    "type": "upload",
+}
+
+
+def test_environments_share_no_per_asset_state(redis_conn: redis.Redis, tmp_path: Path) -> None:
+    """A notification verified for one environment carrying another's asset_id and version: every
+    action of the second was recorded 'skipped: already ok', and no call was made."""
+    (tmp_path / "rules.yaml").write_text(RULES)
+    harness = Harness(redis_conn, load_ruleset(tmp_path))
+    harness.run()  # test-cloud's shoe, asset_id id-shoe, version 1
+    made = len(harness.client.calls)
+    elsewhere = Envelope("n-other", harness.clock(), "other-cloud", SHOE)
+    outcomes = harness.executor.execute(elsewhere, decide(harness.rules, elsewhere))
+    assert "skipped" not in {o.status for o in outcomes}
+    assert len(harness.client.calls) == 2 * made
+    ours = history.read(redis_conn, "shoe", ["test-cloud"])
+    theirs = history.read(redis_conn, "shoe", ["other-cloud"])
+    assert {e["notification"] for e in ours} == {"n1"} and {e["notification"] for e in theirs} == {"n-other"}
+    # No spelling of a public_id reaches another environment's asset.
+    assert history.read(redis_conn, "other-cloud/shoe", ["test-cloud"]) == []
+
+
+def test_a_copy_of_a_job_neither_repeats_nor_undoes_the_originals_call(harness: Harness) -> None:
+    """Two jobs of one notification at once (the copy a deferral scheduled, and RQ's retry of the
+    original): claims are by job, so the copy leaves the call to the original, and its failure lets
+    go only of its own claims, never of the mark the original wrote meanwhile (a third call came of it)."""
+    envelope = Envelope("n1", harness.clock(), "test-cloud", SHOE)
+    planned = decide(harness.rules, envelope)
+    copy: list[list[Any]] = []
+
+    def meanwhile(endpoint: str, call: dict[str, Any]) -> None:
+        if endpoint == "explicit" and not copy:  # the original's call is in flight
+            copy.append(harness.executor.execute(envelope, planned, "n1-at-123"))
+
+    harness.client.fail = meanwhile
+    harness.executor.execute(envelope, planned, "n1")
+    (beside,) = copy
+    assert {o.status for o in beside} == {"skipped"}
+    assert {o.detail["detail"] for o in beside} == {"being made by job n1"}
+    assert harness.client.endpoints() == ["explicit", "context", "update"]
+    # The copy's own claim on a call the original has not reached is let go only if still its own.
+    (explicit,) = [call for call in planned.calls if call.endpoint == "explicit"]
+    mark = json.loads(harness.connection.get(keys.done(explicit.key)) or "{}")
+    assert mark["status"] == "ok" and mark["by"] == "n1"
+    harness.client.fail = None
+    again = harness.executor.execute(envelope, planned, "n1-at-456")
+    assert {o.status for o in again} == {"skipped"} and len(harness.client.calls) == 3
+
+
+def test_a_failed_call_lets_go_of_its_claim_only_while_it_is_still_its_own(harness: Harness) -> None:
+    """A claim outlived (CLAIM_TTL) while its call hung, and another job made the call and marked it:
+    the first job's failure afterwards must leave that mark, or the call is made a third time."""
+    envelope = Envelope("n1", harness.clock(), "test-cloud", SHOE)
+    planned = decide(harness.rules, envelope)
+    (explicit,) = [call for call in planned.calls if call.endpoint == "explicit"]
+    other = json.dumps({"status": "ok", "at": harness.clock(), "by": "another-job"})
+
+    def taken_over_then_failed(endpoint: str, call: dict[str, Any]) -> None:
+        if endpoint == "explicit":
+            harness.connection.set(keys.done(explicit.key), other)
+            raise ActionError("Cloudinary call failed: timeout", permanent=False, reason="timeout")
+
+    harness.client.fail = taken_over_then_failed
+    harness.executor.execute(envelope, planned, "n1")
+    assert harness.connection.get(keys.done(explicit.key)) == other.encode()

@@ -72,7 +72,7 @@ def test_the_diff_counts_matches_per_rule_and_names_each_call_added_removed_or_c
 ) -> None:
     live = load_ruleset(ruleset(tmp_path, "live", LIVE))
     candidate = load_ruleset(ruleset(tmp_path, "candidate", CANDIDATE))
-    report = diff(live, candidate, [(f"n{i}", body) for i, body in enumerate(SAMPLE)])
+    report = diff(live, candidate, [Envelope.of(f"n{i}".encode(), body, "") for i, body in enumerate(SAMPLE)])
     counts = {count.rule: (count.before, count.after, count.status) for count in report.rules}
     assert counts == {
         "thumbs": (5, 5, "same"),
@@ -96,7 +96,7 @@ def test_the_diff_counts_matches_per_rule_and_names_each_call_added_removed_or_c
 
 def test_the_same_rules_change_nothing(tmp_path: Path) -> None:
     live = load_ruleset(ruleset(tmp_path, "live", LIVE))
-    report = diff(live, live, [(f"n{i}", body) for i, body in enumerate(SAMPLE)])
+    report = diff(live, live, [Envelope.of(f"n{i}".encode(), body, "") for i, body in enumerate(SAMPLE)])
     assert not report.differs and report.changed == 0 and not report.calls
     assert render(report)[-1] == "Nothing would change."
 

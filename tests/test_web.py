@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from postupload.config import Settings
+from postupload.config import Account, Settings
 from postupload.queue import notification_queue
 from postupload.redis_server import RedisServer
 from postupload.web import create_app
@@ -67,9 +68,12 @@ def test_sha256_signatures_are_accepted(client: FlaskClient) -> None:
 
 
 def test_duplicate_delivery_is_one_job(client: FlaskClient, redis_conn: redis.Redis) -> None:
-    first = client.post("/webhooks/cloudinary", data=UPLOAD, headers=signed_headers(UPLOAD))
-    time.sleep(1.1)  # a redelivery is signed anew, with a later timestamp
-    second = client.post("/webhooks/cloudinary", data=UPLOAD, headers=signed_headers(UPLOAD))
+    sent = int(time.time())
+    first = client.post(
+        "/webhooks/cloudinary", data=UPLOAD, headers=signed_headers(UPLOAD, timestamp=sent - 60)
+    )
+    # a redelivery is signed anew, with a later timestamp
+    second = client.post("/webhooks/cloudinary", data=UPLOAD, headers=signed_headers(UPLOAD, timestamp=sent))
     assert first.json is not None and first.json["status"] == "queued"
     assert second.json == {"status": "duplicate", "id": first.json["id"]}
     assert queued_jobs(redis_conn) == 1
@@ -311,3 +315,19 @@ def test_a_wide_body_is_taken(client: FlaskClient, redis_conn: redis.Redis) -> N
     assert len(body) < 1_048_576
     answer = client.post("/webhooks/cloudinary", data=body, headers=signed_headers(body))
     assert answer.status_code == 200 and queued_jobs(redis_conn) == 1
+
+
+def test_the_same_bytes_for_two_environments_are_two_notifications(
+    settings: Settings, redis_conn: redis.Redis
+) -> None:
+    """The dedupe mark and the job id include the environment: the second delivery was answered
+    `duplicate` and never worked."""
+    other = Account("other-cloud", "999888777666555", "other-secret")
+    client = create_app(replace(settings, accounts=(other,)), redis_conn).test_client()
+    first = client.post("/webhooks/cloudinary", data=UPLOAD, headers=signed_headers(UPLOAD))
+    second = client.post(
+        "/webhooks/cloudinary/other-cloud", data=UPLOAD, headers=signed_headers(UPLOAD, other.api_secret)
+    )
+    assert first.json is not None and second.json is not None
+    assert first.json["status"] == second.json["status"] == "queued"
+    assert first.json["id"] != second.json["id"] and queued_jobs(redis_conn) == 2

@@ -23,11 +23,12 @@ from werkzeug.wrappers import Response as BaseResponse
 from postupload import history
 from postupload.backfill import recent_backfills
 from postupload.config import Settings
+from postupload.decision import decide
+from postupload.envelope import Envelope
 from postupload.errors import BadNotification, RuleSetError
 from postupload.explain import decisions, describe
 from postupload.failures import failed_job_ids, failed_jobs, replay, waiting_jobs
-from postupload.notification import load_json, locate, notification_id
-from postupload.planning import plan
+from postupload.notification import load_json, locate
 from postupload.preview import diff
 from postupload.recorded import latest
 from postupload.rule_source import RuleSource
@@ -134,15 +135,23 @@ def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSo
     def playground() -> tuple[str, int]:
         recent = recent_notifications(connection)
         text = request.form.get("notification", "")
+        cloud = request.form.get("cloud", settings.default_cloud_name())
         if request.method == "GET" and request.args.get("job"):
             picked = next((item for item in recent if item.job_id == request.args["job"]), None)
             text = json.dumps(picked.notification, indent=2) if picked else ""
+            cloud = picked.cloud_name if picked else cloud
         report, problem = None, None
         if text.strip():
-            report, problem = _evaluate(text, rules)
+            report, problem = _evaluate(text, rules, cloud)
         status = 400 if problem else 200
         return render_template(
-            "playground.html", recent=recent, text=text, report=report, problem=problem
+            "playground.html",
+            recent=recent,
+            text=text,
+            report=report,
+            problem=problem,
+            clouds=cloud_names,
+            cloud=cloud,
         ), status
 
     @console.get("/preview")
@@ -157,7 +166,7 @@ def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSo
         report = None
         if running is not None and on_disk is not None:
             envelopes = latest(connection, max(1, min(recent, settings.preview_keep or 1)))
-            report = diff(running, on_disk, [(envelope.id, envelope.notification) for envelope in envelopes])
+            report = diff(running, on_disk, envelopes)
         return render_template(
             "preview.html",
             running=running,
@@ -175,8 +184,22 @@ def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSo
     @console.get("/assets")
     def assets() -> str:
         query = request.args.get("q", "").strip()
-        entries = history.read(connection, query, cloud_names) if query else []
-        return render_template("asset.html", query=query, entries=entries)
+        chosen = request.args.get("cloud", "")
+        found = (
+            history.find(connection, query, [chosen] if chosen in cloud_names else cloud_names)
+            if query
+            else []
+        )
+        cloud, key = found[0] if found else (chosen, "")
+        entries = history.entries(connection, key) if key else []
+        return render_template(
+            "asset.html",
+            query=query,
+            entries=entries,
+            clouds=cloud_names,
+            cloud=cloud,
+            also=[name for name, _ in found[1:]],
+        )
 
     @console.get("/jobs")
     def jobs() -> str:
@@ -230,9 +253,9 @@ def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSo
     return console
 
 
-def _evaluate(text: str, rules: RuleSource) -> tuple[dict[str, Any] | None, str | None]:
+def _evaluate(text: str, rules: RuleSource, cloud_name: str) -> tuple[dict[str, Any] | None, str | None]:
     """Each rule's decision and the plan (the very calls a worker would make) for a pasted
-    notification, or what is wrong with it."""
+    notification delivered for `cloud_name`, or what is wrong with it."""
     body = text.encode()
     if len(body) > PLAYGROUND_LIMIT:
         return None, f"the notification is larger than {PLAYGROUND_LIMIT} bytes"
@@ -245,9 +268,9 @@ def _evaluate(text: str, rules: RuleSource) -> tuple[dict[str, Any] | None, str 
     ruleset = rules.current()
     if ruleset is None:
         return None, "no valid rule set is loaded"
-    matched = ruleset.match(notification)
-    planned = plan(matched, notification, notification_id(body))
-    return {"decisions": decisions(ruleset, notification, matched), "plan": planned}, None
+    envelope = Envelope.of(body, notification, cloud_name)
+    planned = decide(ruleset, envelope)
+    return {"decisions": decisions(ruleset, envelope, planned.rules), "plan": planned}, None
 
 
 def _signed_in(token: str) -> bool:
