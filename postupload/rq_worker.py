@@ -145,10 +145,9 @@ class Worker(SimpleWorker):
         if not isinstance(error, PostuploadError):
             super().handle_exception(job, *exc_info)
         else:
-            then = (
-                "for good" if getattr(error, "permanent", True) or not job.retries_left else "to be retried"
-            )
-            log.warning("job %s (%s) failed %s: %s", job.id, job.description, then, error)
+            final = getattr(error, "permanent", True) or not job.retries_left
+            then = "failed for good" if final else "failed, will retry"
+            log.warning("job %s (%s) %s: %s", job.id, job.description, then, error)
             call_exception_handlers(self._exc_handlers, job, *exc_info)
         if self.on_failure is not None:
             self.on_failure(job, error)

@@ -392,7 +392,7 @@ def test_transient_errors_retry_with_backoff_then_fail_with_the_reason(make_stac
     assert times[1] - times[0] >= 1 and times[2] - times[1] >= 1  # with a pause between
     # Each failure is one log line with what Cloudinary answered, not a traceback.
     said = [line for line in stack.processes.output().splitlines() if f"job {job.id}" in line]
-    retried = [line for line in said if "failed to be retried: " in line]
+    retried = [line for line in said if "failed, will retry: " in line]
     assert len(retried) == 2 and all(re.search(r"answered 5\d\d", line) for line in retried), said
     assert sum("failed for good: " in line for line in said) == 1
     assert "Traceback" not in stack.processes.output()

@@ -90,3 +90,17 @@ def test_update_rewrites_only_failing_expectations_and_keeps_comments(tmp_path: 
     assert "      includes: []\n      excludes: [thumbs]\n" in text  # intent is left alone
     # Nothing else moved: the file is the same but for the one value replaced.
     assert text == TESTS.replace('params: {eager: "c_scale,w_200"}', "params: {eager: 'c_scale,w_300'}")
+
+
+def test_an_action_that_cannot_be_made_fails_its_test_even_after_update(tmp_path: Path) -> None:
+    """--update wrote an action's `error:` as its expectation, and the test then passed: a rule that
+    cannot make its call passed its test and the gate."""
+    (tmp_path / "tests").mkdir()
+    broken = RULES.replace("{add: [thumbed]}", '{add: ["${context.custom.sku}"]}')
+    (tmp_path / "rules.yaml").write_text(broken)
+    tests = tmp_path / "tests" / "thumbs.yaml"
+    tests.write_text(TESTS.replace("      rules: [thumbs]\n", "      rules: [thumbs]\n      actions: []\n"))
+    code, output = cli("rules", "test", str(tmp_path), "--update")
+    assert code == 1, output
+    assert "rule thumbs tags cannot be made: placeholder ${context.custom.sku}" in output
+    assert "error" not in tests.read_text()  # never written as what is expected
