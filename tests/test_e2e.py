@@ -12,6 +12,7 @@ import requests
 
 from postupload.config import Account
 from postupload.emulator import UNSIGNED_PARAMS, string_to_sign
+from postupload.queue import quiet
 from postupload.redis_server import RedisServer, free_port
 from tests.conftest import ACCOUNT, ROOT, Processes, wait_until
 
@@ -44,7 +45,15 @@ def test_sample_upload_becomes_one_signed_explicit_call(
     assert sent.returncode == 0, sent.stderr
     assert '"status":"queued"' in sent.stdout.replace(" ", "")
 
-    calls = wait_until(lambda: requests.get(f"{emulator_url}/emulator/calls", timeout=5).json()["calls"], 15)
+    def made() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = requests.get(f"{emulator_url}/emulator/calls", timeout=5).json()[
+            "calls"
+        ]
+        return found
+
+    assert wait_until(made, 15), processes.output()
+    assert wait_until(lambda: quiet(redis_conn), 15)  # the job ended: a second call would be there now
+    calls = made()
     assert len(calls) == 1, processes.output()
     (call,) = calls
     assert (call["endpoint"], call["resource_type"], call["status"], call["auth"]) == (
