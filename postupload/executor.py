@@ -45,16 +45,13 @@ return found
 """
 CLAIM_TTL = keys.JOB_TIMEOUT + 60
 
-# Let go of claims, each only while it is still ours: another job's outcome written meanwhile stays.
+# Let go of a claim only while it is still ours: another job's outcome written meanwhile stays.
 _RELEASE = """
-local released = 0
-for i, key in ipairs(KEYS) do
-  local mark = redis.call('get', key)
-  if mark and cjson.decode(mark)['by'] == ARGV[1] and cjson.decode(mark)['status'] == 'claimed' then
-    released = released + redis.call('del', key)
-  end
-end
-return released
+local mark = redis.call('get', KEYS[1])
+if not mark then return 0 end
+local found = cjson.decode(mark)
+if found['status'] == 'claimed' and found['by'] == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
 """
 
 # Add to an hourly count; a count just made gets its expiry (one round trip, atomic).
@@ -117,8 +114,7 @@ class Executor:
         with self.connection.pipeline(transaction=False) as pipe:
             for number, asset in enumerate(plan.assets, 1):
                 asset_key = history.asset_key(self.connection, asset.target)
-                run = _Run(self, asset, asset_key, envelope.id, job_id or envelope.id, outcomes, pipe)
-                run.rule_order = {rule: position for position, rule in enumerate(plan.rules)}
+                run = _Run(self, plan, asset, asset_key, envelope.id, job_id or envelope.id, outcomes, pipe)
                 entry = {
                     "event": "notification",
                     "notification": envelope.id,
@@ -154,6 +150,7 @@ class _Run:
     def __init__(
         self,
         executor: Executor,
+        plan: Plan,
         asset: AssetPlan,
         asset_key: str,
         notification_id: str,
@@ -173,7 +170,8 @@ class _Run:
         self.batched: list[Call] = []  # their calls, marked once every change joined its batch
         self.told: list[tuple[dict[str, Any], float]] = []  # history entries, written at the end
         self.claimed: set[str] = set()  # done keys this run holds a claim on
-        self.rule_order: dict[str, int] = {}  # the loop guard stops the last actions first
+        # The loop guard stops the last actions first, in the order of the rules.
+        self.rule_order = {rule: position for position, rule in enumerate(plan.rules)}
 
     def refuse(self) -> None:
         """Actions the plan could not make (a placeholder the notification cannot fill) fail, for good."""

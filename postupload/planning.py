@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from handlers import ENDPOINTS, REGISTRY
-from postupload.calls import ActionRef, AssetPlan, Call, Delivery, Plan, PlannedAction, Refusal
+from postupload.calls import ActionRef, AssetPlan, Call, Delivery, Params, Plan, PlannedAction, Refusal
 from postupload.errors import ActionError
 from postupload.notification import Notification, Target, locate
 from postupload.placeholders import fill
@@ -99,9 +99,10 @@ def _joined(calls: list[Call], new: Call) -> bool:
     for position, call in enumerate(calls):
         if call.endpoint != new.endpoint or call.delivery != new.delivery:
             continue
-        params = (
-            call.params if call.params == new.params else merge(call.params, new.params) if merge else None
-        )
+        if call.params == new.params:  # two actions asking for the very same call
+            params: Params | None = call.params
+        else:
+            params = merge(call.params, new.params) if merge else None
         if params is not None:
             calls[position] = Call(
                 call.api,
