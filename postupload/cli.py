@@ -515,8 +515,11 @@ def test_rules(settings: Settings, directory: Path | None, update: bool) -> None
     "--format", "output", type=click.Choice(["text", "json", "test"]), default="text", show_default=True
 )
 @click.option("--name", help="--format test: the test's name (default: the file's name).")
-@click.option("--cloud", help="The product environment it comes from [default: the one configured].")
-@pass_settings
+@click.option(
+    "--cloud",
+    help="The product environment it comes from [default: the one configured, or the running stack's].",
+)
+@pass_local_settings
 def explain(
     settings: Settings, file: Path, directory: Path | None, output: str, name: str | None, cloud: str | None
 ) -> None:

@@ -66,7 +66,11 @@ def explain_text(ruleset: RuleSet, envelope: Envelope) -> str:
             lines.append(f"  - {item['rule']}: would match, but {item['reason']} {where}")
         else:
             lines.append(f"  ✗ {item['rule']}: {item['reason']} {where}")
-    within = f" in {envelope.cloud_name}" if envelope.cloud_name else ""
+    within = (
+        f" in {envelope.cloud_name}"
+        if envelope.cloud_name
+        else " (no product environment: give --cloud; a rule on cloud_name matches nothing)"
+    )
     lines.append(f"{len(planned.rules)} of {len(ruleset.rules)} rules match{within}.")
     return "\n".join(lines + render_plan(planned))
 
