@@ -207,6 +207,22 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
     running.stop()
 
 
+def uploaded_in(connection: redis.Redis, cloud_name: str, public_id: str) -> None:
+    """An asset's history as a worker leaves it after one upload notification of `cloud_name`
+    (notification id n-CLOUD, asset_id id-PUBLIC_ID)."""
+    from postupload import history
+
+    entry = {
+        "event": "notification",
+        "notification": f"n-{cloud_name}",
+        "notification_type": "upload",
+        "cloud_name": cloud_name,
+        "rules": [],
+    }
+    key, index = f"{cloud_name}:id-{public_id}", f"{cloud_name}:{public_id}"
+    history.record(connection, key, index, entry, 1_700_000_000)
+
+
 def wait_until(condition: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -225,6 +241,7 @@ __all__ = [
     "RunningEmulator",
     "free_port",
     "signed_headers",
+    "uploaded_in",
     "wait_until",
 ]
 

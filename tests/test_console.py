@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import ACCOUNT, Stack, signed_headers, wait_until
+from tests.conftest import ACCOUNT, Stack, signed_headers, uploaded_in, wait_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -299,3 +299,25 @@ def test_the_console_answers_503_when_redis_does_not(settings: Any) -> None:
         answer = client.get(path, headers=_bearer())
         assert answer.status_code == 503 and b"Redis does not answer" in answer.data, path
         assert b"redis://" not in answer.data and b"127.0.0.1" not in answer.data
+
+
+def test_the_assets_page_finds_an_asset_in_the_environment_chosen(settings: Any, redis_conn: Any) -> None:
+    """The same public_id in two environments: the page shows one, says where else it is known, and
+    the choice shows the other; a CLOUD/public_id spelling reaches nothing."""
+    from postupload.config import Account
+    from postupload.web import create_app
+
+    other = Account("other-cloud", "999888777666555", "other-secret")
+    client = create_app(replace(settings, console_token=TOKEN, accounts=(other,)), redis_conn).test_client()
+    for cloud in ("test-cloud", "other-cloud"):
+        uploaded_in(redis_conn, cloud, "look")
+
+    def page(**query: str) -> str:
+        return client.get("/console/assets", query_string=query, headers=_bearer()).get_data(as_text=True)
+
+    first = page(q="look")
+    assert "n-test-cloud" in first and "n-other-cloud" not in first
+    assert "Also known in other-cloud" in first
+    chosen = page(q="look", cloud="other-cloud")
+    assert "n-other-cloud" in chosen and "n-test-cloud" not in chosen
+    assert 'id="nothing"' in page(q="other-cloud/look")

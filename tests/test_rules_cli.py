@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 from postupload.cli import main
 from postupload.rule_source import RuleSource
 from postupload.ruleset import load_ruleset
-from tests.conftest import ROOT
+from tests.conftest import ROOT, uploaded_in
 
 GOOD = """rules:
   - name: thumbs
@@ -286,3 +287,25 @@ def test_explain_decides_for_the_environment_the_stack_serves(tmp_path: Path) ->
         # a running stack's file (its PID alive: this process)
         Path("var/run.env").write_text(f"PID={os.getpid()}\nCLOUDINARY_URL=cloudinary://1:s@blog-prod\n")
         assert "1 of 1 rules match in blog-prod." in runner.invoke(main, args, env=environ).output
+
+
+def test_history_asks_which_environment_when_several_know_the_asset(
+    redis_conn: Any, redis_server: Any
+) -> None:
+    for cloud in ("shop-prod", "blog-prod"):
+        uploaded_in(redis_conn, cloud, "look")
+    environ = {
+        "REDIS_URL": redis_server.url,
+        "CLOUDINARY_URL": None,
+        "POSTUPLOAD_ACCOUNTS": "cloudinary://1:a@shop-prod,cloudinary://2:b@blog-prod",
+    }
+    runner = CliRunner()
+    both = runner.invoke(main, ["history", "look"], env=environ)
+    assert (
+        both.exit_code == 1
+        and "'look' is known in shop-prod, blog-prod: say which with --cloud" in both.output
+    )
+    blog = runner.invoke(main, ["history", "look", "--cloud", "blog-prod"], env=environ)
+    assert blog.exit_code == 0 and "n-blog-prod" in blog.output and "n-shop-prod" not in blog.output
+    shorthand = runner.invoke(main, ["history", "blog-prod/look"], env=environ)
+    assert shorthand.exit_code == 1 and "nothing recorded for 'blog-prod/look'" in shorthand.output
