@@ -264,7 +264,9 @@ def test_placeholders_fill_from_the_notification() -> None:
         fill("${context.custom.ean}", notification)
 
 
-def test_explain_decides_for_the_environment_the_stack_serves(tmp_path: Path) -> None:
+def test_explain_decides_for_the_environment_the_stack_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A rule on cloud_name previewed as never matching, and ran: explain now decides as for the
     configured environment (or the running stack's var/run.env), and says when it knows none."""
     rules = tmp_path / "rules"
@@ -276,17 +278,15 @@ def test_explain_decides_for_the_environment_the_stack_serves(tmp_path: Path) ->
     upload.write_text(json.dumps({"notification_type": "upload", "public_id": "a", "resource_type": "image"}))
     runner = CliRunner()
     args = ["rules", "explain", str(upload), "--rules", str(rules)]
-    with runner.isolated_filesystem(temp_dir=tmp_path):
-        environ = {"CLOUDINARY_URL": None, "POSTUPLOAD_ACCOUNTS": None}
-        unknown = runner.invoke(main, args, env=environ).output
-        assert "0 of 1 rules match (no product environment: give --cloud" in unknown
-        assert (
-            "1 of 1 rules match in blog-prod." in runner.invoke(main, [*args, "--cloud", "blog-prod"]).output
-        )
-        Path("var").mkdir()
-        # a running stack's file (its PID alive: this process)
-        Path("var/run.env").write_text(f"PID={os.getpid()}\nCLOUDINARY_URL=cloudinary://1:s@blog-prod\n")
-        assert "1 of 1 rules match in blog-prod." in runner.invoke(main, args, env=environ).output
+    monkeypatch.chdir(tmp_path)  # where a running stack's var/run.env would be
+    environ = {"CLOUDINARY_URL": None, "POSTUPLOAD_ACCOUNTS": None}
+    unknown = runner.invoke(main, args, env=environ).output
+    assert "0 of 1 rules match (no product environment: give --cloud" in unknown
+    assert "1 of 1 rules match in blog-prod." in runner.invoke(main, [*args, "--cloud", "blog-prod"]).output
+    Path("var").mkdir()
+    # a running stack's file (its PID alive: this process)
+    Path("var/run.env").write_text(f"PID={os.getpid()}\nCLOUDINARY_URL=cloudinary://1:s@blog-prod\n")
+    assert "1 of 1 rules match in blog-prod." in runner.invoke(main, args, env=environ).output
 
 
 def test_history_asks_which_environment_when_several_know_the_asset(
