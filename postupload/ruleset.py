@@ -105,7 +105,22 @@ def _schema_errors(document: Any) -> list[jsonschema.ValidationError]:
             return []
     except (ValueError, TypeError):  # not JSON-shaped (a YAML key that is not a string): say why below
         pass
-    return sorted(_validator().iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
+    found = [item for error in _validator().iter_errors(document) for item in _at_items(error)]
+    return sorted(found, key=lambda e: list(map(str, e.absolute_path)))
+
+
+def _at_items(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
+    """A list that fits none of a field's alternatives ("a value or a list of them") is wrong in
+    its items when the list alternative fails only there: say which items, by index, and why."""
+    if error.validator not in ("oneOf", "anyOf") or not isinstance(error.instance, list):
+        return [error]
+    by_item: dict[int, list[jsonschema.ValidationError]] = {}
+    for inner in error.context or []:
+        if inner.relative_path and isinstance(inner.relative_path[0], int):
+            by_item.setdefault(inner.relative_path[0], []).append(inner)
+    if not by_item:
+        return [error]
+    return [jsonschema.exceptions.best_match(by_item[index]) for index in sorted(by_item)]
 
 
 def _inlined(value: Any, definitions: dict[str, Any]) -> Any:
@@ -238,7 +253,8 @@ def load_text(file: str, text: str) -> tuple[list[Rule], list[Problem], list[Pro
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        message = f"syntax: {yaml_advice(str(error.problem or ''), str(error.context or ''))}"
+        stopped_at = _character_at(text, mark.line, mark.column) if mark else ""
+        message = f"syntax: {yaml_advice(str(error.problem or ''), str(error.context or ''), stopped_at)}"
         return [], [Problem(file, message, "E003", line=line, column=column)], []
     except yaml.YAMLError as error:
         return [], [Problem(file, f"syntax: {error}", "E003")], []
@@ -251,6 +267,7 @@ def load_text(file: str, text: str) -> tuple[list[Rule], list[Problem], list[Pro
         return Problem(file, message, code, rule=rule, path=inner, line=line, column=column)
 
     schema_errors = _schema_errors(document)
+    invalid_at = {tuple(invalid.absolute_path) for invalid in schema_errors}
     problems = []
     for invalid in schema_errors:
         at = tuple(invalid.absolute_path)
@@ -277,7 +294,8 @@ def load_text(file: str, text: str) -> tuple[list[Rule], list[Problem], list[Pro
                     problems.append(problem(at, message, "E401"))
                 if name == "explicit" and isinstance(params, dict) and "eager" in params:
                     for where, message in eager_problems(params["eager"]):
-                        problems.append(problem((*at, "eager", *where), message, "E402"))
+                        if (*at, "eager", *where) not in invalid_at:  # said once, by the schema
+                            problems.append(problem((*at, "eager", *where), message, "E402"))
     if problems:
         return [], problems, []
     rules = [
@@ -301,10 +319,11 @@ def load_text(file: str, text: str) -> tuple[list[Rule], list[Problem], list[Pro
     return rules, [], warnings
 
 
+TAB_ADVICE = "a tab: YAML is indented with spaces only; replace the tab with spaces"
 # PyYAML's words for common slips, and what to do about each.
 YAML_ADVICE = (
-    ("found character '\\t'", "a tab: YAML is indented with spaces only; replace the tab with spaces"),
-    ("tab character", "a tab: YAML is indented with spaces only; replace the tab with spaces"),  # libyaml
+    ("found character '\\t'", TAB_ADVICE),
+    ("tab character", TAB_ADVICE),  # libyaml's words when it names the tab at all
     (
         "mapping values are not allowed",
         "a ':' where a value was expected: quote a value that holds ': ' (\"a: b\"), or check this"
@@ -325,13 +344,22 @@ YAML_ADVICE = (
 )
 
 
-def yaml_advice(problem: str, context: str) -> str:
-    """PyYAML's complaint, turned into what to do."""
+def yaml_advice(problem: str, context: str, found: str = "") -> str:
+    """PyYAML's complaint, turned into what to do. `found` is the character the parser stopped
+    at: libyaml says "found character that cannot start any token" without naming a tab."""
+    if found == "\t":
+        return f"{TAB_ADVICE} (YAML: {problem or context})"
     said = f"{context} {problem}"
     for words, advice in YAML_ADVICE:
         if words in said:
             return f"{advice} (YAML: {problem or context})"
     return problem or context
+
+
+def _character_at(text: str, line: int, column: int) -> str:
+    """The character at a parser's mark (0-based line and column), or '' past the text."""
+    lines = text.splitlines()
+    return lines[line][column : column + 1] if line < len(lines) else ""
 
 
 def eager_problems(eager: Any) -> list[tuple[tuple[int, ...], str]]:
@@ -396,7 +424,7 @@ def schema_message(error: jsonschema.ValidationError) -> str:
             f"{error.instance!r} is not a valid rule name: use lowercase letters, digits, '.', '_' and '-',"
             " starting with a letter or digit (e.g. product-thumbnails)"
         )
-    if error.validator == "pattern" and schema.get("description"):
+    if error.validator in ("pattern", "oneOf", "anyOf") and schema.get("description"):
         return f"{error.instance!r} is not valid: {schema['description']}"
     return error.message
 

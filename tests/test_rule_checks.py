@@ -7,8 +7,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import yaml
+import yamlcore
 from click.testing import CliRunner
 
+from postupload import ruleset
 from postupload.cli import main
 from postupload.field_checks import notification_schema
 from postupload.patterns import check_pattern, matches
@@ -57,6 +60,51 @@ def test_yaml_slips_say_what_to_do(tmp_path: Path) -> None:
     assert code == 1 and "a tab: YAML is indented with spaces only; replace the tab with spaces" in lines[0]
     code, lines = check(tmp_path, "rules:\n  - name: a\n    match: {tags: [a, b}\n")
     assert "a list [...] is not closed: add the ']'" in lines[0] and ":3:" in lines[0]
+
+
+def test_a_list_that_fits_no_alternative_names_its_failing_items(tmp_path: Path) -> None:
+    code, lines = check(
+        tmp_path,
+        """rules:
+  - name: a
+    match: {resource_type: [image]}
+    actions:
+      - explicit: {eager: [c_scale, 5, w_100, [x]]}
+      - metadata: {set: {colors: [red, {b: 1}]}}
+""",
+    )
+    at = f"{tmp_path}/rules.yaml"
+    assert code == 1
+    assert lines == [
+        f"{at}:5:37: rule a: actions[0].explicit.eager[1]: 5 is not valid: A transformation string"
+        " (c_scale,w_200) or map ({crop: scale, width: 200}), as the SDK takes them. [E100]",
+        f"{at}:5:47: rule a: actions[0].explicit.eager[3]: ['x'] is not valid: A transformation string"
+        " (c_scale,w_200) or map ({crop: scale, width: 200}), as the SDK takes them. [E100]",
+        f"{at}:6:40: rule a: actions[1].metadata.set.colors[1]: {{'b': 1}} is not of type 'string' [E100]",
+    ]
+
+
+@pytest.mark.parametrize("parser", ["libyaml", "pure Python"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "rules:\n\t- name: a\n",  # libyaml: "found character that cannot start any token"
+        "rules:\n  - name: a\n\tmatch: {}\n",  # libyaml: "found a tab character that violates indentation"
+        "rules:\n  - name: a\n  \t- match: {}\n",
+    ],
+)
+def test_a_tab_gets_its_hint_whichever_parser_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parser: str, text: str
+) -> None:
+    if parser == "libyaml":
+        assert yaml.__with_libyaml__, "PyYAML here was built without libyaml"
+        monkeypatch.setattr(ruleset, "LOADER", yamlcore.CCoreLoader)
+    else:
+        monkeypatch.setattr(ruleset, "LOADER", yamlcore.CoreLoader)
+    code, lines = check(tmp_path, text)
+    assert code == 1 and "a tab: YAML is indented with spaces only; replace the tab with spaces" in lines[0]
+    line = text[: text.index("\t")].count("\n") + 1
+    assert f"rules.yaml:{line}:" in lines[0]
 
 
 def test_conditions_that_cannot_match_are_warnings_and_strict_fails_on_them(tmp_path: Path) -> None:
