@@ -64,13 +64,16 @@ class Problem:
 
 
 class RuleSetError(PostuploadError):
-    """A rule set that cannot be loaded; every problem found is listed."""
+    """A rule set that cannot be loaded; every problem found is listed. `hints` are the set's own
+    warnings when what failed is its tests: a did-you-mean there is usually why a test fails."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], hints: list[Problem] | None = None) -> None:
         self.problems = problems
+        self.hints = hints or []
         first = str(problems[0]) if problems else "no problems"
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        super().__init__(first + more)
+        hint = f"; the rule files warn: {self.hints[0]}" if self.hints else ""
+        super().__init__(first + more + hint)
 
 
 class ActionError(PostuploadError):

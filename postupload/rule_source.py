@@ -36,7 +36,7 @@ def load_gated(directory: Path, require_tests: bool = True) -> RuleSet:
     if require_tests:
         failing = failing_tests(directory, ruleset)
         if failing:
-            raise RuleSetError(failing)
+            raise RuleSetError(failing, hints=ruleset.warnings)
     return ruleset
 
 
@@ -120,6 +120,8 @@ class RuleSource:
             log.error("rule set in %s is not taken, %s:", self.directory, kept)
             for problem in error.problems:
                 log.error("  %s", problem)
+            for hint in error.hints:
+                log.error("  perhaps why: %s", hint)
             if self.on_invalid is not None:
                 # no directory to tell a version of: the error says so already
                 with contextlib.suppress(OSError):

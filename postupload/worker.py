@@ -112,7 +112,7 @@ class Runtime:
     def _process(self, job_argument: Any) -> dict[str, Any]:
         ruleset = self.rules.current()
         if ruleset is None:
-            raise RuleSetError(self.rules.error.problems if self.rules.error else [])
+            raise self.rules.error or RuleSetError([])
         envelope = Envelope.from_job(job_argument)
         executor = self.executor_for(envelope.cloud_name)
         planned = decide(ruleset, envelope)

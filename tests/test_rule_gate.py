@@ -166,3 +166,24 @@ def test_a_watched_source_reloads_beside_the_jobs(tmp_path: Path) -> None:
         assert [rule.name for rule in source.current().rules] == ["thumbnails"]  # type: ignore[union-attr]
     finally:
         source.stop()
+
+
+def test_a_warning_that_explains_a_failing_test_is_shown_beside_it(
+    tmp_path: Path, settings: Settings, redis_conn: redis.Redis
+) -> None:
+    """A misspelt field makes a rule never match: its test fails, and /readyz, the log and the
+    console's Rules page give the warning's did-you-mean beside the failure."""
+    from dataclasses import replace
+
+    token = "console-token-for-gate-tests-0123456789"
+    directory = rules_with_tests(tmp_path / "gated")
+    client = create_app(replace(settings, rules_dir=directory, console_token=token), redis_conn).test_client()
+    assert client.get("/readyz").get_json()["status"] == "ready"
+    touch(directory / "rules.yaml", RULES.replace("public_id:", "public_idd:"))
+    answer = wait_until(lambda: (found := client.get("/readyz")).get_json().get("rules_error") and found, 5)
+    said = answer.get_json()["rules_error"]
+    assert "rule test 'products get thumbnails' fails" in said
+    assert "'public_idd' is not a field of upload notifications" in said and "did you mean 'public_id'?" in said
+    page = client.get("/console/rules", headers={"Authorization": f"Bearer {token}"}).get_data(as_text=True)
+    failure, hint = page.index("rule test &#39;products get thumbnails&#39; fails"), page.index("rule-hints")
+    assert failure < hint and "did you mean &#39;public_id&#39;?" in page[hint:]
