@@ -183,7 +183,8 @@ def test_a_warning_that_explains_a_failing_test_is_shown_beside_it(
     answer = wait_until(lambda: (found := client.get("/readyz")).get_json().get("rules_error") and found, 5)
     said = answer.get_json()["rules_error"]
     assert "rule test 'products get thumbnails' fails" in said
-    assert "'public_idd' is not a field of upload notifications" in said and "did you mean 'public_id'?" in said
+    assert "'public_idd' is not a field of upload notifications" in said
+    assert "did you mean 'public_id'?" in said
     page = client.get("/console/rules", headers={"Authorization": f"Bearer {token}"}).get_data(as_text=True)
     failure, hint = page.index("rule test &#39;products get thumbnails&#39; fails"), page.index("rule-hints")
     assert failure < hint and "did you mean &#39;public_id&#39;?" in page[hint:]
