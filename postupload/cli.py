@@ -388,40 +388,54 @@ def backfill(
         raise SystemExit(1)
 
 
-def _progress_reporter() -> Callable[[Any], None]:
+def _progress_reporter(
+    stream: Any = None, clock: Callable[[], float] = time.monotonic
+) -> Callable[[Any], None]:
     """A line that rewrites itself on a terminal; a line a page (or every 5 s) otherwise."""
-    stream = sys.stdout
+    stream = stream or sys.stdout
     terminal = stream.isatty()
-    started = time.monotonic()
+    started = clock()
     said: dict[str, Any] = {"at": 0.0, "line": "", "worked": None}
 
     def report(progress: Any) -> None:
-        elapsed = max(time.monotonic() - started, 1e-6)
         worked = progress.done + progress.failed
         if said["worked"] is None:  # a resumed backfill: the rate is of what is worked from now on
             said["worked"] = worked
-        rate = (worked - said["worked"]) / elapsed
-        left = progress.queued - worked
-        eta = f"{left / rate:.0f} s" if rate and progress.state != "listing" and left > 0 else "?"
-        if progress.state == "listing":
-            bar = f"page {progress.pages}"
-        else:
-            share = worked / progress.queued if progress.queued else 1.0
-            bar = "[" + "#" * int(share * 20) + "." * (20 - int(share * 20)) + f"] {share:4.0%}"
-        line = (
-            f"{bar}  listed {progress.listed}  queued {progress.queued}  done {progress.done}"
-            f"  failed {progress.failed}  {rate:.1f}/s  ETA {eta}"
-        )
+        line = progress_line(progress, clock() - started, said["worked"])
         if terminal:
             stream.write("\r" + line.ljust(len(said["line"])))
             stream.flush()
-        elif line != said["line"] and (time.monotonic() - said["at"] >= 5 or progress.state != "queued"):
+        elif line != said["line"] and (clock() - said["at"] >= 5 or progress.state != "queued"):
             stream.write(line + "\n")
             stream.flush()
-            said["at"] = time.monotonic()
+            said["at"] = clock()
         said["line"] = line
 
     return report
+
+
+def progress_line(progress: Any, elapsed: float, worked_before: int) -> str:
+    """A backfill's progress: where it is, the rate the workers go at since we started watching,
+    and when they should be through. While pages are still being listed the total is not known, so
+    the time is for what is queued so far: at least that long."""
+    worked = progress.done + progress.failed
+    rate = (worked - worked_before) / max(elapsed, 1e-6)
+    left = progress.queued - worked
+    if not rate or left <= 0:
+        eta = "0 s" if left <= 0 and progress.state != "listing" else "?"
+    elif progress.state == "listing":
+        eta = f"at least {left / rate:.0f} s (more pages to list)"
+    else:
+        eta = f"{left / rate:.0f} s"
+    if progress.state == "listing":
+        bar = f"page {progress.pages}"
+    else:
+        share = worked / progress.queued if progress.queued else 1.0
+        bar = "[" + "#" * int(share * 20) + "." * (20 - int(share * 20)) + f"] {share:4.0%}"
+    return (
+        f"{bar}  listed {progress.listed}  queued {progress.queued}  done {progress.done}"
+        f"  failed {progress.failed}  {rate:.1f}/s  ETA {eta}"
+    )
 
 
 # --- rules ----------------------------------------------------------------------------------------

@@ -251,3 +251,47 @@ def test_after_a_rule_edit_a_backfill_makes_the_edited_call_once_as_its_dry_run_
     third = backfill(stack, "--prefix", "products/", "--restart")
     assert third.wait(120) == 0 and wait_until(stack.idle, 30)
     assert _sent(stack) == last
+
+
+def test_progress_gives_a_rate_and_an_eta_as_soon_as_a_page_is_worked() -> None:
+    """While more pages are listed the total is unknown: the ETA is for what is queued, a floor."""
+    from io import StringIO
+
+    from postupload.backfill import Progress
+    from postupload.cli import _progress_reporter
+
+    now = [100.0]
+    out = StringIO()
+    report = _progress_reporter(out, clock=lambda: now[0])
+    report(Progress(state="listing", pages=0))
+    now[0] += 10
+    report(Progress(state="listing", pages=1, listed=500, queued=500, done=200))
+    now[0] += 10
+    report(Progress(state="queued", pages=3, listed=1200, queued=1200, done=390, failed=10))
+    now[0] += 20
+    report(Progress(state="done", pages=3, listed=1200, queued=1200, done=1190, failed=10))
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("0.0/s  ETA ?")
+    assert lines[1] == (
+        "page 1  listed 500  queued 500  done 200  failed 0  20.0/s  ETA at least 15 s (more pages to list)"
+    )
+    assert (
+        lines[2].endswith("done 390  failed 10  20.0/s  ETA 40 s")
+        and "[######..............]  33%" in lines[2]
+    )
+    assert lines[3].endswith("done 1190  failed 10  30.0/s  ETA 0 s")
+
+
+def test_a_resumed_backfills_rate_counts_only_what_is_worked_from_now_on() -> None:
+    from io import StringIO
+
+    from postupload.backfill import Progress
+    from postupload.cli import _progress_reporter
+
+    now = [0.0]
+    out = StringIO()
+    report = _progress_reporter(out, clock=lambda: now[0])
+    report(Progress(state="queued", listed=1000, queued=1000, done=600))
+    now[0] += 10
+    report(Progress(state="queued", listed=1000, queued=1000, done=700))
+    assert out.getvalue().splitlines()[-1].endswith("done 700  failed 0  10.0/s  ETA 30 s")
