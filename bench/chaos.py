@@ -16,6 +16,7 @@ last upload to quiet. Everything runs on 127.0.0.1 and is bounded in uploads and
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import redis
 import requests
 
@@ -61,6 +63,7 @@ class Report:
     dead_workers: int
     quiet_after: float
     events: list[str] = field(default_factory=list)
+    unexplained_calls: list[str] = field(default_factory=list)
 
     @property
     def unexplained(self) -> int:
@@ -76,6 +79,7 @@ class Report:
             f"doubled effects: {self.doubled} ({self.explained} explained by lost answers or calls "
             f"in flight, {self.unexplained} unexplained)",
             f"workers left dead: {self.dead_workers}; quiet {self.quiet_after:.1f} s after the last upload",
+            *(f"unexplained: {call}" for call in self.unexplained_calls),
         ]
 
 
@@ -195,7 +199,7 @@ def run(
         scratch = logs or Path(temporary)
         deployment = Deployment(scratch, seed, workers, error_rate)
         events: list[str] = []
-        outages: list[tuple[float, float]] = []  # (from, to) unix times a process or Redis was away
+        lapses: list[Lapse] = []
         try:
             names = [f"chaos/{number}" for number in range(uploads)]
             session = requests.Session()
@@ -210,7 +214,7 @@ def run(
             uploading = threading.Thread(target=upload_all)
             uploading.start()
             # From this thread: a child dies with the thread that started it (PR_SET_PDEATHSIG).
-            _disrupt(deployment, uploads, events, outages)
+            _disrupt(deployment, uploads, events, lapses)
             uploading.join()
             last_upload = time.monotonic()
             connection = deployment.connection()
@@ -224,21 +228,23 @@ def run(
                 time.sleep(1)
             quiet_after = time.monotonic() - last_upload
             calls = requests.get(f"{deployment.emulator}/emulator/calls", timeout=120).json()["calls"]
+            if logs:
+                (logs / "calls.json").write_text(json.dumps(calls))
             lost = {name: gaps for name in names if (gaps := missing(assets.get(name)))}
             failed_jobs = notification_queue(connection).failed_job_registry.count
-            doubled, explained = _doubles(calls, outages)
+            doubled, explained, unexplained = _doubles(calls, lapses)
             dead = sum(worker.poll() is not None for worker in deployment.workers)
             faults = Counter(call["fault"] for call in calls if call.get("fault"))
             sent = requests.get(f"{deployment.emulator}/emulator/notifications", timeout=60).json()
             faults["duplicated notification"] = sum(entry["copies"] == 2 for entry in sent["notifications"])
-            return Report(uploads, faults, lost, failed_jobs, doubled, explained, dead, quiet_after, events)
+            return Report(
+                uploads, faults, lost, failed_jobs, doubled, explained, dead, quiet_after, events, unexplained
+            )
         finally:
             deployment.stop()
 
 
-def _disrupt(
-    deployment: Deployment, uploads: int, events: list[str], outages: list[tuple[float, float]]
-) -> None:
+def _disrupt(deployment: Deployment, uploads: int, events: list[str], lapses: list[Lapse]) -> None:
     """Kill a worker, restart Redis, kill and restart the web, spread over the uploads."""
     connection = deployment.connection()
 
@@ -254,8 +260,11 @@ def _disrupt(
 
     uploaded_at_least(0.2)
     victim = deployment.workers[0]
+    ports = _ports_to(victim.pid, deployment.emulator_port)
+    killed = time.time()
     victim.kill()  # SIGKILL: its job in hand is run again by another
-    outages.append((time.time() - API_TIMEOUT, time.time() + 1))
+    # Calls it sent are still answered after its death (within the emulator's longest hang), to no one.
+    lapses.append(Lapse("worker killed", killed, killed + 10, ports))
     time.sleep(1)
     deployment.workers[0] = deployment._start("worker")  # as a platform restarts a crashed process
     events.append("worker SIGKILLed and started again")
@@ -264,7 +273,7 @@ def _disrupt(
     deployment.redis.stop()
     time.sleep(2)
     deployment.redis.start(timeout=60)
-    outages.append((began - API_TIMEOUT, time.time() + 1))
+    lapses.append(Lapse("Redis away", began, time.time()))
     events.append(f"Redis restarted ({time.time() - began:.1f} s away)")
     uploaded_at_least(0.7)
     began = time.time()
@@ -280,29 +289,79 @@ def _notifications_seen(connection: redis.Redis) -> int:
     return sum(1 for _ in connection.scan_iter("postupload:dedupe:*", count=1000))
 
 
-def _doubles(calls: list[dict[str, Any]], outages: list[tuple[float, float]]) -> tuple[int, int]:
-    """Assets named again in answered calls to the same endpoint, and how many of those repeats
-    have a reason: a call before them whose answer was lost, or one in flight during an outage."""
-    seen: Counter[tuple[str, str]] = Counter()
-    reasons: Counter[tuple[str, str]] = Counter()
-    for call in calls:
-        if call["endpoint"] not in ("explicit", "tags", "context", "metadata"):
+# The form fields that sign a call, not part of what it does.
+SIGNING = frozenset({"signature", "signature_algorithm", "timestamp", "api_key"})
+# From Cloudinary's answer to its done mark in Redis: one local round trip, well under this.
+RECORD_MARGIN = 0.5
+
+
+@dataclass(frozen=True)
+class Lapse:
+    """When answers could arrive and not be recorded: Redis away (every caller), or a worker killed
+    (only answers on the connections it held, by their local ports)."""
+
+    what: str
+    began: float  # unix times
+    ended: float
+    ports: frozenset[int] | None = None  # the killed worker's connections; None: every caller
+
+    def lost(self, call: dict[str, Any], answered: float) -> bool:
+        on_its_connection = self.ports is None or call.get("client_port") in self.ports
+        return on_its_connection and self.began - RECORD_MARGIN <= answered <= self.ended
+
+
+def _ports_to(pid: int, port: int) -> frozenset[int]:
+    """The local ports of a process's TCP connections to `port` on this machine."""
+    connections = psutil.Process(pid).net_connections(kind="tcp")
+    return frozenset(c.laddr.port for c in connections if c.raddr and c.raddr.port == port)
+
+
+def _effects(call: dict[str, Any]) -> list[tuple[str, ...]]:
+    """What a call does, once per asset it names: endpoint, public_id and every other parameter."""
+    params = {name: value for name, value in call["params"].items() if name not in SIGNING}
+    ids = [params.pop("public_id")] if call["endpoint"] == "explicit" else params.pop("public_ids")
+    rest = json.dumps(params, sort_keys=True)
+    return [(call["endpoint"], public_id, rest) for public_id in ids]
+
+
+def _answer_lost(call: dict[str, Any], lapses: list[Lapse]) -> bool:
+    """The call took effect but its caller could not know or record it: the answer came too late
+    (the emulator's hang, or slower than the workers' timeout), or the call was in flight when a
+    worker was killed or Redis went away."""
+    if call.get("fault") == "timeout" or "answered" not in call:
+        return True
+    answered = call["answered"]
+    if answered - call["time"] >= API_TIMEOUT * 0.9:
+        return True
+    return any(lapse.lost(call, answered) for lapse in lapses)
+
+
+def _doubles(calls: list[dict[str, Any]], lapses: list[Lapse]) -> tuple[int, int, list[str]]:
+    """Effects made again, per call: the same endpoint, asset and parameters answered 200 more than
+    once. A repeat is explained only by the call it repeats: that very earlier call lost its answer.
+    Returns the repeats, how many are explained, and a line for each of the first unexplained."""
+    last_lost: dict[tuple[str, ...], bool] = {}  # effect -> did its latest call lose its answer
+    last_call: dict[tuple[str, ...], dict[str, Any]] = {}
+    doubled = explained = 0
+    unexplained: list[str] = []
+    for call in sorted(calls, key=lambda call: call["time"]):
+        if call["endpoint"] not in ("explicit", "tags", "context", "metadata") or call["status"] != 200:
             continue
-        ids = (
-            [call["params"]["public_id"]] if call["endpoint"] == "explicit" else call["params"]["public_ids"]
-        )
-        took_effect = call["status"] == 200
-        answer_lost = call.get("fault") == "timeout" or call.get("duration", 0) >= API_TIMEOUT * 0.9
-        in_outage = any(start <= call["time"] <= end for start, end in outages)
-        for public_id in ids:
-            key = (call["endpoint"], public_id)
-            if took_effect:
-                seen[key] += 1
-                if answer_lost or in_outage:
-                    reasons[key] += 1
-    doubled = sum(count - 1 for count in seen.values() if count > 1)
-    explained = sum(min(seen[key] - 1, reasons[key]) for key in seen if seen[key] > 1)
-    return doubled, explained
+        lost = _answer_lost(call, lapses)
+        for effect in _effects(call):
+            if effect in last_lost:
+                doubled += 1
+                if last_lost[effect]:
+                    explained += 1
+                elif len(unexplained) < 10:
+                    first = last_call[effect]
+                    unexplained.append(
+                        f"{effect[0]} {effect[1]} {effect[2]}: answered at {first['answered']:.3f}"
+                        f" (call {first['seq']}), made again at {call['time']:.3f} (call {call['seq']})"
+                    )
+            last_lost[effect] = lost
+            last_call[effect] = call
+    return doubled, explained, unexplained
 
 
 def main() -> None:

@@ -232,6 +232,11 @@ def _finish(
     entry["status"] = status
     entry["duration"] = round(time.time() - entry["time"], 4)  # latency included, a hang not
     emulator.record(entry)
+
+    def answered() -> None:  # once the answer is written out (a timeout's never is: no "answered")
+        entry["answered"] = round(time.time(), 4)
+
+    body.call_on_close(answered)
     body.status_code = status
     body.headers.update(headers or {})
     return body
@@ -247,6 +252,7 @@ def _entry(
         **extra,
         "params": params,
         "time": time.time(),
+        "client_port": request.environ.get("REMOTE_PORT"),  # which connection: a caller's kill loses it
     }
 
 
