@@ -212,6 +212,13 @@ class Worker(SimpleWorker):
     def _perform(self, job: Job, queue: Queue, execution: Execution) -> None:
         try:
             self.perform_job(job, queue, execution)  # RQ's own: it records the outcome, whatever it is
+        except redis.RedisError as error:
+            # Redis went away under the job, so RQ could not record its outcome either. Its execution
+            # stays in the started registry without heartbeats: it is run again (done marks keep its
+            # calls single) once Redis is back and the scheduler finds it orphaned.
+            log.warning(
+                "job %s: Redis went away while it ran (%s); it runs again once Redis is back", job.id, error
+            )
         finally:
             with self._changed:
                 self._running.pop(execution.id, None)

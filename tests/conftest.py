@@ -40,6 +40,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis for this test alone: what it counts or stops touches nothing else of the session."""
+    with RedisServer(tmp_path / "own-redis") as server:
+        yield server
+
+
+@pytest.fixture
 def redis_conn(redis_server: RedisServer) -> redis.Redis:
     connection = redis.Redis.from_url(redis_server.url)
     connection.flushall()
@@ -317,11 +324,14 @@ def make_stack(
 ) -> Iterator[Callable[..., Stack]]:
     stacks: list[Stack] = []
 
-    def make(rules: str, env: dict[str, str] | None = None, **emulator_options: Any) -> Stack:
+    def make(
+        rules: str, env: dict[str, str] | None = None, on: RedisServer | None = None, **emulator_options: Any
+    ) -> Stack:
+        """A stack on the session's Redis, or `on` another."""
         directory = tmp_path / "stack-rules"
         directory.mkdir(exist_ok=True)
         (directory / "rules.yaml").write_text(rules)
-        stacks.append(Stack(processes, redis_server, directory, env or {}, **emulator_options))
+        stacks.append(Stack(processes, on or redis_server, directory, env or {}, **emulator_options))
         return stacks[-1]
 
     yield make

@@ -14,6 +14,7 @@ from rq.serializers import JSONSerializer
 
 from postupload.envelope import Envelope
 from postupload.queue import STUCK_AFTER, enqueue_notification, notification_queue
+from postupload.redis_server import RedisServer
 from postupload.rq_worker import Worker
 from tests.conftest import Stack, wait_until
 from tests.test_actions import EVERYDAY, _all_done, _faults, assert_exactly_once
@@ -115,12 +116,12 @@ def test_a_job_taken_moments_ago_is_left_to_its_worker(redis_conn: redis.Redis) 
     assert job.get_status(refresh=True) == "queued"
 
 
-def test_idle_workers_hardly_load_redis(make_stack: Any) -> None:
+def test_idle_workers_hardly_load_redis(own_redis: RedisServer, make_stack: Any) -> None:
     """Idle, workers wait on Redis instead of asking it: the RQ scheduler (one, whichever worker holds
     its lock) wakes every second, and each worker adds a few commands every 15 s. Four idle workers
     measured 12.6 commands/s in all; before (a flusher looking every second, every worker doing
     RQ's upkeep every 5 s) 31.4."""
-    stack: Stack = make_stack(EXPLICIT_ONLY)
+    stack: Stack = make_stack(EXPLICIT_ONLY, on=own_redis)  # no other test's clients counted
     stack.start_workers(4)
     assert wait_until(lambda: len(Worker.all(connection=stack.redis)) == 4, 30)
     time.sleep(5)  # settled: rule sets loaded, the scheduler elected

@@ -20,6 +20,7 @@ from postupload.errors import ActionError, RateLimitError
 from postupload.executor import Executor
 from postupload.planning import plan
 from postupload.queue import notification_queue
+from postupload.redis_server import RedisServer
 from postupload.ruleset import RuleSet, load_ruleset
 from tests.fakes import Clock, RecordingClient
 
@@ -282,13 +283,15 @@ def test_a_registry_cleaning_lock_left_by_a_killed_worker_lapses_soon(redis_conn
     assert not notification_queue(redis_conn).acquire_maintenance_lock()
 
 
-def test_an_idle_flusher_waits_on_redis_and_a_new_batch_wakes_it(redis_conn: redis.Redis) -> None:
+def test_an_idle_flusher_waits_on_redis_and_a_new_batch_wakes_it(own_redis: RedisServer) -> None:
     """Idle, a worker's flusher asks Redis nothing (it blocks on the wake list, IDLE s at most); a batch
     made by any process wakes it, and it sends the batch once due; a stop wakes it at once."""
     import time
 
     from postupload.batches import IDLE, Flusher, Spec
     from tests.conftest import wait_until
+
+    redis_conn = redis.Redis.from_url(own_redis.url)  # only this test's commands are counted
 
     def commands() -> int:
         return sum(int(entry["calls"]) for entry in redis_conn.info("commandstats").values())
