@@ -18,7 +18,7 @@ from postupload.preview import diff, render
 from postupload.recorded import Keep, latest, record
 from postupload.ruleset import load_ruleset
 from postupload.web import create_app
-from tests.conftest import ACCOUNT, signed_headers
+from tests.conftest import ACCOUNT, signed_headers, wait_until
 
 LIVE = """rules:
   - name: thumbs
@@ -179,8 +179,14 @@ def test_the_console_previews_the_rules_on_disk_against_the_running_set(
         "tests:\n  - name: sku tagged\n    notification: {notification_type: upload, public_id: x,"
         " resource_type: image, type: upload, tags: [sku]}\n    expect: {rules: [sku]}\n"
     )
-    time.sleep(1.1)  # the running set is looked at again after a second
-    page = client.get("/console/preview", headers=bearer).get_data(as_text=True)
+
+    def kept_out() -> str | None:
+        page = str(client.get("/console/preview", headers=bearer).get_data(as_text=True))
+        return page if "Kept out:" in page else None
+
+    # The running set looks at its files again now and then: until it does, nothing is kept out.
+    page = wait_until(kept_out, 10)
+    assert page, "the edit was never looked at"
     assert "Kept out:" in page and "rule test &#39;sku tagged&#39; fails" in page
     assert "<strong>9</strong> recorded notifications; <strong>8</strong> would cause different calls" in page
     assert "explicit</code> (rule thumbs)" in page and "c_scale,w_300" in page
