@@ -104,7 +104,7 @@ SEEN = "rules:\n  - {name: seen, match: {resource_type: image}, actions: [{conte
 # ALIVE_MARGIN = 6 s, twice the wait.
 SHORT_TIMINGS = (
     "import postupload.rq_worker as timings\n"
-    "timings.HEARTBEAT_TTL, timings.IDLE_WAIT, timings.ALIVE_MARGIN = 1, 3, 3"
+    "timings.HEARTBEAT_TTL, timings.IDLE_WAIT, timings.ALIVE_MARGIN = 1, 2, 2"
 )
 
 
@@ -114,9 +114,9 @@ def test_a_live_worker_is_counted_after_a_job_however_long_it_idles(make_stack: 
     assert wait_until(lambda: RqWorker.count(connection=stack.redis) == 1, 20)
     queue = notification_queue(stack.redis)
     stack.upload(public_id="alive/one")
-    # One job, then idle across four lifetimes of its key, RQ's cleaning of dead workers run all
+    # One job, then idle across three lifetimes of its key (4 s), RQ's cleaning of dead workers run all
     # along (the scheduler runs it every few seconds): a lapsed key was gone from the registry for good.
-    deadline = time.monotonic() + 24
+    deadline = time.monotonic() + 12
     while time.monotonic() < deadline:
         clean_worker_registry(queue)
         assert RqWorker.count(connection=stack.redis) == 1, stack.processes.output()[-2000:]
