@@ -337,7 +337,9 @@ def _assets_in_hand(connection: redis.Redis, pid: int) -> frozenset[str]:
         if worker.pid == pid:
             for execution in worker.get_current_executions():
                 job = Job.fetch(execution.job_id, connection=connection, serializer=JSONSerializer)
-                found.add(str(job.args[0]["notification"].get("public_id")))
+                public_id = job.args[0]["notification"].get("public_id")
+                if isinstance(public_id, str):  # not a notification of several assets (tags changed)
+                    found.add(public_id)
     return frozenset(found)
 
 
