@@ -144,6 +144,7 @@ class Runner:
     retries: int = 6
     recorder: Recorder | None = None
     report: Callable[[Progress], None] = lambda progress: None
+    page_size: int = PAGE  # smaller pages checkpoint (and report) more often, for more Admin calls
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
 
@@ -243,7 +244,7 @@ class Runner:
                 self.sleep(max(0.05, retry_at - now))
                 continue
             try:
-                resources, next_cursor, rate_limit = self.lister.list_assets(source, cursor, PAGE)
+                resources, next_cursor, rate_limit = self.lister.list_assets(source, cursor, self.page_size)
             except RateLimitError as error:
                 self.budget.spent(error.reset)
                 continue

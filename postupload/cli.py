@@ -298,6 +298,13 @@ def notify(settings: Settings, file: Path, url: str | None, algorithm: str, clou
 @click.option("--since", help="Only assets created on or after this date (YYYY-MM-DD).")
 @click.option("--max", "limit", type=click.IntRange(1), help="Stop after queueing this many assets.")
 @click.option("--dry-run", is_flag=True, help="Show what would be called; queue nothing.")
+@click.option(
+    "--page-size",
+    type=click.IntRange(1, 500),
+    default=500,
+    show_default=True,
+    help="Assets a page: smaller pages are checkpointed more often, for more Admin API calls.",
+)
 @click.option("--restart", is_flag=True, help="Start again from the first page, not from the checkpoint.")
 @click.option("--no-wait", is_flag=True, help="Return once everything is queued; workers go on.")
 @click.option("--cloud", help="The product environment, when POSTUPLOAD_ACCOUNTS names several.")
@@ -314,12 +321,13 @@ def backfill(
     since: str | None,
     limit: int | None,
     dry_run: bool,
+    page_size: int,
     restart: bool,
     no_wait: bool,
     cloud: str | None,
 ) -> None:
-    """Apply the rules to assets that already exist: list them (Admin or Search API, 500 a page,
-    within the shared Admin budget), queue each as an upload notification marked `backfill: true`,
+    """Apply the rules to assets that already exist: list them (Admin or Search API, 500 a page unless
+    told, within the shared Admin budget), queue each as an upload notification marked `backfill: true`,
     and wait for the workers. Resumable: run the same command again after a stop."""
     from postupload.backfill import Runner
     from postupload.backfill_events import AssetSource, Backfill
@@ -356,6 +364,7 @@ def backfill(
         settings.retries,
         recorder,
         _progress_reporter(),
+        page_size=page_size,
     )
     click.echo(f"backfill {job.key}: {job.describe()}")
     if dry_run:

@@ -106,19 +106,19 @@ def test_a_killed_backfill_resumes_and_every_effect_happens_once(make_stack: Any
     # A small Admin budget: listing 3 pages must wait for the window to reset after the second, which
     # leaves the time to kill the backfill half way.
     stack: Stack = make_stack(RULES, admin_budget=2, admin_window=3)
-    stack.emulator.service.preload(1500)
+    stack.emulator.service.preload(300)
     stack.start_workers(2)
-    first = backfill(stack, "--prefix", "products/", "--no-wait")
+    first = backfill(stack, "--prefix", "products/", "--no-wait", "--page-size", "100")
     checkpoint = keys.backfill(Backfill(AssetSource(prefix="products/")).key)
     assert wait_until(lambda: int(stack.redis.hget(checkpoint, "pages") or 0) >= 2, 30)
     first.send_signal(signal.SIGKILL)
     first.wait()
     stopped_at = int(stack.redis.hget(checkpoint, "pages") or 0)
     assert stopped_at < 3 and stack.redis.hget(checkpoint, "state") == b"listing"
-    second = backfill(stack, "--prefix", "products/")
+    second = backfill(stack, "--prefix", "products/", "--page-size", "100")
     output, _ = second.communicate(timeout=240)
     assert second.returncode == 0, output
-    assert "1500 listed, 1500 queued, 0 skipped, 1500 done, 0 failed" in output, output
+    assert "300 listed, 300 queued, 0 skipped, 300 done, 0 failed" in output, output
     # Listing resumed: no page was asked for twice beyond the one in hand when it was killed.
     pages = [call for call in stack.calls() if call["endpoint"] == "resources"]
     assert len([call for call in pages if call["status"] == 200]) <= 3 + 1
@@ -129,15 +129,15 @@ def test_a_killed_backfill_resumes_and_every_effect_happens_once(make_stack: Any
         for call in stack.calls("explicit")
         if call["status"] == 200 and call.get("fault") != "timeout"
     )
-    assert len(explicit) == 1500 and set(explicit.values()) == {1}
+    assert len(explicit) == 300 and set(explicit.values()) == {1}
     assets = stack.assets()
-    assert all(assets[f"products/{n:06d}"]["tags"].count("backfilled") == 1 for n in range(1500))
+    assert all(assets[f"products/{n:06d}"]["tags"].count("backfilled") == 1 for n in range(300))
     assert not stack.calls("context")  # the live-only rule leaves backfills out
     # Run again after it finished: nothing is listed or called.
     before = len(stack.calls())
     again = backfill(stack, "--prefix", "products/")
     output, _ = again.communicate(timeout=60)
-    assert again.returncode == 0 and "1500 listed, 1500 queued, 0 skipped, 1500 done, 0 failed" in output
+    assert again.returncode == 0 and "300 listed, 300 queued, 0 skipped, 300 done, 0 failed" in output
     time.sleep(1)
     assert len(stack.calls()) == before
     # Each asset's history says the backfill did it.
