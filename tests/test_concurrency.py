@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 from rq.job import Job
+from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
 from postupload.envelope import Envelope
@@ -123,8 +124,11 @@ def test_idle_workers_hardly_load_redis(own_redis: RedisServer, make_stack: Any)
     RQ's upkeep every 5 s) 31.4."""
     stack: Stack = make_stack(EXPLICIT_ONLY, on=own_redis)  # no other test's clients counted
     stack.start_workers(4)
-    assert wait_until(lambda: len(Worker.all(connection=stack.redis)) == 4, 30)
-    time.sleep(5)  # settled: rule sets loaded, the scheduler elected
+    idle = lambda: [w.get_state() for w in Worker.all(connection=stack.redis)] == ["idle"] * 4  # noqa: E731
+    assert wait_until(idle, 30)
+    # Settled: the scheduler elected (one holds its lock) and past its first look at the registries.
+    assert wait_until(lambda: stack.redis.exists(RQScheduler.get_locking_key("postupload")), 30)
+    time.sleep(1)
 
     def commands() -> int:
         return sum(int(entry["calls"]) for entry in stack.redis.info("commandstats").values())
