@@ -226,7 +226,10 @@ def test_after_a_rule_edit_a_backfill_makes_the_edited_call_once_as_its_dry_run_
     assert dry.returncode == 0, said
     assert "6 explicit (rule thumbnails) calls, e.g." in said, said
     assert "0 tags (rule thumbnails) calls (6 more made already: skipped)" in said, said
-    time.sleep(2)  # the worker's rule set reloads within a second of the edit
+    # The worker takes the edited set when it next looks at its files: it says so in its log.
+    assert wait_until(lambda: stack.processes.output().count(" loaded from ") >= 2, 10), (
+        stack.processes.output()
+    )
     again = backfill(stack, "--prefix", "products/", "--restart")
     output, _ = again.communicate(timeout=120)
     assert again.returncode == 0, output
