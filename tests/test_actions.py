@@ -257,12 +257,11 @@ def test_a_worker_killed_mid_run_loses_nothing_and_repeats_nothing(make_stack: A
     assert wait_until(lambda: len(stack.calls("explicit")) >= 20, 30)
     victim = stack.workers[0]
     children = _children(victim.pid)
-    assert wait_until(lambda: _jobs_in_hand(stack, victim.pid), 10, 0.005), "it never had a job in hand"
-    os.kill(victim.pid, signal.SIGKILL)
-    in_hand = _jobs_in_hand(stack, victim.pid)  # what RQ saw it run as it died: they stop heartbeating
+    in_hand = wait_until(lambda: _frozen_with_jobs(stack, victim.pid), 10, 0.005)
+    assert in_hand, "it never had a job in hand"
+    os.kill(victim.pid, signal.SIGKILL)  # the jobs RQ saw it run as it died stop heartbeating
     victim.wait()
     killed_at = time.monotonic()
-    assert in_hand
     jobs = [Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer) for job_id in in_hand]
     assert wait_until(lambda: all(job.get_status(refresh=True) == "finished" for job in jobs), 60), (
         stack.processes.output()[-3000:]
@@ -282,6 +281,16 @@ def test_a_worker_killed_mid_run_loses_nothing_and_repeats_nothing(make_stack: A
     assert_exactly_once(stack, names, allow_repeat=len(in_hand))
     # RQ's scheduler process, if the killed worker had started it, stopped with it.
     assert wait_until(lambda: not any(Path(f"/proc/{pid}/cmdline").exists() for pid in children), 10)
+
+
+def _frozen_with_jobs(stack: Stack, pid: int) -> list[str]:
+    """The jobs a worker holds, read while it is stopped (SIGSTOP): it cannot finish them between the
+    look and a kill. Started again if it holds none."""
+    os.kill(pid, signal.SIGSTOP)
+    in_hand = _jobs_in_hand(stack, pid)
+    if not in_hand:
+        os.kill(pid, signal.SIGCONT)
+    return in_hand
 
 
 def _jobs_in_hand(stack: Stack, pid: int) -> list[str]:
