@@ -313,8 +313,8 @@ RECORD_MARGIN = 1.0
 @dataclass(frozen=True)
 class Lapse:
     """When answers could arrive and not be recorded: while Redis was away (any caller's), or when a
-    worker was killed: any answer on a connection it held then (by local port), and an answer that
-    came on a connection already closed within RECORD_MARGIN before (its done mark not yet sent)."""
+    worker was killed: any answer on a connection it held then (by local port) or for a job it held,
+    and any answer within RECORD_MARGIN before the kill (its done mark not yet sent)."""
 
     what: str
     began: float  # unix times
@@ -323,11 +323,12 @@ class Lapse:
     assets: frozenset[str] = frozenset()  # public_ids of the jobs it had in hand
 
     def lost(self, call: dict[str, Any], answered: float) -> bool:
-        if self.ports is None or call.get("client_port") in self.ports:
-            return self.began - RECORD_MARGIN <= answered <= self.ended
-        if set(_public_ids(call)) & self.assets:  # made for a job it held: its thread may have sent it
-            return self.began - RECORD_MARGIN <= answered <= self.ended
-        return self.began - RECORD_MARGIN <= answered <= self.began
+        held = (
+            self.ports is None
+            or call.get("client_port") in self.ports
+            or bool(set(_public_ids(call)) & self.assets)  # for a job it held: its thread may have sent it
+        )
+        return self.began - RECORD_MARGIN <= answered <= (self.ended if held else self.began)
 
 
 def _assets_in_hand(connection: redis.Redis, pid: int) -> frozenset[str]:
