@@ -45,10 +45,15 @@ return 1
 
 
 class AdminBudget:
-    def __init__(self, connection: redis.Redis, cloud_name: str) -> None:
+    def __init__(
+        self, connection: redis.Redis, cloud_name: str, probe_ttl: float = keys.ADMIN_PROBE_TTL
+    ) -> None:
+        """`probe_ttl`: how long a probe holds the others back at most. Give the probing call's
+        timeout and a little: a process killed in mid-probe then delays every Admin call (moderation,
+        a backfill's listing) that long, not a minute."""
         self.connection = connection
         self.keys = list(keys.admin_budget(cloud_name))
-        self.probe_timeout_ms = int(keys.ADMIN_PROBE_TTL * 1000)
+        self.probe_timeout_ms = int(probe_ttl * 1000)
         self._take = connection.register_script(_TAKE)
         self._learn = connection.register_script(_LEARN)
 

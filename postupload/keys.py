@@ -45,8 +45,11 @@ def asset(public_id: str) -> str:
     return f"postupload:asset:{public_id}"
 
 
-# A worker probing an unknown Admin budget holds the probe this long at most (its call may hang).
+# A worker probing an unknown Admin budget holds the probe this long at most (its call may hang),
+# unless told its call's timeout (AdminBudget's probe_ttl).
 ADMIN_PROBE_TTL = 60
+# A probe outlives its call's timeout by this much: the answer is read and learnt after it.
+ADMIN_PROBE_MARGIN = 5.0
 
 
 def admin_budget(cloud_name: str) -> tuple[str, str]:

@@ -71,7 +71,7 @@ class Runtime:
                 connection,
                 CloudinaryClient(account, settings.api_timeout, recorder),
                 batches,
-                AdminBudget(connection, cloud_name),
+                AdminBudget(connection, cloud_name, settings.api_timeout + keys.ADMIN_PROBE_MARGIN),
                 again,
                 settings.asset_action_cap,
             )

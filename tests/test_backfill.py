@@ -104,8 +104,9 @@ def backfill(stack: Stack, *args: str) -> subprocess.Popen[str]:
 
 def test_a_killed_backfill_resumes_and_every_effect_happens_once(make_stack: Any) -> None:
     # A small Admin budget: listing 3 pages must wait for the window to reset after the second, which
-    # leaves the time to kill the backfill half way.
-    stack: Stack = make_stack(RULES, admin_budget=2, admin_window=3)
+    # leaves the time to kill the backfill half way. Killed while probing the new window, it holds
+    # the next run back until the probe expires: the call's timeout and 5 s (it was a minute).
+    stack: Stack = make_stack(RULES, {"POSTUPLOAD_API_TIMEOUT": "5"}, admin_budget=2, admin_window=3)
     stack.emulator.service.preload(300)
     stack.start_workers(2)
     first = backfill(stack, "--prefix", "products/", "--no-wait", "--page-size", "100")

@@ -178,6 +178,18 @@ def test_the_loop_guard_stops_actions_past_the_cap_within_the_hour(
     assert [status for _, _, status in later].count("capped") == 2
 
 
+def test_a_probe_of_the_admin_budget_holds_the_others_back_no_longer_than_its_call_can_take(
+    redis_conn: redis.Redis,
+) -> None:
+    """A process killed while its probe call is out never lets go of the probe: every Admin call
+    (moderation, a backfill's listing) waits for the probe's expiry, which was a minute whatever the
+    call's timeout."""
+    prober, other = AdminBudget(redis_conn, "test-cloud", 7.0), AdminBudget(redis_conn, "test-cloud", 7.0)
+    assert prober.take(1000.0) == 0  # the budget is unknown: this call probes it, then the prober dies
+    assert other.take(1000.0) > 1000.0  # the others wait for the probe's answer...
+    assert 6000 < redis_conn.pttl(prober.keys[1]) <= 7000  # ...which cannot come later than its timeout
+
+
 def test_moderation_waits_for_the_budget_reset_instead_of_calling(harness: Harness) -> None:
     reset = harness.clock() + 600
     harness.executor.budget.learn(RateLimit(500, 0, reset))  # none left in this window
