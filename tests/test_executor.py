@@ -190,6 +190,18 @@ def test_a_probe_of_the_admin_budget_holds_the_others_back_no_longer_than_its_ca
     assert 6000 < redis_conn.pttl(prober.keys[1]) <= 7000  # ...which cannot come later than its timeout
 
 
+def test_a_call_taken_just_before_the_reset_waits_for_it(redis_conn: redis.Redis) -> None:
+    """Sent in a window's last moment, a call may be counted in the next one by Cloudinary, which the
+    workers then think has a call more left than it has."""
+    from postupload.budget import BOUNDARY
+
+    budget = AdminBudget(redis_conn, "test-cloud")
+    budget.learn(RateLimit(limit=10, remaining=5, reset=1000.0))
+    assert budget.take(1000.0 - BOUNDARY - 0.01) == 0
+    assert budget.take(1000.0 - BOUNDARY / 2) == 1000.0  # wait for the reset, then probe the new window
+    assert budget.take(1000.0) == 0
+
+
 def test_moderation_waits_for_the_budget_reset_instead_of_calling(harness: Harness) -> None:
     reset = harness.clock() + 600
     harness.executor.budget.learn(RateLimit(500, 0, reset))  # none left in this window

@@ -254,7 +254,9 @@ def test_unknown_routes_and_methods_answer_json(client: FlaskClient) -> None:
     assert missing.status_code == 404 and missing.is_json
 
 
-def test_metrics_count_answers(client: FlaskClient) -> None:
+def test_metrics_count_answers(settings: Settings, own_redis: RedisServer) -> None:
+    # A Redis of its own: an earlier test's app may still flush its counts into the session's.
+    client = create_app(settings, redis.Redis.from_url(own_redis.url)).test_client()
     client.post("/webhooks/cloudinary", data=UPLOAD, headers=signed_headers(UPLOAD))
     client.post("/webhooks/cloudinary", data=UPLOAD, headers=signed_headers(UPLOAD, "wrong"))
     client.post("/webhooks/cloudinary", data=UPLOAD, headers=signed_headers(UPLOAD))
