@@ -50,14 +50,13 @@ return 1
 
 
 class AdminBudget:
-    def __init__(
-        self, connection: redis.Redis, cloud_name: str, probe_ttl: float = keys.ADMIN_PROBE_TTL
-    ) -> None:
-        """`probe_ttl`: how long a probe holds the others back at most. Give the probing call's
-        timeout and a little: a process killed in mid-probe then delays every Admin call (moderation,
-        a backfill's listing) that long, not a minute."""
+    def __init__(self, connection: redis.Redis, cloud_name: str, call_timeout: float | None = None) -> None:
+        """`call_timeout`: the probing call's timeout. A probe holds the others back that long and
+        ADMIN_PROBE_MARGIN at most, so a process killed in mid-probe delays every Admin call
+        (moderation, a backfill's listing) no longer; a minute when it is not given."""
         self.connection = connection
         self.keys = list(keys.admin_budget(cloud_name))
+        probe_ttl = keys.ADMIN_PROBE_TTL if call_timeout is None else call_timeout + keys.ADMIN_PROBE_MARGIN
         self.probe_timeout_ms = int(probe_ttl * 1000)
         self._take = connection.register_script(_TAKE)
         self._learn = connection.register_script(_LEARN)

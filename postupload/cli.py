@@ -359,7 +359,7 @@ def backfill(
         connection,
         notification_queue(connection),
         CloudinaryClient(account, settings.api_timeout, recorder),
-        AdminBudget(connection, account.cloud_name, settings.api_timeout + keys.ADMIN_PROBE_MARGIN),
+        AdminBudget(connection, account.cloud_name, settings.api_timeout),
         account.cloud_name,
         settings.retries,
         recorder,

@@ -46,7 +46,7 @@ def asset(public_id: str) -> str:
 
 
 # A worker probing an unknown Admin budget holds the probe this long at most (its call may hang),
-# unless told its call's timeout (AdminBudget's probe_ttl).
+# unless told its call's timeout (AdminBudget's call_timeout).
 ADMIN_PROBE_TTL = 60
 # A probe outlives its call's timeout by this much: the answer is read and learnt after it.
 ADMIN_PROBE_MARGIN = 5.0

@@ -71,7 +71,7 @@ class Runtime:
                 connection,
                 CloudinaryClient(account, settings.api_timeout, recorder),
                 batches,
-                AdminBudget(connection, cloud_name, settings.api_timeout + keys.ADMIN_PROBE_MARGIN),
+                AdminBudget(connection, cloud_name, settings.api_timeout),
                 again,
                 settings.asset_action_cap,
             )
