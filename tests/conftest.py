@@ -230,6 +230,23 @@ def uploaded_in(connection: redis.Redis, cloud_name: str, public_id: str) -> Non
     history.record(connection, key, index, entry, 1_700_000_000)
 
 
+def quick_timings(
+    heartbeat_ttl: int = 3,
+    rescue_every: int = 1,
+    idle_wait: int = 3,
+    stuck_after: int = 3,
+) -> str:
+    """A worker's prelude that shortens its upkeep timings (postupload.rq_worker, .queue, .batches): a
+    test of what follows a kill waits seconds for it, not the production half-minute. The chaos test
+    keeps the production timings; test_rq_contract checks how they relate."""
+    return (
+        "import postupload.rq_worker as worker, postupload.queue as queue, postupload.batches as batches\n"
+        f"worker.HEARTBEAT_TTL, worker.RESCUE_EVERY = {heartbeat_ttl}, {rescue_every}\n"
+        f"worker.IDLE_WAIT, worker.ALIVE_MARGIN = {idle_wait}, {idle_wait}\n"
+        f"queue.STUCK_AFTER, batches.IDLE = {stuck_after}, {idle_wait}"
+    )
+
+
 def wait_until(condition: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -247,6 +264,7 @@ __all__ = [
     "Receiver",
     "RunningEmulator",
     "free_port",
+    "quick_timings",
     "signed_headers",
     "uploaded_in",
     "wait_until",
@@ -284,9 +302,9 @@ class Stack:
         processes.env["CLOUDINARY_URL"] = self.emulator.account.to_url()
         self.workers: list[subprocess.Popen[bytes]] = []
 
-    def start_workers(self, count: int = 1) -> None:
+    def start_workers(self, count: int = 1, prelude: str = "") -> None:
         for _ in range(count):
-            self.workers.append(self.processes.start("worker"))
+            self.workers.append(self.processes.start("worker", prelude=prelude))
 
     def upload(self, **fields: Any) -> Any:
         answer = requests.post(f"{self.emulator.url}/emulator/upload", json=fields, timeout=10)

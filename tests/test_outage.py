@@ -18,7 +18,7 @@ import requests
 from rq import Worker as RqWorker
 
 from postupload.redis_server import RedisServer, free_port
-from tests.conftest import ROOT, Processes, Stack, wait_until
+from tests.conftest import ROOT, Processes, Stack, quick_timings, wait_until
 from tests.test_actions import _faults
 
 RULES = (
@@ -235,7 +235,7 @@ class socket_on:
 
 def test_scheduled_retries_go_on_when_the_worker_holding_the_scheduler_is_killed(make_stack: Any) -> None:
     stack: Stack = make_stack(RULES, env={"POSTUPLOAD_RETRIES": "4"}, faults=_faults(error_rate=1.0))
-    stack.start_workers(2)
+    stack.start_workers(2, prelude=quick_timings())  # the scheduler's lock looked for every 3 s
     stack.upload(public_id="retry-me")
     scheduled = lambda: stack.redis.zcard("rq:scheduled:postupload")  # noqa: E731
     assert wait_until(scheduled, 20), stack.processes.output()[-3000:]  # a retry waits for its time
@@ -248,7 +248,8 @@ def test_scheduled_retries_go_on_when_the_worker_holding_the_scheduler_is_killed
     killed_at = time.monotonic()
     assert wait_until(lambda: seen(stack, ["retry-me"]), 40), stack.processes.output()[-3000:]
     # Its scheduler stopped with it and let go of the lock: the other worker's took over. The claim
-    # is one maintenance round (5 s) plus the retry's own interval; 30 s leaves a margin of 2x.
+    # is one maintenance round (IDLE_WAIT, here 3 s) plus the retry's own interval (up to 12 s at
+    # the fourth retry); 30 s leaves a margin of 2x.
     assert time.monotonic() - killed_at < 30
     assert wait_until(lambda: not Path(f"/proc/{scheduler}").exists() or not command_of(scheduler), 10)
 

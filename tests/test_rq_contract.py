@@ -18,7 +18,7 @@ from rq.worker_registration import clean_worker_registry
 
 from postupload import rq_worker
 from postupload.queue import notification_queue
-from tests.conftest import Stack, metric_samples, wait_until
+from tests.conftest import Stack, metric_samples, quick_timings, wait_until
 
 # Each RQ method our Worker or Scheduler overrides, and the parameters RQ passes it (or our code
 # calls it with). A new RQ that renames, drops or reshapes one fails here, not in production.
@@ -100,12 +100,9 @@ def test_no_beat_leaves_a_worker_key_shorter_than_its_wait_for_a_job(redis_conn:
 
 SEEN = "rules:\n  - {name: seen, match: {resource_type: image}, actions: [{context: {set: {seen: 'yes'}}}]}\n"
 # A job's own beat (HEARTBEAT_TTL) is far shorter than an idle worker's wait for a job (IDLE_WAIT): a
-# worker key that took the job's lifetime lapsed during the wait. Its key lives IDLE_WAIT +
-# ALIVE_MARGIN = 6 s, twice the wait.
-SHORT_TIMINGS = (
-    "import postupload.rq_worker as timings\n"
-    "timings.HEARTBEAT_TTL, timings.IDLE_WAIT, timings.ALIVE_MARGIN = 1, 2, 2"
-)
+# worker key that took the job's lifetime lapsed during the wait. Here its key lives IDLE_WAIT +
+# ALIVE_MARGIN = 4 s, twice the wait.
+SHORT_TIMINGS = quick_timings(heartbeat_ttl=1, idle_wait=2)
 
 
 def test_a_live_worker_is_counted_after_a_job_however_long_it_idles(make_stack: Any) -> None:
@@ -114,9 +111,9 @@ def test_a_live_worker_is_counted_after_a_job_however_long_it_idles(make_stack: 
     assert wait_until(lambda: RqWorker.count(connection=stack.redis) == 1, 20)
     queue = notification_queue(stack.redis)
     stack.upload(public_id="alive/one")
-    # One job, then idle across three lifetimes of its key (4 s), RQ's cleaning of dead workers run all
-    # along (the scheduler runs it every few seconds): a lapsed key was gone from the registry for good.
-    deadline = time.monotonic() + 12
+    # One job, then idle across two lifetimes of its key (4 s), RQ's cleaning of dead workers run all
+    # along (the scheduler runs it every second): a lapsed key was gone from the registry for good.
+    deadline = time.monotonic() + 8
     while time.monotonic() < deadline:
         clean_worker_registry(queue)
         assert RqWorker.count(connection=stack.redis) == 1, stack.processes.output()[-2000:]
