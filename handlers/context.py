@@ -9,6 +9,7 @@ from postupload.calls import Call, Params, Request
 from postupload.client import Answer, Client
 from postupload.errors import ActionError
 from postupload.notification import Notification
+from postupload.placeholders import CONTEXT_KEY, FIELD_VALUE
 
 SCHEMA: dict[str, Any] = {
     "description": "Upload API context: set merges keys, remove deletes them.",
@@ -22,7 +23,11 @@ SCHEMA: dict[str, Any] = {
             "additionalProperties": {"$ref": "#/$defs/scalar"},
             "propertyNames": {"pattern": "^[^=|]+$"},
         },
-        "remove": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+        "remove": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "string", "pattern": "^[^=|]+$", "description": "a key has no '=' or '|'"},
+        },
     },
 }
 
@@ -63,4 +68,4 @@ def _text(value: Any) -> str:
 
 
 ENDPOINT = Endpoint("context", "upload", send, describe)
-HANDLER = Handler("context", SCHEMA, plan, requests, (ENDPOINT,))
+HANDLER = Handler("context", SCHEMA, plan, requests, (ENDPOINT,), {"set": FIELD_VALUE, "remove": CONTEXT_KEY})

@@ -9,6 +9,7 @@ from postupload.calls import Call, Params, Request
 from postupload.client import Answer, Client
 from postupload.errors import ActionError
 from postupload.notification import Notification
+from postupload.placeholders import TRANSFORMATION, URL_PART
 
 SCHEMA: dict[str, Any] = {
     "description": "Upload API explicit: eager transformations and other explicit parameters.",
@@ -82,4 +83,11 @@ def describe(call: Call) -> str:
 
 
 ENDPOINT = Endpoint("explicit", "upload", send, describe, merge)
-HANDLER = Handler("explicit", SCHEMA, plan, requests, (ENDPOINT,))
+HANDLER = Handler(
+    "explicit",
+    SCHEMA,
+    plan,
+    requests,
+    (ENDPOINT,),
+    {"eager": TRANSFORMATION, "eager_notification_url": URL_PART, "notification_url": URL_PART},
+)

@@ -8,6 +8,7 @@ from handlers.protocol import Endpoint, Handler
 from postupload.calls import Call, Params, Request
 from postupload.client import Answer, Client
 from postupload.notification import Notification
+from postupload.placeholders import FIELD_VALUE
 
 SCHEMA: dict[str, Any] = {
     "description": "Upload API metadata: structured metadata values by field external id.",
@@ -48,4 +49,4 @@ def describe(call: Call) -> str:
 
 
 ENDPOINT = Endpoint("metadata", "upload", send, describe)
-HANDLER = Handler("metadata", SCHEMA, plan, requests, (ENDPOINT,))
+HANDLER = Handler("metadata", SCHEMA, plan, requests, (ENDPOINT,), {"set": FIELD_VALUE})

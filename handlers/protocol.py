@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from postupload.calls import Api, Call, Params, Request
 from postupload.client import Answer, Client
 from postupload.notification import Notification
+from postupload.placeholders import Slot
 
 Sender = Callable[[Client, Call], Answer]
 
@@ -37,6 +38,9 @@ class Handler:
     plan: Callable[[Params, Notification], Params]
     requests: Callable[[Params], list[Request]]  # what those parameters ask of one asset
     endpoints: tuple[Endpoint, ...] = ()  # the endpoints whose calls this kind knows how to send
+    # Where each top-level parameter's placeholders stand, so a filled value cannot reshape the call
+    # (placeholders.Slot); a parameter not named here takes any text but control characters.
+    slots: dict[str, Slot] = field(default_factory=dict)
 
 
 def sdk_arguments(call: Call, *first: str, params: Params | None = None) -> str:

@@ -10,6 +10,7 @@ from postupload.calls import Call, Delivery, Params, Request
 from postupload.client import Answer, Client
 from postupload.errors import ActionError
 from postupload.notification import Notification
+from postupload.placeholders import TAG
 
 MAX_PUBLIC_IDS = 1000  # a tags call acts on at most 1000 public ids (more are silently ignored)
 MAX_TAG_UPDATES = 10_000  # tags times public ids in one call
@@ -83,4 +84,4 @@ def describe(call: Call) -> str:
 
 
 ENDPOINT = Endpoint("tags", "upload", send, describe)
-HANDLER = Handler("tags", SCHEMA, plan, requests, (ENDPOINT,))
+HANDLER = Handler("tags", SCHEMA, plan, requests, (ENDPOINT,), dict.fromkeys(COMMANDS, TAG))

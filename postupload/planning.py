@@ -13,7 +13,7 @@ from handlers import ENDPOINTS, REGISTRY
 from postupload.calls import ActionRef, AssetPlan, Call, Delivery, Params, Plan, PlannedAction, Refusal
 from postupload.errors import ActionError
 from postupload.notification import Notification, Target, locate
-from postupload.placeholders import fill
+from postupload.placeholders import fill_params
 
 if TYPE_CHECKING:
     from postupload.ruleset import Rule
@@ -30,7 +30,8 @@ def plan_actions(rules: Sequence[Rule], notification: Notification) -> list[Plan
         for index, action in enumerate(rule.actions):
             ((name, params),) = action.items()
             try:
-                call = REGISTRY[name].plan(fill(params, notification), notification)
+                handler = REGISTRY[name]
+                call = handler.plan(fill_params(params, notification, handler.slots), notification)
             except ActionError as error:
                 planned.append(PlannedAction(rule.name, index, name, {}, str(error)))
                 continue

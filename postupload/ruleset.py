@@ -26,7 +26,7 @@ from postupload.errors import Problem, RuleSetError
 from postupload.matcher import Matcher
 from postupload.notification import Notification
 from postupload.patterns import Pattern, check_pattern
-from postupload.placeholders import PLACEHOLDER, placeholder_problems
+from postupload.placeholders import PLACEHOLDER, TEXT, placeholder_problems
 from postupload.rule_schema import assemble
 from postupload.transformations import eager_text
 
@@ -290,8 +290,10 @@ def load_text(file: str, text: str) -> tuple[list[Rule], list[Problem], list[Pro
         for number, action in enumerate(actions if isinstance(actions, list) else []):
             for name, params in action.items() if isinstance(action, dict) else []:
                 at = ("rules", index, "actions", number, name)
-                for message in placeholder_problems(params):
-                    problems.append(problem(at, message, "E401"))
+                slots = REGISTRY[name].slots if name in REGISTRY else {}
+                for key, value in params.items() if isinstance(params, dict) else []:
+                    for message in placeholder_problems(value, slots.get(key, TEXT), keys_too=True):
+                        problems.append(problem((*at, key), message, "E401"))
                 if name == "explicit" and isinstance(params, dict) and "eager" in params:
                     for where, message in eager_problems(params["eager"]):
                         if (*at, "eager", *where) not in invalid_at:  # said once, by the schema

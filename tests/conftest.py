@@ -128,6 +128,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.received: list[tuple[dict[str, str], bytes]] = []
+        self.targets: list[str] = []  # each request's path and query as sent (not decoded)
         self.statuses: list[int] = []
         self.lock = threading.Lock()
         self.server = make_server("127.0.0.1", 0, self.wsgi, threaded=True)
@@ -145,6 +146,7 @@ class Receiver:
         headers["Content-Type"] = environ.get("CONTENT_TYPE", "")
         with self.lock:
             self.received.append((headers, body))
+            self.targets.append(environ.get("REQUEST_URI") or environ.get("RAW_URI", ""))
             status = self.statuses.pop(0) if self.statuses else 200
         start_response(f"{status} X", [("Content-Type", "application/json")])
         return [b"{}"]

@@ -16,7 +16,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from postupload import history
-from tests.conftest import ACCOUNT, Stack, quick_timings, signed_headers, wait_until
+from tests.conftest import ACCOUNT, Receiver, Stack, quick_timings, signed_headers, wait_until
 
 EVERY_KIND = """
 rules:
@@ -388,6 +388,37 @@ rules:
     )
     assert wait_until(lambda: "seen" in stack.assets()["no-sku"]["tags"], 10)  # the other action ran
     assert not stack.calls("context")
+
+
+def test_a_notifications_values_cannot_reshape_a_call(make_stack: Any, receiver: Receiver) -> None:
+    """The attacker's probes end to end: a context value that would have added transformations (and
+    an add-on) fails its action for good, naming the field and value, and makes no call; URL values
+    arrive encoded, on the path the rule wrote."""
+    callback = receiver.url.replace("/webhooks/cloudinary", "/cb/${context.custom.ref}?asset=${public_id}")
+    stack: Stack = make_stack(
+        f"""
+rules:
+  - name: gravity
+    match: {{public_id: [{{prefix: grav/}}]}}
+    actions:
+      - explicit: {{eager: ["c_fill,g_${{context.custom.gravity}},w_300"]}}
+  - name: callback
+    match: {{public_id: [{{prefix: inj/}}]}}
+    actions:
+      - explicit: {{eager: [c_scale,w_100], eager_async: true, eager_notification_url: "{callback}"}}
+"""
+    )
+    stack.start_workers(1)
+    attack = "north|e_background_removal|c_scale,w_4000/e_blur:2000"
+    stack.upload(public_id="grav/shoe", context={"custom": {"gravity": attack}})
+    (job,) = wait_until(stack.failed, 20)
+    assert f"placeholder ${{context.custom.gravity}} in eager: its value {attack!r} holds '|'" in (
+        job.latest_result().exc_string
+    )
+    assert not stack.calls("explicit") and stack.assets()["grav/shoe"]["derived"] == []
+    stack.upload(public_id="inj/e2e&admin=1#frag", context={"custom": {"ref": "../../admin?x=1"}})
+    assert wait_until(lambda: receiver.targets, 20), stack.processes.output()[-2000:]
+    assert receiver.targets == ["/cb/..%2F..%2Fadmin%3Fx%3D1?asset=inj%2Fe2e%26admin%3D1%23frag"]
 
 
 def test_transient_errors_retry_with_backoff_then_fail_with_the_reason(make_stack: Any) -> None:

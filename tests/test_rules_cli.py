@@ -237,10 +237,10 @@ def test_check_names_bad_actions_parameters_values_and_placeholders(tmp_path: Pa
         "actions[2].moderation.status: 'maybe' is not one of ['approved', 'rejected']",
         "actions[3].resize: unknown action 'resize'; expected one of: "
         "explicit, addon, tags, context, metadata, moderation",
-        "actions[4].context: placeholder in '${context.custom.sku' is not closed [E401]",
+        "actions[4].context.set: placeholder in '${context.custom.sku' is not closed [E401]",
         "actions[5].addon: 'categorization' is a dependency of 'auto_tagging'",
         "actions[6].tags.add[0]: 'a,b' is not valid: a tag has no comma and 1 to 255 characters",
-        "actions[7].metadata: placeholder '${not a path}': expected ${field.path}",
+        "actions[7].metadata.set: placeholder '${not a path}': expected ${field.path}",
     ]
     for line in expected:
         assert f": rule bad: {line.split(' [E')[0]}" in output, line
