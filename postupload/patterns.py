@@ -21,7 +21,7 @@ import difflib
 import ipaddress
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -336,8 +336,7 @@ def _string_test(name: str, operand: str, ignore_case: bool) -> Any:
     if name == "equals-ignore-case":
         return lambda v: v.casefold() == operand.casefold()
     if name == "wildcard":
-        regex = re.compile(wildcard_regex(operand), re.DOTALL)
-        return lambda v: regex.fullmatch(v) is not None
+        return wildcard_test(operand)
     network = ipaddress.ip_network(operand, strict=False)
 
     def in_network(v: str) -> bool:
@@ -356,18 +355,49 @@ def string_operator(name: str, operand: Any) -> Any:
     return _string_test(name, operand, False)
 
 
-def wildcard_regex(pattern: str) -> str:
-    """`*` matches any characters; `\\*` is a star and `\\\\` a backslash."""
-    parts, index = [], 0
+def wildcard_parts(pattern: str) -> list[str]:
+    """The literal parts between a wildcard's stars (`*` any characters; `\\*` a star and `\\\\`
+    a backslash): `a*b*c` -> [a, b, c]; one part when there is no star."""
+    parts, current, index = [], [], 0
     while index < len(pattern):
         char = pattern[index]
         if char == "\\" and index + 1 < len(pattern):
-            parts.append(re.escape(pattern[index + 1]))
+            current.append(pattern[index + 1])
             index += 2
             continue
-        parts.append(".*" if char == "*" else re.escape(char))
+        if char == "*":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
         index += 1
-    return "".join(parts)
+    parts.append("".join(current))
+    return parts
+
+
+def wildcard_test(pattern: str) -> Callable[[str], bool]:
+    """Whether a value matches the wildcard, in time linear in the value: the first part starts it,
+    the last ends it, and each middle part is found at its leftmost place after the one before
+    (leftmost is always right when `*` is the only operator). A regular expression backtracked:
+    `*-*-*-*-*z*x` on 280 dashes took 10 s."""
+    parts = wildcard_parts(pattern)
+    if len(parts) == 1:
+        return lambda value: value == parts[0]
+    first, *middle, last = parts
+    fixed = len(first) + len(last)
+
+    def test(value: str) -> bool:
+        if len(value) < fixed or not value.startswith(first) or not value.endswith(last):
+            return False
+        position, end = len(first), len(value) - len(last)
+        for part in middle:
+            found = value.find(part, position, end)
+            if found < 0:
+                return False
+            position = found + len(part)
+        return True
+
+    return test
 
 
 def flatten(value: list[Any]) -> Iterator[Any]:
