@@ -136,7 +136,9 @@ def replay(connection: redis.Redis, ids: list[str], retries: int) -> list[str]:
     """Queue these failed jobs again, each with a fresh retry policy; answers the ids requeued.
 
     Actions that had succeeded are skipped when they run again (their done marks outlive the job).
+    A job named twice is queued once (the second requeue found it gone and failed).
     """
+    ids = list(dict.fromkeys(ids))
     known = set(failed_job_ids(connection))
     unknown = [job_id for job_id in ids if job_id not in known]
     if unknown:

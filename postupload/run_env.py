@@ -18,8 +18,19 @@ def write(values: dict[str, str], path: Path = RUN_ENV) -> None:
         f"PID={os.getpid()}",
     ]
     lines += [f"{name}={shlex.quote(value)}" for name, value in values.items()]  # a shell can `.` it
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    path.chmod(0o600)  # it may hold the development account's URL
+    # It may hold REDIS_URL's password and the development account: created 0600 (never readable by
+    # others, even for a moment), then moved into place whole.
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write("\n".join(lines) + "\n")
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def read(path: Path = RUN_ENV) -> dict[str, str]:

@@ -321,3 +321,37 @@ def test_the_assets_page_finds_an_asset_in_the_environment_chosen(settings: Any,
     chosen = page(q="look", cloud="other-cloud")
     assert "n-other-cloud" in chosen and "n-test-cloud" not in chosen
     assert 'id="nothing"' in page(q="other-cloud/look")
+
+
+def test_a_cookie_session_posts_only_with_the_forms_csrf_whatever_the_authorization_header(
+    console: Any,
+) -> None:
+    """The probe: `-b postupload_console=… -H 'Authorization: Basic …' -d all=1 …/jobs/replay`
+    answered 303 without the form's CSRF value (403 without the header)."""
+    assert console.post("/console/login", data={"token": TOKEN}).status_code == 303  # the cookie
+    for header in ({}, {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Negotiate abc"}):
+        for path in ("/console/jobs/replay", "/console/playground", "/console/logout"):
+            answer = console.post(path, data={"all": "1", "notification": "{}"}, headers=header)
+            assert answer.status_code == 403 and b"CSRF" in answer.data, (path, header)
+    assert console.get("/console/").status_code == 200  # still signed in: the logout was refused
+    # Signed in by the token itself, nothing a browser sends on its own: no CSRF value needed.
+    assert console.post("/console/jobs/replay", data={"all": "1"}, headers=_bearer()).status_code == 303
+
+
+def test_repeated_and_malformed_form_values_are_answered_not_500(console: Any, redis_conn: Any) -> None:
+    """The probes: `job=X&job=X` requeued X and answered 500; login with `next=/console/\\r\\nX: 1`
+    answered 500."""
+    from postupload.queue import notification_queue
+
+    queue = notification_queue(redis_conn)
+    job = queue.enqueue("postupload.worker.process_notification", "{}")
+    queue.remove(job)
+    job.set_status("failed")
+    queue.failed_job_registry.add(job, ttl=600, exc_string="failed for the test")
+    answer = console.post("/console/jobs/replay", data={"job": [job.id, job.id]}, headers=_bearer())
+    assert answer.status_code == 303 and answer.headers["Location"].endswith("replayed=1")
+    assert queue.job_ids == [job.id] and queue.failed_job_registry.count == 0
+    answer = console.post("/console/login", data={"token": TOKEN, "next": "/console/\r\nX: 1"})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/console/"
+    answer = console.get("/console/login", query_string={"next": "/console/\r\nX: 1"})
+    assert answer.status_code == 200 and b"X: 1" not in answer.data

@@ -57,9 +57,14 @@ def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSo
         g.csrf = _derive(token, "csrf")
         if request.endpoint == "console.login":
             return None
-        if not _signed_in(token):
-            return render_template("login.html", next=request.full_path.rstrip("?"), failed=False), 401
-        if request.method == "POST" and not request.headers.get("Authorization"):
+        how = _signed_in(token)
+        if how is None:
+            return render_template(
+                "login.html", next=_local(request.full_path.rstrip("?")), failed=False
+            ), 401
+        # A browser sends the cookie by itself, whatever page made it post: a request signed in by
+        # the cookie proves it came from our form. A Bearer token is sent only by who holds it.
+        if request.method == "POST" and how == "cookie":
             sent = request.form.get("csrf", "")
             if not hmac.compare_digest(sent.encode(), g.csrf.encode()):
                 return _message(
@@ -220,10 +225,10 @@ def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSo
         if request.form.get("all"):
             chosen = failed_job_ids(connection)
         try:
-            replay(connection, chosen, settings.retries)
+            replayed = replay(connection, chosen, settings.retries)
         except KeyError as error:
             return _message("Not replayed", f"Not a failed job (any more): {error.args[0]}", 404)
-        return redirect(url_for("console.jobs", replayed=len(chosen)), code=303)
+        return redirect(url_for("console.jobs", replayed=len(replayed)), code=303)
 
     @console.app_template_filter("when")
     def when(moment: float | datetime | None) -> str:
@@ -273,12 +278,14 @@ def _evaluate(text: str, rules: RuleSource, cloud_name: str) -> tuple[dict[str, 
     return {"decisions": decisions(ruleset, envelope, planned.rules), "plan": planned}, None
 
 
-def _signed_in(token: str) -> bool:
+def _signed_in(token: str) -> str | None:
+    """How the request is signed in: "bearer" (the token in the Authorization header), "cookie"
+    (the session cookie; any other Authorization scheme is ignored), or None."""
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
-        return hmac.compare_digest(header[len("Bearer ") :].encode(), token.encode())
+        return "bearer" if hmac.compare_digest(header[len("Bearer ") :].encode(), token.encode()) else None
     cookie = request.cookies.get(COOKIE, "")
-    return hmac.compare_digest(cookie.encode(), _derive(token, "session").encode())
+    return "cookie" if hmac.compare_digest(cookie.encode(), _derive(token, "session").encode()) else None
 
 
 def _derive(token: str, purpose: str) -> str:
@@ -289,7 +296,8 @@ def _derive(token: str, purpose: str) -> str:
 def _local(target: str) -> str:
     """Where to go after login: a console page of this site, never another site."""
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not parts.path.startswith("/console/"):
+    unprintable = any(ord(char) < 32 or ord(char) == 127 for char in target)  # a header line of its own
+    if unprintable or parts.scheme or parts.netloc or not parts.path.startswith("/console/"):
         return "/console/"
     return target
 
