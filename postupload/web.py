@@ -16,7 +16,13 @@ from postupload import logs
 from postupload.config import Settings
 from postupload.console import console_blueprint
 from postupload.envelope import Envelope
-from postupload.errors import BadNotification, BodyTooLarge, RequestRejected, UnsupportedMediaType
+from postupload.errors import (
+    BadNotification,
+    BodyTooLarge,
+    RequestRejected,
+    RuleSetError,
+    UnsupportedMediaType,
+)
 from postupload.last_good import LastGood
 from postupload.logs import printable
 from postupload.metrics import Recorder, StateCollector
@@ -117,7 +123,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
             return _error("redis_unavailable", "Redis does not answer", 503)
         ruleset = rules.current()
         if ruleset is None:
-            reason = str(rules.error) if rules.error else "no rule set loaded"
+            reason = rules_summary(rules.error) if rules.error else "no rule set loaded"
             return _error("no_rule_set", f"no valid rule set: {reason}", 503)
         # Readiness is about taking notifications, which needs neither a valid new edit nor a worker;
         # what is wrong elsewhere is said, not answered with a 503 that would stop the intake.
@@ -129,7 +135,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
             "workers": workers,
         }
         if rules.error is not None:
-            body["rules_error"] = str(rules.error)  # the last good set keeps running
+            body["rules_error"] = rules_summary(rules.error)  # the last good set keeps running
         if workers == 0:
             body["workers_error"] = "no worker is alive: notifications are stored but not worked"
         return jsonify(body), 200
@@ -206,3 +212,14 @@ def _answer_code(response: Response) -> str:
 
 def _error(code: str, message: str, status: int) -> tuple[Response, int]:
     return jsonify({"error": {"code": code, "message": message}}), status
+
+
+def rules_summary(error: Exception) -> str:
+    """What is wrong with the rule files, in codes and counts: `/readyz` answers anyone, and a
+    problem's own words may quote a value (a URL with a token in it) or the rules directory."""
+    where = "details: `postupload rules check` and the console's Rules page"
+    if isinstance(error, RuleSetError):
+        codes = sorted({problem.code for problem in error.problems})
+        count = len(error.problems)
+        return f"invalid: {', '.join(codes)} ({count} problem{'s' if count != 1 else ''}); {where}"
+    return f"unreadable ({type(error).__name__}); {where}"

@@ -341,12 +341,14 @@ def test_a_cookie_session_posts_only_with_the_forms_csrf_whatever_the_authorizat
 def test_repeated_and_malformed_form_values_are_answered_not_500(console: Any, redis_conn: Any) -> None:
     """The probes: `job=X&job=X` requeued X and answered 500; login with `next=/console/\\r\\nX: 1`
     answered 500."""
+    from rq.job import JobStatus
+
     from postupload.queue import notification_queue
 
     queue = notification_queue(redis_conn)
     job = queue.enqueue("postupload.worker.process_notification", "{}")
     queue.remove(job)
-    job.set_status("failed")
+    job.set_status(JobStatus.FAILED)
     queue.failed_job_registry.add(job, ttl=600, exc_string="failed for the test")
     answer = console.post("/console/jobs/replay", data={"job": [job.id, job.id]}, headers=_bearer())
     assert answer.status_code == 303 and answer.headers["Location"].endswith("replayed=1")
