@@ -70,6 +70,7 @@ class Settings:
     signature_tolerance: int = 7200
     signature_algorithms: frozenset[str] = ALGORITHMS
     console_token: str | None = None
+    trusted_proxies: int = 0  # proxies in front of the web whose X-Forwarded-For/-Proto are believed
     preview_keep: int = 10_000
     preview_days: float = 7.0
     max_body: int = 1_048_576
@@ -99,6 +100,7 @@ class Settings:
             signature_tolerance=_int(env, "POSTUPLOAD_SIGNATURE_TOLERANCE", 7200),
             signature_algorithms=_algorithms(env),
             console_token=_console_token(env),
+            trusted_proxies=_int(env, "POSTUPLOAD_TRUSTED_PROXIES", 0),
             preview_keep=_int(env, "POSTUPLOAD_PREVIEW_KEEP", 10_000),
             preview_days=_float(env, "POSTUPLOAD_PREVIEW_DAYS", 7.0),
             max_body=_int(env, "POSTUPLOAD_MAX_BODY", 1_048_576, minimum=1),

@@ -103,3 +103,18 @@ BACKFILLS = "postupload:backfills"  # sorted set: backfill key -> when it starte
 def backfill(key: str) -> str:
     """Hash: a backfill's arguments, cursor and counts (listed, queued, done, failed), its state."""
     return f"postupload:backfill:{key}"
+
+
+CONSOLE_SESSION_TTL = 12 * 3600  # a console login lasts this long, or until logout
+LOGIN_WINDOW = 60  # failed console logins are counted per client address over this many seconds
+LOGIN_FAILURES = 10  # more failed logins than this in the window: refused until it ends
+
+
+def console_session(session_hash: str) -> str:
+    """A console login (string: its CSRF value), by the SHA-256 of its cookie: Redis never holds
+    the cookie itself."""
+    return f"postupload:console:session:{session_hash}"
+
+
+def login_failures(address: str) -> str:
+    return f"postupload:console:login-failures:{address}"

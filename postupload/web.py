@@ -11,6 +11,7 @@ from flask import Flask, Response, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from rq import Worker
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from postupload import logs
 from postupload.config import Settings
@@ -60,6 +61,9 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
+    if settings.trusted_proxies:  # TLS ended in front: the scheme and client are the proxies' word
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     app.register_blueprint(console_blueprint(settings, connection, rules))
 
     @app.post("/webhooks/cloudinary")

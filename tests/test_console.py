@@ -357,3 +357,67 @@ def test_repeated_and_malformed_form_values_are_answered_not_500(console: Any, r
     assert answer.status_code == 303 and answer.headers["Location"] == "/console/"
     answer = console.get("/console/login", query_string={"next": "/console/\r\nX: 1"})
     assert answer.status_code == 200 and b"X: 1" not in answer.data
+
+
+def _login(client: Any, token: str = TOKEN, **headers: str) -> Any:
+    return client.post("/console/login", data={"token": token}, headers=headers)
+
+
+def _cookie(answer: Any) -> str:
+    found = re.search(r"postupload_console=([^;]+)", answer.headers["Set-Cookie"])
+    assert found
+    return found.group(1)
+
+
+def _csrf(client: Any) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get("/console/").get_data(as_text=True))
+    assert found
+    return found.group(1)
+
+
+def test_each_login_is_a_session_of_its_own_that_logout_and_expiry_end(
+    settings: Any, redis_conn: Any
+) -> None:
+    """The probe: the cookie was a fixed HMAC of the token, the same for every login, and still
+    answered 200 after logout; the CSRF value was fixed too."""
+    from postupload.web import create_app
+
+    app = create_app(replace(settings, console_token=TOKEN), redis_conn)
+    first, second = app.test_client(), app.test_client()
+    one, two = _cookie(_login(first)), _cookie(_login(second))
+    assert one != two and TOKEN not in one + two
+    csrf = [_csrf(first), _csrf(second)]
+    assert csrf[0] != csrf[1]
+    assert second.post("/console/logout", data={"csrf": csrf[0]}).status_code == 403  # not its own
+    assert first.post("/console/logout", data={"csrf": csrf[0]}).status_code == 303
+    replayed = app.test_client()
+    replayed.set_cookie("postupload_console", one, path="/console/")
+    assert replayed.get("/console/").status_code == 401  # the old cookie, sent again after logout
+    assert second.get("/console/").status_code == 200  # the other session lives on
+    (key,) = redis_conn.keys("postupload:console:session:*")
+    assert 12 * 3600 - 60 < redis_conn.ttl(key) <= 12 * 3600 and two.encode() not in key
+    redis_conn.delete(key)  # as its time to live ends
+    assert second.get("/console/").status_code == 401
+
+
+def test_wrong_tokens_are_throttled_per_address(settings: Any, redis_conn: Any) -> None:
+    """The probe: 100 wrong logins in 0.09 s, none refused."""
+    from postupload.web import create_app
+
+    client = create_app(replace(settings, console_token=TOKEN), redis_conn).test_client()
+    assert [_login(client, "wrong-token-0123456789").status_code for _ in range(10)] == [401] * 10
+    refused = _login(client, "wrong-token-0123456789")
+    assert refused.status_code == 429 and 0 < int(refused.headers["Retry-After"]) <= 60
+    assert _login(client).status_code == 429  # the right token too, until the minute is over
+    other = client.post("/console/login", data={"token": TOKEN}, environ_base={"REMOTE_ADDR": "127.0.0.2"})
+    assert other.status_code == 303  # another address is not held back
+
+
+def test_behind_a_trusted_proxy_the_cookie_is_secure(settings: Any, redis_conn: Any) -> None:
+    from postupload.web import create_app
+
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+    trusting = create_app(replace(settings, console_token=TOKEN, trusted_proxies=1), redis_conn)
+    assert "Secure" in _login(trusting.test_client(), **forwarded).headers["Set-Cookie"]
+    direct = create_app(replace(settings, console_token=TOKEN), redis_conn)
+    assert "Secure" not in _login(direct.test_client(), **forwarded).headers["Set-Cookie"]

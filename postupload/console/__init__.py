@@ -1,8 +1,9 @@
 """The console: what ops look at (`/console/` on the web process). Server-rendered, no JavaScript.
 
 Off unless POSTUPLOAD_CONSOLE_TOKEN is set. Every page asks for the token, as `Authorization: Bearer`
-or through the login form, which sets an HttpOnly, SameSite=Strict cookie holding a value derived
-from the token (never the token). Every POST from a cookie session carries a CSRF field too.
+or through the login form, which starts a session: a random HttpOnly, SameSite=Strict cookie, kept
+in Redis (by its hash) with a CSRF value of its own for 12 hours or until logout. Every POST from a
+cookie session carries that CSRF value. Wrong tokens are throttled per client address.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +22,7 @@ import redis
 from flask import Blueprint, Response, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from postupload import history
+from postupload import history, keys
 from postupload.backfill import recent_backfills
 from postupload.config import Settings
 from postupload.decision import decide
@@ -54,10 +56,10 @@ def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSo
                 "Set POSTUPLOAD_CONSOLE_TOKEN (16 characters or more) on the web process to turn it on.",
                 404,
             )
-        g.csrf = _derive(token, "csrf")
+        g.csrf = _derive(token, "csrf")  # for a Bearer request, which needs none; a session has its own
         if request.endpoint == "console.login":
             return None
-        how = _signed_in(token)
+        how = _signed_in(token, connection)
         if how is None:
             return render_template(
                 "login.html", next=_local(request.full_path.rstrip("?")), failed=False
@@ -84,27 +86,43 @@ def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSo
         return _message("Redis does not answer", "The console reads everything from Redis; retry later.", 503)
 
     @console.route("/login", methods=["GET", "POST"])
-    def login() -> BaseResponse | tuple[str, int] | str:
+    def login() -> BaseResponse | Response | tuple[str, int] | str:
         assert token is not None
         target = _local(request.values.get("next", ""))
         if request.method == "GET":
             return render_template("login.html", next=target, failed=False)
+        failures = keys.login_failures(request.remote_addr or "")
+        if int(connection.get(failures) or 0) >= keys.LOGIN_FAILURES:
+            wait = max(1, int(connection.ttl(failures)))
+            page, status = _message(
+                "Too many attempts", f"Too many wrong tokens from your address: try again in {wait} s.", 429
+            )
+            return Response(page, status, {"Retry-After": str(wait)})
         if not hmac.compare_digest(request.form.get("token", "").encode(), token.encode()):
+            with connection.pipeline() as pipe:  # the window starts at the first failure
+                pipe.set(failures, 0, ex=keys.LOGIN_WINDOW, nx=True)  # (EXPIRE NX needs Redis 7)
+                pipe.incr(failures)  # keeps the time to live
+                pipe.execute()
             return render_template("login.html", next=target, failed=True), 401
+        # A session of its own, kept in Redis: logout and expiry end it, and its cookie says nothing
+        # about the token.
+        session = secrets.token_urlsafe(32)
+        connection.set(_session_key(session), secrets.token_hex(32), ex=keys.CONSOLE_SESSION_TTL)
         response = redirect(target, code=303)
         response.set_cookie(
             COOKIE,
-            _derive(token, "session"),
+            session,
             httponly=True,
             samesite="Strict",
-            secure=request.is_secure,
+            secure=request.is_secure,  # behind TLS termination: POSTUPLOAD_TRUSTED_PROXIES
             path="/console/",
-            max_age=12 * 3600,
+            max_age=keys.CONSOLE_SESSION_TTL,
         )
         return response
 
     @console.post("/logout")
     def logout() -> BaseResponse:
+        connection.delete(_session_key(request.cookies.get(COOKIE, "")))
         response = redirect(url_for("console.login"), code=303)
         response.delete_cookie(COOKIE, path="/console/")
         return response
@@ -278,14 +296,23 @@ def _evaluate(text: str, rules: RuleSource, cloud_name: str) -> tuple[dict[str, 
     return {"decisions": decisions(ruleset, envelope, planned.rules), "plan": planned}, None
 
 
-def _signed_in(token: str) -> str | None:
+def _signed_in(token: str, connection: redis.Redis) -> str | None:
     """How the request is signed in: "bearer" (the token in the Authorization header), "cookie"
-    (the session cookie; any other Authorization scheme is ignored), or None."""
+    (a live session's cookie, whose CSRF value goes in `g.csrf`; any other Authorization scheme
+    is ignored), or None."""
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
         return "bearer" if hmac.compare_digest(header[len("Bearer ") :].encode(), token.encode()) else None
     cookie = request.cookies.get(COOKIE, "")
-    return "cookie" if hmac.compare_digest(cookie.encode(), _derive(token, "session").encode()) else None
+    csrf = connection.get(_session_key(cookie)) if cookie else None
+    if csrf is None:
+        return None
+    g.csrf = csrf.decode() if isinstance(csrf, bytes) else str(csrf)
+    return "cookie"
+
+
+def _session_key(cookie: str) -> str:
+    return keys.console_session(hashlib.sha256(cookie.encode()).hexdigest())
 
 
 def _derive(token: str, purpose: str) -> str:
