@@ -421,3 +421,29 @@ def test_behind_a_trusted_proxy_the_cookie_is_secure(settings: Any, redis_conn: 
     assert "Secure" in _login(trusting.test_client(), **forwarded).headers["Set-Cookie"]
     direct = create_app(replace(settings, console_token=TOKEN), redis_conn)
     assert "Secure" not in _login(direct.test_client(), **forwarded).headers["Set-Cookie"]
+
+
+def test_a_wildcard_and_a_hostile_public_id_do_not_stall_the_playground(
+    settings: Any, redis_conn: Any
+) -> None:
+    """The probe: rule `*-*-*-*-*z*x` and a public_id of 280 dashes and `x` took the Playground
+    20.5 s (webhooks sent meanwhile waited as long). Linear matching: milliseconds; 2 s is loose."""
+    import time
+
+    from postupload.web import create_app
+
+    (settings.rules_dir / "30-wild.yaml").write_text(
+        "rules:\n  - name: wild\n    match: {public_id: [{wildcard: '*-*-*-*-*z*x'}]}\n"
+        "    actions:\n      - tags: {add: [wild]}\n"
+    )
+    client = create_app(replace(settings, console_token=TOKEN), redis_conn).test_client()
+    body = {
+        "notification_type": "upload",
+        "public_id": "-" * 280 + "x",
+        "resource_type": "image",
+        "type": "upload",
+    }
+    started = time.monotonic()
+    answer = client.post("/console/playground", data={"notification": json.dumps(body)}, headers=_bearer())
+    assert answer.status_code == 200 and b"wild" in answer.data
+    assert time.monotonic() - started < 2
