@@ -38,7 +38,9 @@ class Slot:
     empty: bool = True  # an empty value fits (no: an empty transformation value or context key)
 
 
-TEXT = Slot("a parameter", re.compile(f"[{CONTROL}]"), "a control character (line break, tab) is not text")
+TEXT = Slot(
+    "a parameter", re.compile(f"[{CONTROL}]"), "a control character (line break, tab) is not text", typed=True
+)
 TRANSFORMATION = Slot(
     "a transformation parameter's value",
     re.compile(r"[^A-Za-z0-9_.\-]"),
@@ -103,7 +105,7 @@ def fill(value: Any, notification: dict[str, Any], slot: Slot = TEXT, field: str
     if not isinstance(value, str) or "${" not in value:
         return value
     whole = PLACEHOLDER.fullmatch(value)
-    if whole and (slot.typed or slot is TEXT):
+    if whole and slot.typed:
         found = lookup(whole.group(1), notification)
         if not isinstance(found, str):
             return found
@@ -155,8 +157,8 @@ def _fitted(match: re.Match[str], notification: dict[str, Any], slot: Slot, fiel
 def _check_path(template: str, filled: str, field: str) -> None:
     """A filled value that is a whole '.' or '..' segment would move the URL's path up."""
     written = urlsplit(PLACEHOLDER.sub("x", template)).path.split("/")
-    made = urlsplit(filled).path.split("/")
-    if len(written) != len(made) or any(seg in (".", "..") for seg in made if seg not in written):
+    # Filled values are encoded (no '/' of their own): only a whole segment can have become one.
+    if any(segment in (".", "..") and segment not in written for segment in urlsplit(filled).path.split("/")):
         raise ActionError(
             f"{field or 'a URL'}: a filled value makes the path {urlsplit(filled).path!r}, which"
             " leaves the path the rule wrote ('.' or '..' segments)",
