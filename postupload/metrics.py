@@ -90,6 +90,11 @@ class Recorder:
         threading.Thread(target=run, name="metrics-flusher", daemon=True).start()
         return self
 
+    def close(self) -> None:
+        """As the process ends: the background flusher stops and what was counted goes to Redis."""
+        self.stopping.set()
+        self.flush()
+
     def flush_soon(self) -> None:
         """Flush if `every` seconds went by since the last flush."""
         if self.monotonic() - self._flushed_at >= self.every:

@@ -317,6 +317,10 @@ class Scheduler(RQScheduler):
     maintainer: Worker | None = None
     _next_rescue = 0.0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stopping = threading.Event()
+
     def enqueue_scheduled_jobs(self) -> None:
         super().enqueue_scheduled_jobs()
         if self.maintainer is not None and time.monotonic() >= self._next_rescue:
@@ -358,6 +362,20 @@ class Scheduler(RQScheduler):
         super()._install_signal_handlers()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a stop sent meanwhile comes now
 
+    def request_stop(self, signum: Any = None, frame: Any = None) -> None:
+        super().request_stop(signum, frame)
+        self._stopping.set()
+
     def work(self) -> None:
+        """RQ's loop, its wait between two looks cut short by a stop. RQ sleeps, and a sleep resumes
+        after the signal: each stop of a worker (which waits for its scheduler) took up to a second."""
         die_with_parent()
-        super().work()
+        self._install_signal_handlers()
+        self.register_birth()
+        while not self._stop_requested:
+            if self.should_reacquire_locks:
+                self.acquire_locks()
+            self.heartbeat()
+            self.enqueue_scheduled_jobs()
+            self._stopping.wait(self.interval)
+        self.stop()

@@ -9,12 +9,26 @@ proxy in front as well (README, Deploying).
 
 from __future__ import annotations
 
+from typing import Any
+
 worker_class = "gevent"
 worker_connections = 10_000  # connections per worker process, idle or slow ones included
 keepalive = 5  # seconds an idle keep-alive connection is kept
 timeout = 30  # a worker silent this long (stuck) is replaced by the master
 graceful_timeout = 10
 accesslog = "-"
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """In each web process as it ends: its last counts go to Redis (postupload.web.close)."""
+    from flask import Flask
+
+    from postupload.web import close
+
+    app = getattr(worker, "wsgi", None)
+    if isinstance(app, Flask):  # not gunicorn's stand-in for an app that failed to load
+        close(app)
+
 
 SETTINGS = {
     "worker_class": worker_class,
@@ -23,4 +37,5 @@ SETTINGS = {
     "timeout": timeout,
     "graceful_timeout": graceful_timeout,
     "accesslog": accesslog,
+    "worker_exit": worker_exit,
 }

@@ -181,7 +181,14 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
             return _error("body_too_large", message, 413)
         return _error(error.name.lower().replace(" ", "_"), error.description or error.name, status)
 
+    app.extensions["postupload.recorder"] = recorder
     return app
+
+
+def close(app: Flask) -> None:
+    """As a web process ends (gunicorn's worker_exit, postupload/serving.py): its last second of
+    counts, which the background flusher has not added yet, goes to Redis instead of being lost."""
+    app.extensions["postupload.recorder"].close()
 
 
 def _read_body(limit: int) -> bytes:

@@ -259,8 +259,7 @@ def run_worker(
         flusher.stop()
         if burst:  # the queues are empty: send what waits in batches now rather than leave it
             current.batches.drain(current.client_for)
-        current.recorder.stopping.set()
-        current.recorder.flush()
+        current.recorder.close()
         rq_connection.close()
 
 

@@ -46,6 +46,26 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture(autouse=True)
+def counts_stay_in_their_test(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Web apps made in this process add their last counts as the test ends, as a web process does
+    as it exits (postupload.web.close). Left to their background flusher, they were added a second
+    later to the next test's Redis (each test empties it first), and an exact total there was off."""
+    from postupload.metrics import Recorder
+
+    recorders: list[Recorder] = []
+    start = Recorder.flush_in_background
+
+    def tracked(recorder: Recorder) -> Recorder:
+        recorders.append(recorder)
+        return start(recorder)
+
+    monkeypatch.setattr(Recorder, "flush_in_background", tracked)
+    yield
+    for recorder in recorders:
+        recorder.close()
+
+
 @pytest.fixture
 def redis_conn(redis_server: RedisServer) -> redis.Redis:
     connection = redis.Redis.from_url(redis_server.url)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from postupload import keys
 from postupload.config import Account
+from postupload.measures import families
 from postupload.redis_server import RedisServer, free_port
 from tests.conftest import ACCOUNT, Processes, metric_samples, sample, signed_headers, wait_until
 
@@ -79,15 +82,25 @@ def test_totals_across_two_web_and_two_worker_processes_equal_what_happened(
         worked = sum(sample(now, "postupload_jobs_total", outcome=end) for end in ("finished", "failed"))
         tag_calls = sample(now, "postupload_cloudinary_call_seconds_count", endpoint="tags/add", status="200")
         told = sample(now, "postupload_notifications_total", type="resource_tags_changed", answer="queued")
+        progress.update(
+            queued=queued,
+            worked=worked,
+            failed=sample(now, "postupload_jobs_total", outcome="failed"),
+            batches_waiting=sample(now, "postupload_tag_batches_waiting"),
+            batched_adds=sample(now, "postupload_tag_batch_size_sum", command="add"),
+            tag_calls=tag_calls,
+            told=told,
+        )
         return (
             worked == queued
-            and sample(now, "postupload_jobs_total", outcome="failed") == 1
-            and sample(now, "postupload_tag_batches_waiting") == 0
-            and sample(now, "postupload_tag_batch_size_sum", command="add") == 7
+            and progress["failed"] == 1
+            and progress["batches_waiting"] == 0
+            and progress["batched_adds"] == 7
             and tag_calls == told >= 1  # Cloudinary tells of each tag call it answered
         )
 
-    assert wait_until(settled, 30, interval=0.3), (scrapes[-1], processes.output())
+    progress: dict[str, float] = {}
+    assert wait_until(settled, 30, interval=0.3), (progress, processes.output())
     final = scrape()
 
     def value(name: str, **labels: str) -> float:
@@ -216,3 +229,40 @@ def test_counts_made_while_redis_is_away_are_added_once_when_it_answers(redis_co
     assert (
         float(redis_conn.hget(keys.METRICS, field("postupload_cloudinary_call_seconds", calls, "sum"))) == 0.2
     )
+
+
+def test_a_web_process_that_stops_adds_its_last_counts_first(
+    processes: Processes, redis_server: RedisServer, redis_conn: Any, tmp_path: Path
+) -> None:
+    """A web process adds its counts at most once a second; stopped within that second (gunicorn's
+    quick stop), it adds what it has as it exits (worker_exit) instead of losing them."""
+    port = free_port()
+    processes.env.update(
+        CLOUDINARY_URL=ACCOUNT.to_url(),
+        REDIS_URL=redis_server.url,
+        POSTUPLOAD_RULES_DIR=str(rules_dir(tmp_path)),
+    )
+    web = processes.start("web", "--port", str(port), "--workers", "1")
+    url = f"http://127.0.0.1:{port}"
+    assert wait_until(lambda: _answers(f"{url}/healthz"), 30), processes.output()
+    forged = _body({"notification_type": "upload", "public_id": "x"})
+    for _ in range(5):  # the first is added at once, the rest wait for the next second's flush
+        answer = requests.post(
+            f"{url}/webhooks/cloudinary", data=forged, headers=signed_headers(forged, "wrong")
+        )
+        assert answer.status_code == 401
+    web.send_signal(signal.SIGINT)  # gunicorn's quick stop: no second goes by
+    web.wait(30)
+    stored = {
+        (found.name, frozenset(found.labels.items())): found.value
+        for family in families(redis_conn.hgetall(keys.METRICS))
+        for found in family.samples
+    }
+    assert sample(stored, "postupload_notifications_total", type="unknown", answer="bad_signature") == 5
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).ok
+    except requests.RequestException:
+        return False
