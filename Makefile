@@ -31,6 +31,7 @@ bench: $(VENV)/.installed-test
 	@echo "== bench/metrics_cost.py"; $(BIN)/python -m bench.metrics_cost
 	@echo "== bench/backfill.py"; $(BIN)/python bench/backfill.py
 	@echo "== bench/redis_cost.py"; $(BIN)/python -m bench.redis_cost
+	@echo "== bench/redis_memory.py"; $(BIN)/python -m bench.redis_memory
 
 # The README's console screenshots, taken by the console's browser test.
 screenshots: $(VENV)/.installed-test

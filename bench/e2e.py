@@ -170,6 +170,16 @@ def complete(run: Run, count: int) -> bool:
     return len(finished) == count
 
 
+def upload_all(run: Run, connection: Any, uploads: int) -> None:
+    """`uploads` uploads, one after another, and wait until every effect of every one is there."""
+    session = requests.Session()
+    for number in range(uploads):
+        body = {"public_id": f"bench/{number}", "tags": ["social"], "width": 1600, "height": 1200}
+        session.post(f"{run.emulator}/emulator/upload", json=body, timeout=30).raise_for_status()
+    while not (quiet(connection) and complete(run, uploads)):
+        time.sleep(0.25)
+
+
 def measure(
     redis_url: str, rules_dir: Path, uploads: int, latency: float, workers: int, path: str
 ) -> dict[str, Any]:

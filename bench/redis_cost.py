@@ -20,8 +20,8 @@ from typing import Any
 
 import requests
 
-from bench.e2e import Run, complete, scratch_stack
-from postupload.queue import connect, quiet
+from bench.e2e import Run, scratch_stack, upload_all
+from postupload.queue import connect
 
 NO_KEY = frozenset({"PING", "CLIENT", "HELLO", "INFO", "SELECT", "SCRIPT", "MONITOR", "COMMAND", "TIME"})
 TRANSACTION = frozenset({"MULTI", "EXEC", "DISCARD", "UNWATCH"})
@@ -107,12 +107,7 @@ def main() -> None:
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
             time.sleep(0.5)
-            session = requests.Session()
-            for number in range(options.uploads):
-                body = {"public_id": f"bench/{number}", "tags": ["social"], "width": 1600, "height": 1200}
-                session.post(f"{run.emulator}/emulator/upload", json=body, timeout=30).raise_for_status()
-            while not (quiet(connection) and complete(run, options.uploads)):
-                time.sleep(0.25)
+            upload_all(run, connection, options.uploads)
             time.sleep(1.5)  # the last metric flushes
             stop.set()
             connection.ping()  # one more command, so the monitor loop sees the stop

@@ -342,8 +342,8 @@ def _key(matcher: Any) -> Key | None:
         if isinstance(operand, dict):
             return (name[0] + "i", operand["equals-ignore-case"].casefold())
         return (name[0], operand)
-    if name == "wildcard" and isinstance(operand, str) and _wildcard_key(operand):
-        return _wildcard_key(operand)
+    if name == "wildcard" and isinstance(operand, str) and wildcard_key(operand):
+        return wildcard_key(operand)
     if name == "exists":
         # a value must be there: events without one are no candidates; absence cannot be looked up
         return ("e", None) if operand is True else None
@@ -370,7 +370,7 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def _wildcard_key(operand: str) -> Key | None:
+def wildcard_key(operand: str) -> Key | None:
     """A wildcard's literal start (or, failing that, its literal end) as a prefix (or suffix) key:
     every string the wildcard matches has it. Escapes are left unindexed, to stay exact."""
     if "\\" in operand:

@@ -206,20 +206,24 @@ def serve_call(
                 entry["fault"] = "rate_limit_burst"
             with emulator.lock:
                 headers = emulator.rate_limit.take(emulator.clock(), burst)
-        answer = act()
+        # The effect and its record at once: a test that saw the effect in the state found no call
+        # in the calls yet.
+        with emulator.lock:
+            answer = act()
+            hangs = timeout_roll < faults.timeout_rate
+            if hangs:  # the effect is done, but the answer never comes: the caller cannot tell
+                entry["fault"] = "timeout"
+            response = _finish(emulator, entry, jsonify(answer), 200, headers)
     except ApiError as error:
         if admin and not headers:
             with emulator.lock:
                 headers = emulator.rate_limit.headers(emulator.clock())
         body = jsonify({"error": {"message": error.message}})
         return _finish(emulator, entry, body, error.status, {**headers, **error.headers})
-    if timeout_roll < faults.timeout_rate:
-        # The effect is done, but the answer never comes: the caller cannot tell which happened.
-        entry["fault"] = "timeout"
-        _finish(emulator, entry, jsonify(answer), 200, headers)
+    if hangs:
         time.sleep(faults.hang)
         return jsonify({"error": {"message": "Gateway Timeout"}}), 504  # type: ignore[return-value]
-    return _finish(emulator, entry, jsonify(answer), 200, headers)
+    return response
 
 
 def _finish(
