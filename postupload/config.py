@@ -73,6 +73,7 @@ class Settings:
     trusted_proxies: int = 0  # proxies in front of the web whose X-Forwarded-For/-Proto are believed
     preview_keep: int = 10_000
     preview_days: float = 7.0
+    preview_megabytes: float = 256.0
     max_body: int = 1_048_576
     api_timeout: float = 30.0
     retries: int = 6
@@ -103,6 +104,7 @@ class Settings:
             trusted_proxies=_int(env, "POSTUPLOAD_TRUSTED_PROXIES", 0),
             preview_keep=_int(env, "POSTUPLOAD_PREVIEW_KEEP", 10_000),
             preview_days=_float(env, "POSTUPLOAD_PREVIEW_DAYS", 7.0),
+            preview_megabytes=_float(env, "POSTUPLOAD_PREVIEW_MB", 256.0),
             max_body=_int(env, "POSTUPLOAD_MAX_BODY", 1_048_576, minimum=1),
             api_timeout=_float(env, "POSTUPLOAD_API_TIMEOUT", 30.0),
             retries=_int(env, "POSTUPLOAD_RETRIES", 6),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from datetime import UTC, datetime
@@ -21,6 +22,8 @@ JOB_FUNCTION = "postupload.worker.process_notification"
 # worker starts what it took within milliseconds; a lost one is run again (done marks keep its
 # effects single) at the first registry cleaning after this (every few seconds: worker.py).
 STUCK_AFTER = 10
+
+log = logging.getLogger(__name__)
 
 
 def connect(url: str) -> redis.Redis:
@@ -98,6 +101,7 @@ def enqueue_notification(
     duplicate.
     """
     key = keys.dedupe(envelope.id)
+    trim_to_memory = False
     with queue.connection.pipeline() as pipe:
         try:
             pipe.watch(key)
@@ -117,7 +121,7 @@ def enqueue_notification(
                 pipeline=pipe,
             )
             if keep is not None:
-                recorded.record(pipe, envelope, keep, envelope.received_at)
+                trim_to_memory = recorded.record(pipe, envelope, keep, envelope.received_at)
             pipe.execute()
         except redis.WatchError:
             # redis-py raises WatchError both when an identical body was stored between our WATCH
@@ -129,6 +133,11 @@ def enqueue_notification(
             raise redis.ConnectionError(
                 "the connection to Redis broke before the notification was stored"
             ) from None
+    if trim_to_memory and keep is not None:
+        try:
+            recorded.trim_to_memory(queue.connection, keep)
+        except redis.RedisError as error:  # the notification is stored: the next look trims
+            log.warning("the notifications kept for previews could not be trimmed: %s", error)
     return True
 
 

@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         require_tests=settings.rules_require_tests,
         last_good=LastGood(connection),
     )
-    keep = Keep(settings.preview_keep, settings.preview_days)
+    keep = Keep(settings.preview_keep, settings.preview_days, settings.preview_megabytes)
     rules.current()  # at start, as every process does: siblings answer /readyz alike after a bad edit
     metrics = CollectorRegistry(auto_describe=False)
     metrics.register(StateCollector(connection, list(accounts), rules))

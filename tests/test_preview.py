@@ -15,7 +15,7 @@ from postupload.cli import main
 from postupload.config import Settings
 from postupload.envelope import Envelope
 from postupload.preview import diff, render
-from postupload.recorded import Keep, latest, record
+from postupload.recorded import Keep, latest, record, trim_to_memory
 from postupload.ruleset import load_ruleset
 from postupload.web import create_app
 from tests.conftest import ACCOUNT, signed_headers, wait_until
@@ -125,6 +125,32 @@ def test_notifications_are_kept_newest_first_within_both_bounds(redis_conn: redi
         record(pipe, later, Keep(count=0), now)
         pipe.execute()
     assert redis_conn.xlen(keys.RECORDED) == 1  # the first only
+
+
+def test_kept_notifications_are_bounded_by_memory_whatever_their_size(redis_conn: redis.Redis) -> None:
+    """A count alone bounds nothing: Cloudinary's largest notifications (a delete of 1,000 assets)
+    are about 250 KiB. Once a minute, the stream is trimmed to its memory, the newest kept."""
+    keep = Keep(count=10_000, days=7, megabytes=1.0)
+    now = time.time()
+    big = dict(upload("big"), tags=["t" * 200] * 100)  # about 21 KiB each
+    for number in range(120):  # 2.5 MiB in all
+        envelope = Envelope(f"n{number}", now, "cloud", {**big, "public_id": f"big/{number}"})
+        with redis_conn.pipeline() as pipe:
+            due = record(pipe, envelope, keep, now + number)  # once a minute: at 0 and 60 s
+            pipe.execute()
+        if due:
+            trim_to_memory(redis_conn, keep)
+    assert (redis_conn.memory_usage(keys.RECORDED, samples=0) or 0) > 2**20  # a minute's arrivals since
+    keep.trimmed_at = float("-inf")
+    with redis_conn.pipeline() as pipe:
+        assert record(pipe, Envelope("last", now, "cloud", {**big, "public_id": "big/last"}), keep, now + 120)
+        pipe.execute()
+    trim_to_memory(redis_conn, keep)
+    assert (redis_conn.memory_usage(keys.RECORDED, samples=0) or 0) <= 2**20
+    kept = [envelope.notification["public_id"] for envelope in latest(redis_conn, 2)]
+    assert kept == ["big/last", "big/119"], kept
+    length = redis_conn.xlen(keys.RECORDED)
+    assert 20 <= length <= 60, length  # of 121: about 1 MiB of 21 KiB entries
 
 
 def test_rules_diff_on_what_the_web_received(
