@@ -34,7 +34,7 @@ GROUPS = [
     ("asset history (30 days, 500 entries)", r"^postupload:history:"),
     ("public_id -> asset (30 days)", r"^postupload:asset:"),
     ("loop-guard counts (1 h)", r"^postupload:cap:"),
-    ("kept for previews (10,000 or 7 days)", r"^postupload:recorded$"),
+    ("kept for previews (10,000, 7 days or 256 MiB)", r"^postupload:recorded$"),
     ("metrics and per-minute counts", r"^postupload:(metrics|recent|matches|notifications)"),
     ("other", r""),
 ]
