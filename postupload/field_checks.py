@@ -86,7 +86,7 @@ def _cost_warnings(pattern: Pattern, at: Where) -> Iterator[Warning]:
                     message = (
                         f"wildcard {wildcard!r} has no literal start or end, so it is tested on every"
                         " notification its rule sees: many such rules slow every match; start or end"
-                        " it with literal text if you can (e.g. 'products/*/hero-12/*')"
+                        " it with literal text where you can ('products/*/hero-12/*')"
                     )
                     yield ((*at, key, index), message, "W105")
 
