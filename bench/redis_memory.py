@@ -26,8 +26,8 @@ from postupload.signature import sign_notification
 
 # What each key keeps, by its name (the first pattern that matches).
 GROUPS = [
-    ("RQ job (the notification, kept 7 days)", r"^rq:job:"),
-    ("RQ results (kept 7 days)", r"^rq:results:"),
+    ("RQ job (a failed one: its notification, 7 days)", r"^rq:job:"),
+    ("RQ results (a failed job's reason, 7 days)", r"^rq:results:"),
     ("RQ registries and queue", r"^rq:"),
     ("dedupe mark (25 h)", r"^postupload:dedupe:"),
     ("done marks (8 days)", r"^postupload:done:"),

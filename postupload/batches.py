@@ -293,8 +293,8 @@ class TagBatches:
             SINGLE_FUNCTION,
             args=(spec.as_json(), item),
             retry=None if error.permanent else retry_policy(self.retries),
-            result_ttl=keys.RESULT_TTL,
-            failure_ttl=keys.RESULT_TTL,
+            result_ttl=keys.FINISHED_JOB_TTL,
+            failure_ttl=keys.FAILED_JOB_TTL,
             description=printable(f"tags {spec.command} {list(spec.tags)} on {item['public_id']}"),
             at_front=True,
         )

@@ -72,7 +72,68 @@ def record_all(connection: redis.Redis | Any, stories: Sequence[Story]) -> None:
 
 
 def _text(entry: dict[str, Any], now: float) -> str:
-    return json.dumps({"time": round(now, 3), **entry}, separators=(",", ":"), default=str)
+    return bounded({"time": round(now, 3), **entry})
+
+
+# An entry's values cut to fit HISTORY_ENTRY_BYTES keep this much of their JSON text.
+CUT_TO = 512
+# What an entry cut that far still does not fit keeps: what happened, to what, by which rule.
+ESSENTIAL = (
+    "time",
+    "event",
+    "notification",
+    "job",
+    "notification_type",
+    "public_id",
+    "rule",
+    "action",
+    "status",
+    "reason",
+)
+
+
+def bounded(entry: dict[str, Any], limit: int = keys.HISTORY_ENTRY_BYTES) -> str:
+    """The entry as JSON of at most `limit` bytes. Values come from notifications and Cloudinary's
+    answers (a call with 1,000 tags, an error quoting a body), so an entry could be a megabyte and an
+    asset's 500 of them half a gigabyte. Over the limit, its longest values are cut, longest first,
+    each to its first CUT_TO characters and a note of its length; if that is not enough, only the
+    essential fields are kept, each cut shorter."""
+    text = _json(entry)
+    if len(text.encode()) <= limit:
+        return text
+    cut = dict(entry)
+    for name in sorted(cut, key=lambda name: _size(cut[name]), reverse=True):
+        cut[name] = _cut(cut[name], CUT_TO)
+        text = _json(cut)
+        if len(text.encode()) <= limit:
+            return text
+    share = limit // (2 * len(ESSENTIAL))
+    essential = {name: _cut(entry[name], share) for name in ESSENTIAL if name in entry}
+    return _json({**essential, "cut": f"{_size(entry):,} bytes, over the {limit:,} an entry keeps"})
+
+
+def _cut(value: Any, length: int) -> Any:
+    """The value, or its start and a note of its length, as a string whose JSON is at most `length`
+    bytes (when the note alone fits)."""
+    text = value if isinstance(value, str) else _json(value)
+    if _size(text) <= length:
+        return value
+    note = f"… ({len(text):,} characters in all)"
+    # The longest start that fits (a character is 1 to 12 bytes in JSON: at most `length` of them).
+    low, high = 0, min(len(text), length)
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if _size(text[:middle] + note) <= length else (low, middle - 1)
+    return text[:low] + note
+
+
+def _size(value: Any) -> int:
+    return len(_json(value).encode())
+
+
+def _json(value: Any) -> str:
+    # ASCII (other characters escaped): a lone surrogate a notification can carry stays storable.
+    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 def asset_key(connection: redis.Redis, target: Target) -> str:

@@ -12,10 +12,15 @@ DAY = 24 * 3600
 # Cloudinary retries for minutes and may deliver twice at any time; a day and an hour covers it.
 DEDUPE_TTL = DAY + 3600
 JOB_TIMEOUT = 600
-RESULT_TTL = 7 * DAY  # finished and failed jobs, with their results and reasons
+# A finished job is deleted as it finishes: what it did is in each asset's history and its
+# notification in the copies kept for previews (bounded by memory); keeping the job and its result as
+# well cost 14 KiB an upload for 7 days, most of all Redis held per upload.
+FINISHED_JOB_TTL = 0
+FAILED_JOB_TTL = 7 * DAY  # failed jobs, with their reasons, for ops to read and replay
 # Done marks outlive failed jobs, so replaying one skips what had succeeded.
-DONE_TTL = RESULT_TTL + DAY
+DONE_TTL = FAILED_JOB_TTL + DAY
 HISTORY_LENGTH = 500  # entries kept per asset
+HISTORY_ENTRY_BYTES = 4096  # an entry's bound: its longest values are cut to fit (history.py)
 HISTORY_TTL = 30 * DAY
 CAP_WINDOW = 3600  # the loop guard counts actions per asset per hour
 CLEANING_LOCK_TTL = 15  # RQ's lock on cleaning a queue's registries (held for well under a second)

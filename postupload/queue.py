@@ -114,8 +114,8 @@ def enqueue_notification(
                 args=(envelope.to_job(),),
                 job_id=envelope.id,
                 timeout=keys.JOB_TIMEOUT,
-                result_ttl=keys.RESULT_TTL,
-                failure_ttl=keys.RESULT_TTL,
+                result_ttl=keys.FINISHED_JOB_TTL,
+                failure_ttl=keys.FAILED_JOB_TTL,
                 description=f"notification {printable(envelope.notification_type)}",
                 retry=retry_policy(retries),
                 pipeline=pipe,
@@ -167,6 +167,6 @@ def schedule_again(queue: Queue, envelope: Envelope, when: float, retries: int) 
         },
         at_front=True,  # it waited already: ahead of what came since
         retry=retry_policy(retries),
-        result_ttl=keys.RESULT_TTL,
-        failure_ttl=keys.RESULT_TTL,
+        result_ttl=keys.FINISHED_JOB_TTL,
+        failure_ttl=keys.FAILED_JOB_TTL,
     )

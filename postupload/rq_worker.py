@@ -10,6 +10,8 @@ What RQ does that we change, and why (details at each override):
   killed worker's jobs run again within seconds; the worker's own key always lives longer than
   its longest wait for a job, so a live worker is never counted dead.
 - Worker.subscribe: RQ's command channel thread wakes every second, so a stop is never held up.
+- Worker.handle_job_success: a finished job is deleted, and RQ's delete fails on an execution of
+  the job that a dead worker left behind.
 - Worker.run_maintenance_tasks / Scheduler.enqueue_scheduled_jobs: RQ's upkeep is done once per
   Redis by the one scheduler, not by every idle worker.
 - Worker._install_signal_handlers / request_stop / _shutdown / teardown: a stop asked at any moment
@@ -29,7 +31,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import redis
 from rq import Queue, SimpleWorker
@@ -41,6 +43,7 @@ from rq.job_lifecycle import call_exception_handlers
 from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 from rq.timeouts import TimerDeathPenalty
+from rq.utils import as_text
 from rq.utils import now as utcnow
 
 from postupload.errors import PostuploadError
@@ -151,6 +154,27 @@ class Worker(SimpleWorker):
             call_exception_handlers(self._exc_handlers, job, *exc_info)
         if self.on_failure is not None:
             self.on_failure(job, error)
+
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Execution
+    ) -> None:
+        """Forget the job's executions that are gone from Redis, then RQ's own handling.
+
+        A finished job is deleted (result_ttl 0), and RQ's delete fetches each execution the job
+        ever had (rq 3.0: Execution.fetch raises ValueError on a missing one). A job run again after
+        its worker was killed still lists that worker's execution, whose hash went with its
+        heartbeats: the delete then raised, and RQ failed a job whose calls had all been made."""
+        found = cast(list[bytes], self.connection.zrange(job.execution_registry.key, 0, -1))
+        listed = [as_text(i) for i in found]
+        if len(listed) > 1:  # only ours, nearly always: one round trip
+            with self.connection.pipeline(transaction=False) as pipe:
+                for execution_id in listed:
+                    pipe.exists(Execution(execution_id, job.id, self.connection).key)
+                present = pipe.execute()
+            lost = [i for i, there in zip(listed, present, strict=True) if not there and i != execution.id]
+            if lost:
+                self.connection.zrem(job.execution_registry.key, *lost)
+        super().handle_job_success(job, queue, started_job_registry, execution)
 
     def request_stop(self, signum: int, frame: Any) -> None:
         if self.stopping is not None:

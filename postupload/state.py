@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import redis
 from rq import Worker
@@ -117,47 +117,3 @@ def matches_last_day(connection: redis.Redis, now: float | None = None) -> dict[
         for rule, count in found.items():
             totals[_text(rule)] = totals.get(_text(rule), 0) + int(count)
     return totals
-
-
-@dataclass(frozen=True)
-class Received:
-    """A notification a worker took, as its job keeps it (finished and failed jobs are kept 7 days)."""
-
-    job_id: str
-    status: str  # finished | failed
-    received_at: float
-    notification: dict[str, Any]
-    cloud_name: str = ""
-
-
-def recent_notifications(connection: redis.Redis, limit: int = 20) -> list[Received]:
-    """The latest notifications worked, newest first."""
-    queue = notification_queue(connection)
-    found: list[tuple[float, str, str]] = []
-    for status, registry in (
-        ("finished", queue.finished_job_registry),
-        ("failed", queue.failed_job_registry),
-    ):
-        latest = cast(
-            list[tuple[bytes, float]], connection.zrevrange(registry.key, 0, limit - 1, withscores=True)
-        )
-        found += [(float(score), _text(job_id), status) for job_id, score in latest]
-    received = []
-    for _, job_id, status in sorted(found, reverse=True)[: limit * 2]:
-        job = queue.fetch_job(job_id)
-        if job is None or not job.args or not isinstance(job.args[0], dict):
-            continue
-        envelope = job.args[0]
-        notification = envelope.get("notification")
-        if isinstance(notification, dict):
-            received.append(
-                Received(
-                    job_id,
-                    status,
-                    float(envelope.get("received_at") or 0),
-                    notification,
-                    str(envelope.get("cloud_name") or ""),
-                )
-            )
-    received.sort(key=lambda item: item.received_at, reverse=True)
-    return received[:limit]

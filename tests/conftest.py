@@ -353,6 +353,15 @@ class Stack:
         queue = notification_queue(self.redis)
         return [queue.fetch_job(job_id) for job_id in queue.failed_job_registry.get_job_ids()]
 
+    def finished(self, job_ids: list[str]) -> bool:
+        """Each of these jobs finished: gone, as a finished job is deleted, and not among the failed."""
+        from rq.job import Job
+
+        from postupload.queue import notification_queue
+
+        failed = set(notification_queue(self.redis).failed_job_registry.get_job_ids())
+        return not failed & set(job_ids) and not any(Job.exists(i, connection=self.redis) for i in job_ids)
+
     def stop(self) -> None:
         self.emulator.server.shutdown()
         self.web.shutdown()

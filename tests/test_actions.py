@@ -12,8 +12,6 @@ from typing import Any
 
 import requests
 from rq import Worker as RqWorker
-from rq.job import Job
-from rq.serializers import JSONSerializer
 
 from postupload import history
 from tests.conftest import (
@@ -76,6 +74,9 @@ def test_every_action_kind_takes_effect_with_one_shared_explicit_call(make_stack
     outcomes = {(e["rule"], e["action"]): e["status"] for e in entries if e["event"] == "action"}
     assert outcomes[("thumbs", "explicit")] == "ok" and outcomes[("approve", "moderation")] == "ok"
     assert outcomes[("thumbs", "tags")] == "ok"  # recorded when its batch was sent
+    # What happened is in the history: the finished job and its result are not kept beside it.
+    assert wait_until(stack.idle, 10)
+    assert not list(stack.redis.scan_iter("rq:job:*")) and not list(stack.redis.scan_iter("rq:results:*"))
 
 
 TAG_EVERYTHING = """
@@ -286,10 +287,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_repeats_nothing(make_stack: A
     os.kill(victim.pid, signal.SIGKILL)  # the jobs RQ saw it run as it died stop heartbeating
     victim.wait()
     killed_at = time.monotonic()
-    jobs = [Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer) for job_id in in_hand]
-    assert wait_until(lambda: all(job.get_status(refresh=True) == "finished" for job in jobs), 40), (
-        stack.processes.output()[-3000:]
-    )
+    assert wait_until(lambda: stack.finished(in_hand), 40), stack.processes.output()[-3000:]
     # Run again after their heartbeat lapsed (3 s) at the scheduler's next look (every 1 s), plus the
     # retry's interval (2-3 s): about 7 s. When the killed worker ran the scheduler, the other takes
     # it over at its next maintenance (every 3 s): about 10 s; 40 s leaves room for a loaded machine.
@@ -529,6 +527,7 @@ def test_failed_list_history_and_replay_after_the_cause_is_fixed(make_stack: Any
     assert wait_until(stack.idle, 10) and not stack.failed()
     assert len(stack.calls("explicit")) == 2 and len(stack.calls("context")) == 1  # context was not repeated
     assert "rule everyday explicit: ok" in cli("history", "late").output
+    assert stack.finished([job.id])  # deleted once it finished: a failed job is kept, a finished one not
 
 
 def test_a_rule_on_a_videos_moderation_notification_calls_with_resource_type_video(make_stack: Any) -> None:

@@ -79,8 +79,7 @@ def test_a_stop_lets_the_jobs_in_hand_finish_and_takes_no_new_one(make_stack: An
     in_hand = queue.started_job_registry.get_job_ids()
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
-    jobs = [Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer) for job_id in in_hand]
-    assert [job.get_status() for job in jobs] == ["finished"] * 4
+    assert stack.finished(in_hand)
     assert queue.started_job_registry.count == 0
     assert queue.count == 4  # the rest wait for the next worker, untouched
     assert len(stack.calls("explicit")) == 4

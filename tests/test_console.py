@@ -277,6 +277,11 @@ def test_a_pasted_notification_that_is_not_json_is_a_400_that_says_so(console: A
     assert answer.status_code == 400 and b"a notification is a JSON object" in answer.data
 
 
+def test_a_link_to_a_notification_no_longer_kept_is_a_404_that_says_so(console: Any) -> None:
+    answer = console.get("/console/playground?notification=gone", headers=_bearer())
+    assert answer.status_code == 404 and b"not among the 20 latest kept; paste it instead" in answer.data
+
+
 def test_a_short_token_is_refused_at_start() -> None:
     from postupload.config import Settings
     from postupload.errors import ConfigError

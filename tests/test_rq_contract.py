@@ -28,6 +28,7 @@ OVERRIDDEN = [
     (SimpleWorker, "subscribe", []),
     (SimpleWorker, "run_maintenance_tasks", []),
     (SimpleWorker, "handle_exception", ["job"]),
+    (SimpleWorker, "handle_job_success", ["job", "queue", "started_job_registry", "execution"]),
     (SimpleWorker, "request_stop", ["signum", "frame"]),
     (SimpleWorker, "_install_signal_handlers", []),
     (SimpleWorker, "_start_scheduler", ["burst", "logging_level", "date_format", "log_format"]),

@@ -35,9 +35,10 @@ from postupload.preview import diff
 from postupload.recorded import latest
 from postupload.rule_source import RuleSource
 from postupload.ruleset import load_ruleset
-from postupload.state import matches_last_day, notifications_per_minute, overview, recent_notifications
+from postupload.state import matches_last_day, notifications_per_minute, overview
 
 COOKIE = "postupload_console"
+PLAYGROUND_RECENT = 20  # the latest kept notifications the playground offers
 PREVIEW_RECENT = 1000  # recorded notifications a console preview runs through, unless asked otherwise
 PLAYGROUND_LIMIT = 262_144  # bytes of a pasted notification
 SHOWN = 200  # failed and waiting jobs listed on a page (the counts are of all)
@@ -156,17 +157,23 @@ def console_blueprint(settings: Settings, connection: redis.Redis, rules: RuleSo
 
     @console.route("/playground", methods=["GET", "POST"])
     def playground() -> tuple[str, int]:
-        recent = recent_notifications(connection)
+        recent = latest(connection, PLAYGROUND_RECENT)
         text = request.form.get("notification", "")
         cloud = request.form.get("cloud", settings.default_cloud_name())
-        if request.method == "GET" and request.args.get("job"):
-            picked = next((item for item in recent if item.job_id == request.args["job"]), None)
+        report, problem, status = None, None, 200
+        if request.method == "GET" and request.args.get("notification"):
+            picked = next((item for item in recent if item.id == request.args["notification"]), None)
             text = json.dumps(picked.notification, indent=2) if picked else ""
             cloud = picked.cloud_name if picked else cloud
-        report, problem = None, None
-        if text.strip():
+            if picked is None:
+                problem = (
+                    f"notification {request.args['notification']!r} is not among the "
+                    f"{PLAYGROUND_RECENT} latest kept; paste it instead"
+                )
+                status = 404
+        if text.strip() and problem is None:
             report, problem = _evaluate(text, rules, cloud)
-        status = 400 if problem else 200
+            status = 400 if problem else 200
         return render_template(
             "playground.html",
             recent=recent,
