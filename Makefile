@@ -19,7 +19,17 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/postupload run
 
-test: $(VENV)/.installed-test
+# The Cloudinary SDK's own tests (tests/test_sdk_live.py runs them against the emulator): its source
+# distribution, fetched by name for the version installed, as pip fetches any dependency.
+SDK_TESTS := var/sdk-tests
+$(SDK_TESTS)/.fetched: $(VENV)/.installed-test
+	rm -rf $(SDK_TESTS) && mkdir -p $(SDK_TESTS)
+	$(BIN)/python -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+		--dest $(SDK_TESTS) "cloudinary==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("cloudinary"))')"
+	tar -xzf $(SDK_TESTS)/cloudinary-*.tar.gz -C $(SDK_TESTS) --strip-components=1 --wildcards '*/test/test_*.py'
+	touch $@
+
+test: $(VENV)/.installed-test $(SDK_TESTS)/.fetched
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

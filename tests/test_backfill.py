@@ -51,7 +51,7 @@ def test_listing_pages_by_prefix_tag_and_search_through_the_sdk(make_stack: Any)
         if not cursor:
             break
     assert len(seen) == len(set(seen)) == 1200 and seen == sorted(seen)
-    tagged = cloudinary.api.resources_by_tag("sale", max_results=500, **options)
+    tagged = cloudinary.api.resources_by_tag("sale", max_results=500, tags=True, **options)
     assert len(tagged["resources"]) == 400 and all("sale" in r["tags"] for r in tagged["resources"])
     found = (
         cloudinary.search.Search().expression("tags:sale AND width>=1990").max_results(500).execute(**options)

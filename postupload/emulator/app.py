@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -12,28 +13,36 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from postupload.emulator.assets import Asset
 from postupload.emulator.operations import Emulator
-
-if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 from postupload.emulator.wire import (
     UNSIGNED_NOTIFICATION_PARAMS,
     ApiError,
     check_basic_auth,
     check_upload_auth,
+    required,
 )
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+RESOURCE_TYPES = ("image", "video", "raw", "auto")
 
 
 def create_app(emulator: Emulator) -> Flask:
     """The Flask app serving the API and the emulator's own routes."""
     app = Flask("postupload.emulator")
     app.config["MAX_FORM_PARTS"] = 100_000  # the service takes (and ignores) ids beyond 1000
+    app.config["MAX_FORM_MEMORY_SIZE"] = 20 * 2**20  # a data URI travels as a form field
     cloud = emulator.account.cloud_name
     upload_actions: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
         "explicit": emulator.explicit,
         "tags": emulator.tags,
         "context": emulator.context,
         "metadata": emulator.metadata,
+        "rename": emulator.rename,
+        "destroy": emulator.destroy,
+        "upload": lambda resource_type, params: _upload(emulator, resource_type, params),
     }
 
     @app.post(f"/v1_1/{cloud}/<resource_type>/<action>")
@@ -68,10 +77,48 @@ def create_app(emulator: Emulator) -> Flask:
     @app.get(f"/v1_1/{cloud}/resources/<resource_type>")
     @app.get(f"/v1_1/{cloud}/resources/<resource_type>/<delivery_type>")
     def list_resources(resource_type: str, delivery_type: str | None = None) -> Response:
+        if resource_type not in RESOURCE_TYPES and delivery_type is None:  # resources/{asset_id}
+            return admin_call("resource_by_asset_id", "", lambda _: emulator.by_asset_id(resource_type))
+
         def act(params: dict[str, Any]) -> Any:
             return emulator.list_resources(resource_type, delivery_type, params)
 
         return admin_call("resources", resource_type, act, type=delivery_type)
+
+    @app.delete(f"/v1_1/{cloud}/resources/<resource_type>/<delivery_type>")
+    def delete_resources(resource_type: str, delivery_type: str) -> Response:
+        def act(params: dict[str, Any]) -> Any:
+            return emulator.delete_resources(resource_type, delivery_type, params)
+
+        return admin_call("delete_resources", resource_type, act, type=delivery_type)
+
+    @app.get(f"/v1_1/{cloud}/resources")
+    def resource_types() -> Response:
+        return admin_call("resource_types", "", lambda _: {"resource_types": emulator.resource_types()})
+
+    @app.get(f"/v1_1/{cloud}/resources/<resource_type>/context")
+    def resources_by_context(resource_type: str) -> Response:
+        def act(params: dict[str, Any]) -> Any:
+            key, value = required(params, "key"), params.get("value")
+
+            def by_context(asset: Asset) -> bool:
+                return key in asset.context and (not value or asset.context[key] == value)
+
+            return emulator.list_resources(resource_type, None, params, where=by_context)
+
+        return admin_call("resources_by_context", resource_type, act)
+
+    @app.get(f"/v1_1/{cloud}/resources/<resource_type>/moderations/<kind>/<status>")
+    def resources_by_moderation(resource_type: str, kind: str, status: str) -> Response:
+        def act(params: dict[str, Any]) -> Any:
+            return emulator.list_resources(
+                resource_type,
+                None,
+                params,
+                where=lambda a: a.moderation_kind == kind and a.moderation_status == status,
+            )
+
+        return admin_call("resources_by_moderation", resource_type, act)
 
     @app.get(f"/v1_1/{cloud}/resources/<resource_type>/tags/<tag>")
     def resources_by_tag(resource_type: str, tag: str) -> Response:
@@ -79,6 +126,36 @@ def create_app(emulator: Emulator) -> Flask:
             return emulator.list_resources(resource_type, None, params, tag=tag)
 
         return admin_call("resources_by_tag", resource_type, act, tag=tag)
+
+    @app.delete(f"/v1_1/{cloud}/resources/<resource_type>/tags/<tag>")
+    def delete_resources_by_tag(resource_type: str, tag: str) -> Response:
+        def act(params: dict[str, Any]) -> Any:
+            return emulator.delete_resources(resource_type, None, params, tag=tag)
+
+        return admin_call("delete_resources_by_tag", resource_type, act, tag=tag)
+
+    @app.route(f"/v1_1/{cloud}/metadata_fields", methods=["GET", "POST"])
+    def metadata_fields() -> Response:
+        def act(params: dict[str, Any]) -> Any:
+            with emulator.lock:
+                if request.method == "POST":
+                    return emulator.metadata_fields.add(params)
+                return {"metadata_fields": list(emulator.metadata_fields.fields.values())}
+
+        return admin_call("metadata_fields", "", act)
+
+    @app.route(f"/v1_1/{cloud}/metadata_fields/<external_id>", methods=["GET", "PUT", "DELETE"])
+    def metadata_field(external_id: str) -> Response:
+        def act(params: dict[str, Any]) -> Any:
+            fields = emulator.metadata_fields
+            with emulator.lock:
+                if request.method == "PUT":
+                    return fields.update(external_id, params)
+                if request.method == "DELETE":
+                    return fields.delete(external_id)
+                return fields.get(external_id)
+
+        return admin_call("metadata_field", "", act, external_id=external_id)
 
     @app.post(f"/v1_1/{cloud}/resources/search")
     def search() -> Response:
@@ -117,7 +194,7 @@ def create_app(emulator: Emulator) -> Flask:
         with emulator.lock:
             return jsonify(
                 {
-                    "assets": [asset.resource(cloud) for asset in emulator.assets.values()],
+                    "assets": [asset.state(cloud) for asset in emulator.assets.values()],
                     "faults": emulator.faults.as_dict(),
                     "admin": {
                         "budget": emulator.rate_limit.budget,
@@ -243,6 +320,7 @@ def _finish(
     body.call_on_close(answered)
     body.status_code = status
     body.headers.update(headers or {})
+    body.headers["X-Request-Id"] = secrets.token_hex(16)  # as Cloudinary's (the SDK's `request_id`)
     return body
 
 
@@ -267,6 +345,20 @@ def _server_error(roll: float) -> tuple[Response, int, dict[str, str]]:
         page = Response("<html><body><h1>502 Bad Gateway</h1></body></html>", mimetype="text/html")
         return page, 502, {}
     return jsonify({"error": {"message": "General Error"}}), status, {}
+
+
+def _upload(emulator: Emulator, resource_type: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The upload action's file: a multipart part (bytes and its name) or the `file` field's text."""
+    sent = request.files.get("file")
+    content: bytes | str = sent.read() if sent is not None else str(params.pop("file", "") or "")
+    filename = sent.filename if sent is not None else None
+    if not content:
+        raise ApiError(400, "Missing required parameter - file")
+    if request.headers.get("Content-Range"):
+        if isinstance(content, str):
+            raise ApiError(400, "A part of a large upload is bytes, not a URL")
+        return emulator.upload_part(resource_type, params, content, filename, request.headers)
+    return emulator.upload_file(resource_type, params, content, filename)
 
 
 def _form_params(form: MultiDict[str, str]) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 The search language is a useful subset of Cloudinary's: `field:value` and `field=value`, a trailing
 `*` for a prefix, `field>N`, `>=`, `<`, `<=` on numbers and dates, `AND` / `OR` (AND binds tighter),
 parentheses, quoted values. Fields: public_id, asset_folder (also `folder`), resource_type, type,
-format, tags (also `tag`), width, height, bytes, created_at, uploaded_at.
+format, tags (also `tag`), width, height, bytes, created_at, uploaded_at, asset_id; `sort_by`
+on any of them.
 """
 
 from __future__ import annotations
@@ -21,16 +22,39 @@ MAX_RESULTS = 500
 Test = Callable[[Asset], bool]
 
 
-def page(assets: list[Asset], max_results: Any, cursor: Any) -> tuple[list[Asset], str | None]:
-    """One page of assets in public_id order, and the cursor of the next (None on the last)."""
+def page(
+    assets: list[Asset], max_results: Any, cursor: Any, order: list[tuple[str, bool]] | None = None
+) -> tuple[list[Asset], str | None]:
+    """One page of assets in public_id order (or `order`: (field, descending) pairs), and the cursor
+    of the next (None on the last)."""
     try:
         size = min(MAX_RESULTS, max(1, int(max_results or 10)))
         start = int(cursor) if cursor else 0
     except ValueError:
         raise ApiError(400, "Invalid next_cursor or max_results") from None
     ordered = sorted(assets, key=lambda asset: (asset.public_id, asset.resource_type, asset.type))
+    for name, descending in reversed(order or []):  # stable sorts: the first field decides last
+        ordered.sort(key=lambda asset: _sort_key(FIELDS[name](asset)), reverse=descending)
     chosen = ordered[start : start + size]
     return chosen, (str(start + size) if start + size < len(ordered) else None)
+
+
+def search_order(sort_by: Any) -> list[tuple[str, bool]]:
+    """The Search API's `sort_by`: [{field: "asc" | "desc"}, ...]. Cloudinary's default is
+    created_at descending; the emulator keeps public_id order unless asked."""
+    order = []
+    for item in sort_by or []:
+        if not isinstance(item, dict) or len(item) != 1:
+            raise ApiError(400, f"Invalid sort_by {item!r}: expected {{field: asc|desc}}")
+        ((name, direction),) = item.items()
+        if name not in FIELDS or direction not in ("asc", "desc"):
+            raise ApiError(400, f"Invalid sort_by {item!r}: expected {{field: asc|desc}}")
+        order.append((name, direction == "desc"))
+    return order
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    return (0, value) if isinstance(value, int | float) else (1, str(value))
 
 
 def search_test(expression: str) -> Test:
@@ -125,6 +149,7 @@ def _created(asset: Asset) -> str:
 
 
 FIELDS: dict[str, Callable[[Asset], Any]] = {
+    "asset_id": lambda asset: asset.asset_id,
     "public_id": lambda asset: asset.public_id,
     "asset_folder": lambda asset: asset.asset_folder,
     "folder": lambda asset: asset.asset_folder,

@@ -44,7 +44,7 @@ class Notifier:
         self.sent: list[dict[str, Any]] = []
 
     def upload(self, asset: Asset) -> dict[str, Any]:
-        resource = asset.resource(self.account.cloud_name)
+        resource = asset.view(self.account.cloud_name)
         body = self.envelope("upload")
         for key in (
             "asset_id",
@@ -56,7 +56,6 @@ class Notifier:
             "format",
             "resource_type",
             "created_at",
-            "tags",
             "bytes",
             "type",
             "etag",
@@ -65,7 +64,9 @@ class Notifier:
             "asset_folder",
             "display_name",
         ):
-            body[key] = resource[key]
+            if key in resource:  # a raw file has no width or height
+                body[key] = resource[key]
+        body["tags"] = sorted(asset.tags)
         body["placeholder"] = False
         if asset.original_filename:
             body["original_filename"] = asset.original_filename
@@ -74,7 +75,7 @@ class Notifier:
         if asset.metadata:
             body["metadata"] = dict(asset.metadata)
         if asset.moderation_kind:
-            body["moderation"] = [{"kind": asset.moderation_kind, "status": "pending"}]
+            body["moderation"] = asset.moderation()
         body["api_key"] = self.account.api_key
         return self.triggered(body)
 
@@ -110,9 +111,37 @@ class Notifier:
             "notification_type": "info",
         }
 
+    def rename(self, asset: Asset, from_public_id: str) -> dict[str, Any]:
+        """As samples/notifications/rename.json."""
+        body = {
+            **self.envelope("rename"),
+            "asset_id": asset.asset_id,
+            "resource_type": asset.resource_type,
+            "type": asset.type,
+            "from_public_id": from_public_id,
+            "to_public_id": asset.public_id,
+            "asset_folder": asset.asset_folder,
+            "display_name": asset.public_id.rsplit("/", 1)[-1],
+        }
+        return self.triggered(body)
+
+    def deleted(self, assets: list[Asset], url: str | None) -> None:
+        """One `delete` notification listing the assets a call deleted (samples/notifications/delete.json)."""
+        resources = [
+            {
+                "resource_type": asset.resource_type,
+                "type": asset.type,
+                "asset_id": asset.asset_id,
+                "public_id": asset.public_id,
+                "version": asset.version,
+            }
+            for asset in assets
+        ]
+        self.send(self.triggered({**self.envelope("delete"), "resources": resources}), url)
+
     def _about(self, asset: Asset) -> dict[str, Any]:
         """How moderation and info notifications name the asset (no asset_id, resource_type or type)."""
-        resource = asset.resource(self.account.cloud_name)
+        resource = asset.view(self.account.cloud_name)
         keys = ("public_id", "created_at", "version", "url", "secure_url", "etag")
         about = {key: resource[key] for key in keys}
         about["uploaded_at"] = about.pop("created_at")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import time
@@ -10,9 +11,10 @@ from dataclasses import fields
 from typing import Any
 
 from postupload.config import Account
-from postupload.emulator import listing
+from postupload.emulator import addons, files, listing
 from postupload.emulator.assets import Asset, apply_tags, context_change, merge_pairs
 from postupload.emulator.faults import Faults, RateLimit
+from postupload.emulator.metadata_fields import MetadataFields
 from postupload.emulator.notifications import DEFAULT_RETRY_DELAYS, Notifier
 from postupload.emulator.wire import (
     CONTEXT_COMMANDS,
@@ -24,11 +26,12 @@ from postupload.emulator.wire import (
     metadata_value,
     parse_pairs,
     required,
+    sign_answer,
     tag_list,
     truthy,
 )
 
-ADDONS = ("background_removal", "categorization", "auto_tagging", "ocr", "detection", "raw_convert")
+ADDONS = addons.NAMES
 AUTOMATIC_MODERATION = (
     "webpurify",
     "aws_rek",
@@ -36,6 +39,18 @@ AUTOMATIC_MODERATION = (
     "google_video_moderation",
     "perception_point",
 )
+
+
+def _allowed_format(found: str | None, params: dict[str, Any]) -> str | None:
+    """The stored format: `format` converts to it; otherwise, with `allowed_formats`, the file's own
+    must be one of them."""
+    if params.get("format"):
+        return str(params["format"]).lower()
+    allowed = params.get("allowed_formats")
+    allowed = allowed.split(",") if isinstance(allowed, str) else allowed
+    if allowed and found not in [item.strip().lower() for item in allowed]:
+        raise ApiError(400, f"Image format {found} not allowed")
+    return found
 
 
 class Emulator:
@@ -59,6 +74,8 @@ class Emulator:
         self.rate_limit = RateLimit(admin_budget, admin_window)
         self.assets: dict[tuple[str, str, str], Asset] = {}
         self.calls: list[dict[str, Any]] = []
+        self.metadata_fields = MetadataFields()
+        self.chunks: dict[str, list[tuple[int, bytes]]] = {}  # upload_large's parts, by X-Unique-Upload-Id
         self.lock = threading.RLock()
         self.notifier = Notifier(
             account, notify_url, self.faults, self.lock, retry_delays, signature_algorithm
@@ -94,6 +111,188 @@ class Emulator:
                 self.notifier.send(self.notifier.moderation(asset), values.get("notification_url"))
         return asset.resource(self.account.cloud_name)
 
+    def upload_file(
+        self, resource_type: str, params: dict[str, Any], content: bytes | str, filename: str | None
+    ) -> dict[str, Any]:
+        """Upload API upload: a file (bytes, a data URI or a loopback URL) becomes an asset; with
+        Content-Range, one part of upload_large's (the last part completes it)."""
+        addons.check(params, "upload")
+        described = self._described(params)
+        received = files.read(content, filename, "image" if resource_type == "auto" else resource_type)
+        if resource_type == "auto":
+            resource_type = "image" if received.width is not None else "raw"
+        original = str(params.get("filename_override") or "") or received.stem
+        file_format = _allowed_format(received.format, params)
+        with self.lock:
+            public_id = self._new_public_id(params, received.stem)
+            key = (resource_type, str(params.get("type") or "upload"), public_id)
+            existing = self.assets.get(key)
+            if existing is not None and params.get("overwrite") in ("false", "0", False):
+                answer = existing.view(self.account.cloud_name, tags=True, context=True)
+                return {**answer, "existing": True}
+            asset = Asset(
+                public_id=public_id,
+                resource_type=resource_type,
+                type=key[1],
+                format=file_format,
+                width=received.width,
+                height=received.height,
+                bytes=len(received.content),
+                etag=received.etag,
+                original_filename=original,
+                asset_folder=str(params.get("asset_folder") or params.get("folder") or ""),
+            )
+            self._describe(asset, described)
+            moderation = str(params.get("moderation") or "")
+            if moderation:
+                asset.moderation_kind = moderation.split("|")[0]
+                asset.moderation_status = "pending" if asset.moderation_kind == "manual" else "approved"
+            self.assets[key] = asset
+        eager = [item for item in str(params.get("eager") or "").split("|") if item]
+        with self.lock:
+            for transformation in eager:
+                asset.derived_generated += 1
+                asset.derived.append(transformation)
+            for name in ADDONS:
+                if params.get(name):
+                    asset.addons.setdefault(name, []).append(str(params[name]))
+        answer = asset.view(self.account.cloud_name, tags=True, context=True, metadata=bool(asset.metadata))
+        answer["tags"] = sorted(asset.tags)  # an upload's answer lists its tags, even none
+        answer["signature"] = sign_answer(asset.public_id, asset.version, self.account.api_secret)
+        answer["api_key"] = self.account.api_key
+        if eager:
+            answer["eager"] = [asset.eager_item(self.account.cloud_name, item) for item in eager]
+        url = params.get("notification_url")
+        self.notifier.send(self.notifier.upload(asset), url)
+        if asset.moderation_kind in AUTOMATIC_MODERATION:
+            self.notifier.send(self.notifier.moderation(asset), url)
+        return answer
+
+    def upload_part(
+        self, resource_type: str, params: dict[str, Any], part: bytes, filename: str | None, headers: Any
+    ) -> dict[str, Any]:
+        """One part of upload_large (Content-Range `bytes a-b/total`, X-Unique-Upload-Id)."""
+        found = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", str(headers.get("Content-Range") or ""))
+        upload_id = str(headers.get("X-Unique-Upload-Id") or "")
+        if found is None or not upload_id:
+            raise ApiError(400, "Invalid Content-Range or missing X-Unique-Upload-Id")
+        start, end, total = (int(number) for number in found.groups())
+        with self.lock:
+            parts = self.chunks.setdefault(upload_id, [])
+            parts.append((start, part))
+            received = sum(len(chunk) for _, chunk in parts)
+            if end + 1 < total or received < total:
+                return {"done": False, "bytes": received}
+            content = b"".join(chunk for _, chunk in sorted(parts))
+            del self.chunks[upload_id]
+        return self.upload_file(resource_type, params, content, filename)
+
+    def _new_public_id(self, params: dict[str, Any], stem: str) -> str:
+        if params.get("public_id"):
+            return str(params["public_id"])
+        if truthy(params.get("use_filename")) and stem:
+            unique = params.get("unique_filename") not in ("false", "0", False)
+            name = f"{stem}_{secrets.token_hex(3)}" if unique else stem
+        else:
+            name = secrets.token_hex(10)
+        folder = str(params.get("folder") or "").strip("/")
+        return f"{folder}/{name}" if folder else name
+
+    def _described(self, params: dict[str, Any]) -> dict[str, Any]:
+        """What an upload or explicit says of the asset: its tags, context and metadata, checked."""
+        described: dict[str, Any] = {}
+        if params.get("tags"):
+            described["tags"] = list(dict.fromkeys(tag_list(params["tags"])))
+        if params.get("context"):
+            described["context"] = {k: v for k, v in parse_pairs(str(params["context"])).items() if v != ""}
+        if params.get("metadata"):
+            pairs = parse_pairs(str(params["metadata"]))
+            described["metadata"] = {key: metadata_value(value) for key, value in pairs.items()}
+            with self.lock:
+                self.metadata_fields.check(described["metadata"])
+        return described
+
+    @staticmethod
+    def _describe(asset: Asset, described: dict[str, Any]) -> None:
+        """Tags and context given replace the asset's; metadata given is merged field by field."""
+        if "tags" in described:
+            asset.tags = list(described["tags"])
+        if "context" in described:
+            asset.context = dict(described["context"])
+        if "metadata" in described:
+            merge_pairs(asset.metadata, described["metadata"])
+
+    def rename(self, resource_type: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Upload API rename: a new public_id (over an existing asset only with overwrite)."""
+        source, target = required(params, "from_public_id"), required(params, "to_public_id")
+        delivery_type = str(params.get("type") or "upload")
+        to_type = str(params.get("to_type") or delivery_type)
+        with self.lock:
+            asset = self._asset(resource_type, delivery_type, source)
+            if (resource_type, to_type, target) in self.assets and not truthy(params.get("overwrite")):
+                raise ApiError(409, f"Resource already exists - {target}")
+            del self.assets[(resource_type, delivery_type, source)]
+            asset.public_id, asset.type = target, to_type
+            self.assets[(resource_type, to_type, target)] = asset
+            answer = asset.resource(self.account.cloud_name)
+        self.notifier.send(self.notifier.rename(asset, source), params.get("notification_url"))
+        return answer
+
+    def destroy(self, resource_type: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Upload API destroy: one asset."""
+        public_id = required(params, "public_id")
+        with self.lock:
+            asset = self.assets.pop((resource_type, str(params.get("type") or "upload"), public_id), None)
+        if asset is None:
+            return {"result": "not found"}
+        self.notifier.deleted([asset], params.get("notification_url"))
+        return {"result": "ok"}
+
+    def delete_resources(
+        self, resource_type: str, delivery_type: str | None, params: dict[str, Any], tag: str | None = None
+    ) -> dict[str, Any]:
+        """Admin API delete: by public_ids (at most 100), by prefix, by tag or all (at most 1000 a call,
+        with `partial` and a cursor to go on)."""
+        delivery_type = delivery_type or str(params.get("type") or "upload")
+        ids = params.get("public_ids")
+        ids = [ids] if isinstance(ids, str) else ids
+        with self.lock:
+            if ids:
+                if len(ids) > 100:
+                    raise ApiError(400, "Too many public_ids: at most 100 a call")
+                keys = [(resource_type, delivery_type, public_id) for public_id in ids]
+                deleted = {key[2]: "deleted" if key in self.assets else "not_found" for key in keys}
+            else:
+                prefix = str(params.get("prefix") or "")
+                if tag is None and not prefix and not truthy(params.get("all")):
+                    raise ApiError(400, "Missing required parameter - public_ids, prefix, tag or all")
+                keys = sorted(
+                    key
+                    for key, asset in self.assets.items()
+                    if key[0] == resource_type
+                    and (tag is not None or key[1] == delivery_type)
+                    and asset.public_id.startswith(prefix)
+                    and (tag is None or tag in asset.tags)
+                )[:1000]
+                deleted = {key[2]: "deleted" for key in keys}
+            gone = [self.assets.pop(key) for key in keys if key in self.assets]
+            partial = not ids and len(keys) == 1000
+        if gone:
+            self.notifier.deleted(gone, params.get("notification_url"))
+        return {"deleted": deleted, "deleted_counts": {}, "partial": partial}
+
+    def resource_types(self) -> list[str]:
+        with self.lock:
+            return sorted({asset.resource_type for asset in self.assets.values()} | {"image"})
+
+    def by_asset_id(self, asset_id: str) -> dict[str, Any]:
+        """Admin API resources/{asset_id}."""
+        with self.lock:
+            for asset in self.assets.values():
+                if asset.asset_id == asset_id:
+                    return asset.resource(self.account.cloud_name)
+        raise ApiError(404, f"Resource not found - {asset_id}")
+
     def _asset(self, resource_type: str, delivery_type: str, public_id: str) -> Asset:
         asset = self.assets.get((resource_type, delivery_type, public_id))
         if asset is None:
@@ -105,10 +304,13 @@ class Emulator:
     def explicit(self, resource_type: str, params: dict[str, Any]) -> dict[str, Any]:
         """Upload API explicit: (re)generate eager transformations, run add-ons, answer the asset."""
         public_id = required(params, "public_id")
+        addons.check(params, "upload")
+        described = self._described(params)
         asset = self._asset(resource_type, params.get("type") or "upload", public_id)
         eager = [item for item in str(params.get("eager") or "").split("|") if item]
         is_async = truthy(params.get("eager_async"))
         with self.lock:
+            self._describe(asset, described)
             for transformation in eager:
                 # Existing eager images are always regenerated, and billed, by explicit.
                 asset.derived_generated += 1
@@ -123,7 +325,7 @@ class Emulator:
                 kinds = str(moderation).split("|")
                 asset.moderation_kind = kinds[0]
                 asset.moderation_status = "pending" if kinds[0] == "manual" else "approved"
-        answer = asset.resource(self.account.cloud_name)
+        answer = asset.view(self.account.cloud_name, tags=True, context=True, metadata=True)
         url = params.get("notification_url")
         if is_async and eager:
             batch_id = secrets.token_hex(32)
@@ -218,6 +420,7 @@ class Emulator:
         pairs = parse_pairs(required(params, "metadata"))
         values = {key: metadata_value(value) for key, value in pairs.items()}
         with self.lock:
+            self.metadata_fields.check(values)
             targets = self._targets(resource_type, params)
             changes: dict[str, dict[str, Any]] = {}
             for asset in targets:
@@ -240,6 +443,7 @@ class Emulator:
     def update(self, resource_type: str, delivery_type: str, public_id: str, params: dict[str, Any]) -> Any:
         """Admin API update: moderation status, tags (replacing the set), context, metadata, add-ons."""
         status = params.get("moderation_status")
+        addons.check(params, "admin")
         if status is not None and status not in ("approved", "rejected"):
             raise ApiError(400, f"Invalid moderation_status {status!r}; expected approved or rejected")
         tags = tag_list(params["tags"]) if params.get("tags") else None
@@ -252,7 +456,9 @@ class Emulator:
             if context is not None:
                 asset.context = {key: value for key, value in context.items() if value != ""}
             if metadata is not None:
-                asset.metadata.update({key: metadata_value(value) for key, value in metadata.items()})
+                values = {key: metadata_value(value) for key, value in metadata.items()}
+                self.metadata_fields.check(values)
+                asset.metadata.update(values)
             for name in ADDONS:
                 if params.get(name):
                     asset.addons.setdefault(name, []).append(str(params[name]))
@@ -260,6 +466,7 @@ class Emulator:
             if status is not None:
                 asset.moderation_status = status
                 asset.moderation_kind = asset.moderation_kind or "manual"
+                asset.moderation_updated_at = self.clock()
             answer = asset.resource(self.account.cloud_name)
         if moderated:
             self.notifier.send(self.notifier.moderation(asset), params.get("notification_url"))
@@ -268,9 +475,15 @@ class Emulator:
     # --- listing (Admin API, rate-limited) ------------------------------------------------------
 
     def list_resources(
-        self, resource_type: str, delivery_type: str | None, params: dict[str, Any], tag: str | None = None
+        self,
+        resource_type: str,
+        delivery_type: str | None,
+        params: dict[str, Any],
+        tag: str | None = None,
+        where: Callable[[Asset], bool] = lambda asset: True,
     ) -> dict[str, Any]:
-        """GET resources/{resource_type}[/{type}] (by prefix) or resources/{resource_type}/tags/{tag}."""
+        """GET resources/{resource_type}[/{type}] (by prefix), resources/{resource_type}/tags/{tag},
+        or by context or moderation (`where`)."""
         prefix = str(params.get("prefix") or "")
         with self.lock:
             found = [
@@ -280,9 +493,11 @@ class Emulator:
                 and (delivery_type is None or asset.type == delivery_type)
                 and asset.public_id.startswith(prefix)
                 and (tag is None or tag in asset.tags)
+                and where(asset)
             ]
             chosen, cursor = listing.page(found, params.get("max_results"), params.get("next_cursor"))
-            answer: dict[str, Any] = {"resources": [a.resource(self.account.cloud_name) for a in chosen]}
+            shown = {name: truthy(params.get(name)) for name in ("tags", "context", "metadata")}
+            answer: dict[str, Any] = {"resources": [a.view(self.account.cloud_name, **shown) for a in chosen]}
         if cursor:
             answer["next_cursor"] = cursor
         return answer
@@ -290,12 +505,21 @@ class Emulator:
     def search(self, params: dict[str, Any]) -> dict[str, Any]:
         """POST resources/search: the assets an expression selects, paged."""
         test = listing.search_test(str(params.get("expression") or ""))
+        order = listing.search_order(params.get("sort_by"))
+        wanted = set(params.get("with_field") or [])
+        shown = {
+            "tags": "tags" in wanted,
+            "context": "context" in wanted,
+            "metadata": "metadata" in wanted,
+            "image_metadata": "image_metadata" in wanted,
+        }
         with self.lock:
             found = [asset for asset in self.assets.values() if test(asset)]
-            chosen, cursor = listing.page(found, params.get("max_results"), params.get("next_cursor"))
+            chosen, cursor = listing.page(found, params.get("max_results"), params.get("next_cursor"), order)
             answer: dict[str, Any] = {
                 "total_count": len(found),
-                "resources": [a.resource(self.account.cloud_name) for a in chosen],
+                # The Search API shows context flat, unlike the Admin API's {"custom": ...}
+                "resources": [a.view(self.account.cloud_name, flat_context=True, **shown) for a in chosen],
             }
         if cursor:
             answer["next_cursor"] = cursor

@@ -37,6 +37,12 @@ def string_to_sign(params: dict[str, Any], version: int = 2) -> str:
     return "&".join(sorted(pairs))
 
 
+def sign_answer(public_id: str, version: int, api_secret: str) -> str:
+    """The `signature` of an upload's answer: its public_id and version signed as a request is."""
+    to_sign = string_to_sign({"public_id": public_id, "version": version})
+    return hashlib.sha1((to_sign + api_secret).encode()).hexdigest()
+
+
 def parse_pairs(text: str) -> dict[str, str]:
     """`k=v|k2=v2` with `\\=` and `\\|` escaped, as the SDK encodes context and metadata."""
     pairs: dict[str, str] = {}

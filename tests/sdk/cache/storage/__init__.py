@@ -1,0 +1,1 @@
+"""The SDK tests import `test.cache.storage.dummy_cache_storage`."""
