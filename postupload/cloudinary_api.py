@@ -7,6 +7,7 @@ import email.utils
 import re
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import cloudinary.api
@@ -14,6 +15,7 @@ import cloudinary.api_client.call_api
 import cloudinary.exceptions
 import cloudinary.search
 import cloudinary.uploader
+from urllib3.util.retry import Retry
 
 from postupload.backfill_events import AssetSource
 from postupload.client import RateLimit
@@ -31,7 +33,7 @@ STATUS_OF_ERROR: dict[type[Exception], int] = {
     cloudinary.exceptions.RateLimited: 420,
 }
 PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 409})
-# Cloudinary's 420 message ends "Try again on <HTTP date>"; without it, wait this long.
+# Cloudinary's 420/429 message ends "Try again on <time>" (retry_time); without it, wait this long.
 RATE_LIMIT_FALLBACK = 60.0
 
 
@@ -43,6 +45,7 @@ class CloudinaryClient:
         self.account = account
         self.timeout = timeout
         self.recorder = recorder
+        answer_rate_limits_at_once()
 
     def explicit(self, public_id: str, *, resource_type: str, type: str, **params: Any) -> dict[str, Any]:
         """Upload API explicit (not rate-limited): eager transformations and add-ons."""
@@ -180,6 +183,20 @@ class CloudinaryClient:
                 )
 
 
+# urllib3's default retries (three, on connection errors), minus its wait for a Retry-After.
+NO_RETRY_AFTER = Retry(3, respect_retry_after_header=False)
+
+
+def answer_rate_limits_at_once() -> None:
+    """Under the SDK, urllib3 sleeps out a 429's Retry-After (up to an hour: the rest of Cloudinary's
+    window) before it tries a GET again, holding the calling thread past any timeout. Without that
+    wait the 429 reaches us at once, and the work is deferred to the reset instead."""
+    for pool_manager in (cloudinary.uploader._http, cloudinary.api_client.call_api._http):
+        if pool_manager.connection_pool_kw.get("retries") is not NO_RETRY_AFTER:
+            pool_manager.connection_pool_kw["retries"] = NO_RETRY_AFTER
+            pool_manager.clear()  # pools made before keep their retries; new ones take these
+
+
 def widen_http_pools(connections: int) -> None:
     """Let the SDK keep this many connections to each host. Its HTTP pools (urllib3's, made when the
     SDK is imported) keep 1 each by default, so with several calls in flight every call but one
@@ -239,9 +256,18 @@ def rate_limit_of(answer: Any) -> RateLimit | None:
 
 
 def retry_time(message: str) -> float | None:
-    """The time in Cloudinary's "Try again on <date>" rate-limit message, as unix seconds."""
-    match = re.search(r"Try again on (.+?)\.?$", message)
+    """The time in Cloudinary's rate-limit message, as unix seconds. Users report it as
+    "... Try again on 2024-10-04 14:00:00 UTC"; older captures and the headers use an HTTP date
+    ("Try again on Tue, 18 Aug 2026 17:00:00 GMT"). Either form; None for anything else."""
+    match = re.search(r"Try again on (.+?)\.?\s*$", message)
     if match is None:
         return None
-    parsed = email.utils.parsedate_tz(match.group(1))
+    when = match.group(1).strip()
+    plain = re.fullmatch(
+        r"(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})(?:\.\d+)?\s*(?:UTC|GMT|Z|\+00:?00)?", when
+    )
+    if plain:
+        moment = datetime.fromisoformat(f"{plain.group(1)}T{plain.group(2)}+00:00")
+        return moment.timestamp()
+    parsed = email.utils.parsedate_tz(when)
     return float(email.utils.mktime_tz(parsed)) if parsed else None

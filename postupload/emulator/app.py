@@ -282,7 +282,7 @@ def serve_call(
             if burst:
                 entry["fault"] = "rate_limit_burst"
             with emulator.lock:
-                headers = emulator.rate_limit.take(emulator.clock(), burst)
+                headers = emulator.rate_limit.take(emulator.clock(), burst, faults.rate_limit_status)
         # The effect and its record at once: a test that saw the effect in the state found no call
         # in the calls yet.
         with emulator.lock:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import email.utils
+import math
 import random
+import time
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -19,7 +21,8 @@ class Faults:
     error_rate: float = 0.0  # share of API calls answered 500, 502 or 503, without effect
     timeout_rate: float = 0.0  # share of API calls that take effect but hold the answer back
     hang: float = 30.0  # how long such a call holds the connection before giving up (504)
-    rate_limit_burst: int = 0  # the next N Admin API calls answer 420
+    rate_limit_burst: int = 0  # the next N Admin API calls answer 420 (or rate_limit_status)
+    rate_limit_status: int = 420  # how a spent budget is answered: 420, or 429 with Retry-After
     drop_rate: float = 0.0  # share of notifications never sent
     duplicate_rate: float = 0.0  # share of notifications sent twice
     seed: int | None = None
@@ -39,6 +42,9 @@ class Faults:
             if name == "seed":
                 if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                     raise ValueError("seed: expected an integer or null")
+            elif name == "rate_limit_status":
+                if value not in (420, 429):
+                    raise ValueError("rate_limit_status: expected 420 or 429")
             elif name == "rate_limit_burst":
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     raise ValueError("rate_limit_burst: expected a whole number ≥ 0")
@@ -65,14 +71,20 @@ class RateLimit:
         self.window_start = 0
         self.used = 0
 
-    def take(self, now: float, burst: bool = False) -> dict[str, str]:
-        """Count one call and answer its headers; raise ApiError 420 when the budget is spent."""
+    def take(self, now: float, burst: bool = False, status: int = 420) -> dict[str, str]:
+        """Count one call and answer its headers; raise ApiError 420 (or 429, with Retry-After) when
+        the budget is spent, worded as Cloudinary's: "Rate Limit Exceeded. Limit of 500 api operations
+        reached. Try again on 2024-10-04 14:00:00 UTC" (CLOUDINARY.md, "Rate limits as users report
+        them")."""
         headers = self.headers(now)
         if burst or self.used >= self.budget:
-            reset = headers["X-FeatureRateLimit-Reset"]
-            raise ApiError(
-                420, f"Rate Limit Exceeded. Try again on {reset}", {**headers, **self._remaining(0)}
+            reset = self.window_start + self.window
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(reset))
+            message = (
+                f"Rate Limit Exceeded. Limit of {self.budget} api operations reached. Try again on {when} UTC"
             )
+            extra = {"Retry-After": str(max(0, math.ceil(reset - now)))} if status == 429 else {}
+            raise ApiError(status, message, {**headers, **self._remaining(0), **extra})
         self.used += 1
         return {**headers, **self._remaining(self.budget - self.used)}
 
