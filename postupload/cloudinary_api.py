@@ -121,6 +121,8 @@ class CloudinaryClient:
             paging["next_cursor"] = cursor
         if source.expression is not None:
             answer = self._call("search", _search, source.expression, **paging)
+            resources = [_context_as_notified(resource) for resource in answer.get("resources") or []]
+            return resources, answer.get("next_cursor"), rate_limit_of(answer)
         elif source.tag is not None:
             answer = self._call(
                 "resources_by_tag",
@@ -213,6 +215,16 @@ def _search(expression: str, max_results: int, next_cursor: str | None = None, *
     if next_cursor:
         search = search.next_cursor(next_cursor)
     return search.execute(**options)
+
+
+def _context_as_notified(resource: dict[str, Any]) -> dict[str, Any]:
+    """A Search API resource with its context as notifications and the Admin API carry it. Search
+    answers context flat ({"sku": "RS-1"}, pycloudinary's test_should_include_context); rules are
+    written against {"custom": {"sku": "RS-1"}}, so a backfill by expression would match nothing."""
+    context = resource.get("context")
+    if not isinstance(context, dict) or not context:
+        return resource
+    return {**resource, "context": {"custom": context}}
 
 
 def status_of(error: Exception) -> tuple[int | None, str]:

@@ -102,6 +102,24 @@ def backfill(stack: Stack, *args: str) -> subprocess.Popen[str]:
     )
 
 
+def test_a_backfill_by_search_expression_sees_context_as_notifications_carry_it(make_stack: Any) -> None:
+    """The Search API answers context flat; the shipped catalog-sku-tag rule matches
+    context.custom.sku, as in a live upload notification, and acts on the asset all the same."""
+    import cloudinary.search
+
+    stack: Stack = make_stack((ROOT / "rules" / "20-catalog.yaml").read_text())
+    stack.emulator.service.add_asset(
+        {"public_id": "catalog/rs-1042", "context": {"custom": {"sku": "RS-1042"}}}
+    )
+    found = cloudinary.search.Search().expression("public_id:catalog/*").with_field("context")
+    assert found.execute(**stack.emulator.sdk())["resources"][0]["context"] == {"sku": "RS-1042"}  # flat
+    stack.start_workers(1)
+    run = backfill(stack, "--expression", "public_id:catalog/*", "--rule", "catalog-sku-tag")
+    output, _ = run.communicate(timeout=60)
+    assert run.returncode == 0 and "1 listed, 1 queued" in output, output
+    assert wait_until(lambda: "sku-RS-1042" in stack.assets()["catalog/rs-1042"]["tags"], 20), output
+
+
 def test_a_killed_backfill_resumes_and_every_effect_happens_once(make_stack: Any) -> None:
     # A small Admin budget: listing 3 pages must wait for the window to reset after the second, which
     # leaves the time to kill the backfill half way. Killed while probing the new window, it holds
