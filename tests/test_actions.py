@@ -182,6 +182,65 @@ def test_a_rate_limit_burst_defers_moderation_until_the_reset(make_stack: Any, s
     assert not stack.failed()
 
 
+FOLLOW_UPS = """
+rules:
+  - name: async-thumbs
+    match: {notification_type: [upload]}
+    actions:
+      - explicit: {eager: [c_scale,w_100], eager_async: true}
+      - addon: {moderation: aws_rek}
+  - name: eager-done
+    match: {notification_type: [eager]}
+    actions:
+      - tags: {add: [eager-done]}
+  - name: moderated
+    match: {notification_type: [moderation], moderation_status: [approved]}
+    actions:
+      - context: {set: {moderated: "yes"}}
+  - name: renamed
+    match: {notification_type: [rename]}
+    actions:
+      - tags: {add: [renamed]}
+"""
+
+
+@pytest.mark.parametrize("minimal", [False, True], ids=["rich-shapes", "minimal-shapes"])
+def test_the_notifications_our_calls_and_ops_cause_are_met_in_either_shape(
+    make_stack: Any, minimal: bool
+) -> None:
+    """Cloudinary's follow-ups reach the product as it sends them: eager (minimal: no resource_type,
+    type or asset_id, as the SDK's own test vector), moderation (minimal: moderation_response null),
+    rename and delete; each is matched and acted on or recorded."""
+    import cloudinary.api
+    import cloudinary.uploader
+
+    stack: Stack = make_stack(FOLLOW_UPS, faults=_faults(minimal_shapes=minimal))
+    stack.start_workers(1)
+    stack.upload(public_id="f/one")
+
+    def followed() -> bool:
+        asset = stack.assets().get("f/one") or {}
+        return "eager-done" in asset.get("tags", []) and asset.get("context") == {
+            "custom": {"moderated": "yes"}
+        }
+
+    assert wait_until(followed, 30), stack.processes.output()[-3000:]
+    sent = {entry["notification_type"] for entry in stack.emulator.service.notifier.sent}
+    assert {"upload", "eager", "moderation"} <= sent
+    assert all(call["resource_type"] == "image" for call in stack.calls("tags"))  # told by the URL
+
+    cloudinary.uploader.rename("f/one", "f/two", **stack.emulator.sdk())
+    assert wait_until(lambda: "renamed" in (stack.assets().get("f/two") or {}).get("tags", []), 20)
+    cloudinary.api.delete_resources(["f/two"], **stack.emulator.sdk())
+    assert wait_until(lambda: stack.idle() and _told(stack, "f/two", "delete"), 20)
+    assert _told(stack, "f/two", "rename") and not stack.failed()
+
+
+def _told(stack: Stack, public_id: str, notification_type: str) -> bool:
+    entries = history.read(stack.redis, public_id, [ACCOUNT.cloud_name])
+    return any(entry.get("notification_type") == notification_type for entry in entries)
+
+
 EVERYDAY = """
 rules:
   - name: everyday

@@ -25,6 +25,9 @@ class Faults:
     rate_limit_status: int = 420  # how a spent budget is answered: 420, or 429 with Retry-After
     drop_rate: float = 0.0  # share of notifications never sent
     duplicate_rate: float = 0.0  # share of notifications sent twice
+    # Notifications in the minimal shapes found verbatim (an eager body without resource_type, type or
+    # asset_id; moderation_response null; an upload without the newer fields), not the richest ones.
+    minimal_shapes: bool = False
     seed: int | None = None
 
     RATES = ("error_rate", "timeout_rate", "drop_rate", "duplicate_rate")
@@ -39,7 +42,10 @@ class Faults:
         for name, value in values.items():
             if name not in known:
                 raise ValueError(f"unknown fault {name!r}; known: {', '.join(known)}")
-            if name == "seed":
+            if name == "minimal_shapes":
+                if not isinstance(value, bool):
+                    raise ValueError("minimal_shapes: expected true or false")
+            elif name == "seed":
                 if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                     raise ValueError("seed: expected an integer or null")
             elif name == "rate_limit_status":

@@ -1,4 +1,12 @@
-"""Cloudinary's side of notifications: the bodies it sends, signed, redelivered until answered 200."""
+"""Cloudinary's side of notifications: the bodies it sends, signed, redelivered until answered 200.
+
+Which shapes a source confirms (tests/data/notifications/README.md has each source):
+- confirmed verbatim: the minimal `eager` (the SDK's own signature test vector), the `upload` of
+  2020 (minimal_shapes), `delete` (a third-party capture), `moderation` keys (a Cloudinary article);
+- inferred: the rich `upload` fields after 2020 (asset_folder, display_name, api_key,
+  notification_context, signature_key), the rich `eager` item fields, `rename`, the
+  `resource_*_changed` bodies and `info` (field lists from third-party descriptions and consumers).
+"""
 
 from __future__ import annotations
 
@@ -76,13 +84,19 @@ class Notifier:
             body["metadata"] = dict(asset.metadata)
         if asset.moderation_kind:
             body["moderation"] = asset.moderation()
+        if self.faults.minimal_shapes:
+            # As tests/data/notifications/upload-image.json (verbatim, 2020): none of the newer fields.
+            for newer in ("asset_folder", "display_name", "version_id"):
+                body.pop(newer, None)
+            return body
         body["api_key"] = self.account.api_key
         return self.triggered(body)
 
     def moderation(self, asset: Asset) -> dict[str, Any]:
-        """As `samples/notifications/moderation-*.json`: no asset_id, resource_type or type."""
+        """As `samples/notifications/moderation-*.json`: no asset_id, resource_type or type (with
+        minimal shapes, `moderation_response: null`, as the verbatim rejected fragment has it)."""
         return {
-            "moderation_response": {},
+            "moderation_response": None if self.faults.minimal_shapes else {},
             "moderation_status": asset.moderation_status,
             "moderation_kind": asset.moderation_kind or "manual",
             "moderation_updated_at": iso_now("Z"),
@@ -91,6 +105,15 @@ class Notifier:
         }
 
     def eager(self, asset: Asset, eager: list[str], batch_id: str) -> dict[str, Any]:
+        if self.faults.minimal_shapes:  # as the SDK's own test vector (tests/data/notifications/eager.json)
+            items = [asset.eager_item(self.account.cloud_name, item) for item in eager]
+            keys = ("transformation", "bytes", "url", "secure_url")
+            return {
+                "notification_type": "eager",
+                "eager": [{key: item[key] for key in keys} for item in items],
+                "public_id": asset.public_id,
+                "batch_id": batch_id,
+            }
         return {
             "notification_type": "eager",
             "eager": [
