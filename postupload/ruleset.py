@@ -28,7 +28,7 @@ from postupload.notification import Notification
 from postupload.patterns import Pattern, check_pattern
 from postupload.placeholders import PLACEHOLDER, TEXT, placeholder_problems
 from postupload.rule_schema import assemble
-from postupload.transformations import eager_text
+from postupload.transformations import eager_text, text_problems, unknown_transformation_keys
 
 RULE_SUFFIXES = (".yaml", ".yml", ".json")
 log = logging.getLogger(__name__)
@@ -295,9 +295,9 @@ def load_text(file: str, text: str) -> tuple[list[Rule], list[Problem], list[Pro
                     for message in placeholder_problems(value, slots.get(key, TEXT), keys_too=True):
                         problems.append(problem((*at, key), message, "E401"))
                 if name == "explicit" and isinstance(params, dict) and "eager" in params:
-                    for where, message in eager_problems(params["eager"]):
+                    for where, message, code in eager_problems(params["eager"]):
                         if (*at, "eager", *where) not in invalid_at:  # said once, by the schema
-                            problems.append(problem((*at, "eager", *where), message, "E402"))
+                            problems.append(problem((*at, "eager", *where), message, code))
     if problems:
         return [], problems, []
     rules = [
@@ -364,10 +364,11 @@ def _character_at(text: str, line: int, column: int) -> str:
     return lines[line][column : column + 1] if line < len(lines) else ""
 
 
-def eager_problems(eager: Any) -> list[tuple[tuple[int, ...], str]]:
-    """What keeps `eager` from being made into the SDK's text now, at load, by position."""
+def eager_problems(eager: Any) -> list[tuple[tuple[int, ...], str, str]]:
+    """What keeps `eager` from shipping, at load, by position: E402 what cannot be made into the
+    SDK's text, E403 what Cloudinary would refuse or the SDK would silently drop."""
     items = eager if isinstance(eager, list) else [eager]
-    problems: list[tuple[tuple[int, ...], str]] = []
+    problems: list[tuple[tuple[int, ...], str, str]] = []
     for number, item in enumerate(items):
         where: tuple[int, ...] = (number,) if isinstance(eager, list) else ()
         if isinstance(item, dict) and PLACEHOLDER.search(json.dumps(item)):
@@ -376,13 +377,22 @@ def eager_problems(eager: Any) -> list[tuple[tuple[int, ...], str]]:
                     where,
                     "a placeholder inside a transformation map cannot be filled; write this "
                     "transformation as text, e.g. 'c_scale,w_${width}'",
+                    "E402",
                 )
             )
             continue
         try:
-            eager_text([item])
+            text = eager_text([item])
         except Exception as error:  # the SDK's own complaint about a map it cannot serialise
-            problems.append((where, f"not a transformation the SDK can make: {error}"))
+            problems.append((where, f"not a transformation the SDK can make: {error}", "E402"))
+            continue
+        if isinstance(item, dict):
+            for key in unknown_transformation_keys(item):
+                problems.append(
+                    (where, f"unknown transformation parameter {key}: the SDK would drop it", "E403")
+                )
+        for message in text_problems(text):
+            problems.append((where, f"Cloudinary would refuse this transformation: {message}", "E403"))
     return problems
 
 

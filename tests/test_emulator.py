@@ -488,3 +488,12 @@ def _get(url: str) -> Any:
         return requests.get(url, timeout=1).json()
     except requests.RequestException:
         return None
+
+
+def test_a_transformation_cloudinary_has_no_meaning_for_is_a_400(emulator: RunningEmulator) -> None:
+    emulator.service.add_asset({"public_id": "a"})
+    with pytest.raises(cloudinary.exceptions.BadRequest, match="Invalid transformation component - 'zz_9'"):
+        cloudinary.uploader.explicit("a", type="upload", eager="c_scale,zz_9", **emulator.sdk())
+    assert state(emulator, "a")["derived"] == []
+    answer = cloudinary.uploader.explicit("a", type="upload", eager="c_scale,w_200", **emulator.sdk())
+    assert [item["transformation"] for item in answer["eager"]] == ["c_scale,w_200"]

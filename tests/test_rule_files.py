@@ -71,6 +71,55 @@ def test_a_placeholder_inside_a_transformation_map_is_refused_at_load(tmp_path: 
     assert "'c_scale,w_${width}'" in line and line.endswith("[E402]")
 
 
+def test_a_transformation_cloudinary_would_refuse_or_the_sdk_would_drop_is_refused_at_load(
+    tmp_path: Path,
+) -> None:
+    """Checked against the SDK's own parameter tables: a parameter it does not have (with the nearest
+    one it has), a value no parameter takes, a space, a map key the SDK would silently drop."""
+    (tmp_path / "a.yaml").write_text(
+        """rules:
+  - name: a
+    match: {format: [jpg]}
+    actions:
+      - explicit: {eager: ["c_scale,w_abc,zz_9", "c_scale w_200", {crpo: crop, width: 100}]}
+"""
+    )
+    code, output = run("rules", "check", str(tmp_path))
+    assert code == 1
+    assert [line.replace(f"{tmp_path}/", "") for line in output.strip().splitlines()] == [
+        "a.yaml:5:28: rule a: actions[0].explicit.eager[0]: Cloudinary would refuse this transformation: "
+        "'w_abc': w takes a number, an expression or a variable, not 'abc' [E403]",
+        "a.yaml:5:28: rule a: actions[0].explicit.eager[0]: Cloudinary would refuse this transformation: "
+        "'zz_9': 'zz' is not a transformation parameter; did you mean 'z'? [E403]",
+        "a.yaml:5:50: rule a: actions[0].explicit.eager[1]: Cloudinary would refuse this transformation: "
+        "'c_scale w_200': a transformation holds no spaces and is not empty [E403]",
+        "a.yaml:5:67: rule a: actions[0].explicit.eager[2]: unknown transformation parameter 'crpo' "
+        "(did you mean 'crop'?): the SDK would drop it [E403]",
+    ]
+
+
+@pytest.mark.parametrize(
+    "eager",
+    [
+        '"c_fill,g_${context.custom.gravity},w_300"',
+        '"c_scale,w_200|c_crop,g_north,h_200,w_360/webp"',
+        '"c_scale,l_text:arial_20:hi,w_100"',
+        '"sp_full_hd/mp4"',
+        '"w_iw_div_2,h_auto,dpr_2.0"',
+        '"if_w_gt_400,c_scale,w_400"',
+        '"$w_200,c_scale,w_$w"',
+        "{crop: lfill, width: 400, effect: sepia, format: png}",
+    ],
+)
+def test_transformations_cloudinary_takes_are_not_refused(tmp_path: Path, eager: str) -> None:
+    (tmp_path / "a.yaml").write_text(
+        "rules:\n  - name: a\n    match: {format: [jpg]}\n"
+        f"    actions:\n      - explicit: {{eager: [{eager}]}}\n"
+    )
+    code, output = run("rules", "check", str(tmp_path))
+    assert code == 0, output
+
+
 NOTIFICATION = {
     "notification_type": "upload",
     "public_id": "products/a",

@@ -30,6 +30,7 @@ from postupload.emulator.wire import (
     tag_list,
     truthy,
 )
+from postupload.transformations import text_problems
 
 ADDONS = addons.NAMES
 AUTOMATIC_MODERATION = (
@@ -39,6 +40,15 @@ AUTOMATIC_MODERATION = (
     "google_video_moderation",
     "perception_point",
 )
+
+
+def _eager(params: dict[str, Any]) -> list[str]:
+    """The eager transformations asked for; 400, as Cloudinary answers, for one it has no meaning for."""
+    text = str(params.get("eager") or "")
+    problems = text_problems(text) if text else []
+    if problems:
+        raise ApiError(400, f"Invalid transformation component - {problems[0]}")
+    return [item for item in text.split("|") if item]
 
 
 def _allowed_format(found: str | None, params: dict[str, Any]) -> str | None:
@@ -148,7 +158,7 @@ class Emulator:
                 asset.moderation_kind = moderation.split("|")[0]
                 asset.moderation_status = "pending" if asset.moderation_kind == "manual" else "approved"
             self.assets[key] = asset
-        eager = [item for item in str(params.get("eager") or "").split("|") if item]
+        eager = _eager(params)
         with self.lock:
             for transformation in eager:
                 asset.derived_generated += 1
@@ -307,7 +317,7 @@ class Emulator:
         addons.check(params, "upload")
         described = self._described(params)
         asset = self._asset(resource_type, params.get("type") or "upload", public_id)
-        eager = [item for item in str(params.get("eager") or "").split("|") if item]
+        eager = _eager(params)
         is_async = truthy(params.get("eager_async"))
         with self.lock:
             self._describe(asset, described)
