@@ -157,6 +157,35 @@ def create_app(emulator: Emulator) -> Flask:
 
         return admin_call("metadata_field", "", act, external_id=external_id)
 
+    @app.route(f"/v1_1/{cloud}/metadata_fields/<external_id>/datasource", methods=["PUT", "DELETE"])
+    def metadata_datasource(external_id: str) -> Response:
+        def act(params: dict[str, Any]) -> Any:
+            fields = emulator.metadata_fields
+            with emulator.lock:
+                if request.method == "PUT":
+                    return fields.update_datasource(external_id, params.get("values"))
+                return fields.set_entries_state(external_id, params.get("external_ids") or [], "inactive")
+
+        return admin_call("metadata_datasource", "", act, external_id=external_id)
+
+    @app.post(f"/v1_1/{cloud}/metadata_fields/<external_id>/datasource_restore")
+    def metadata_datasource_restore(external_id: str) -> Response:
+        def act(params: dict[str, Any]) -> Any:
+            with emulator.lock:
+                ids = params.get("external_ids") or []
+                return emulator.metadata_fields.set_entries_state(external_id, ids, "active")
+
+        return admin_call("metadata_datasource_restore", "", act, external_id=external_id)
+
+    @app.post(f"/v1_1/{cloud}/metadata_fields/<external_id>/datasource/order")
+    def metadata_datasource_order(external_id: str) -> Response:
+        def act(params: dict[str, Any]) -> Any:
+            with emulator.lock:
+                fields = emulator.metadata_fields
+                return fields.reorder_datasource(external_id, params.get("order_by"), params.get("direction"))
+
+        return admin_call("metadata_datasource_order", "", act, external_id=external_id)
+
     @app.post(f"/v1_1/{cloud}/resources/search")
     def search() -> Response:
         return admin_call("search", "", emulator.search)
