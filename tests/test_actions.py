@@ -210,7 +210,8 @@ def test_the_notifications_our_calls_and_ops_cause_are_met_in_either_shape(
 ) -> None:
     """Cloudinary's follow-ups reach the product as it sends them: eager (minimal: no resource_type,
     type or asset_id, as the SDK's own test vector), moderation (minimal: moderation_response null),
-    rename and delete; each is matched and acted on or recorded."""
+    rename, move (a new asset folder), access_control_changed and delete; each is matched and acted
+    on or recorded in the asset's history."""
     import cloudinary.api
     import cloudinary.uploader
 
@@ -231,6 +232,11 @@ def test_the_notifications_our_calls_and_ops_cause_are_met_in_either_shape(
 
     cloudinary.uploader.rename("f/one", "f/two", **stack.emulator.sdk())
     assert wait_until(lambda: "renamed" in (stack.assets().get("f/two") or {}).get("tags", []), 20)
+    cloudinary.api.update("f/two", asset_folder="archive", **stack.emulator.sdk())
+    cloudinary.api.update("f/two", access_control=[{"access_type": "token"}], **stack.emulator.sdk())
+    assert wait_until(
+        lambda: _told(stack, "f/two", "move") and _told(stack, "f/two", "access_control_changed"), 20
+    )
     cloudinary.api.delete_resources(["f/two"], **stack.emulator.sdk())
     assert wait_until(lambda: stack.idle() and _told(stack, "f/two", "delete"), 20)
     assert _told(stack, "f/two", "rename") and not stack.failed()

@@ -60,7 +60,9 @@ def test_a_busy_worker_rides_out_a_redis_restart(outage_stack: Stack, own_redis:
     assert "Redis went away while it ran" in output and "it runs again once Redis is back" in output
     per_asset = [call["params"]["public_ids"][0] for call in stack.calls("context") if call["status"] == 200]
     assert sorted(set(per_asset)) == names
-    assert len(per_asset) <= len(names) + 1  # at most the call in flight at the outage, made again
+    # A call in flight at the outage is made again (its done mark could not be written); once at most.
+    # Every job the worker held then is such a call: one, or all three when it took them together.
+    assert all(per_asset.count(name) <= 2 for name in names), per_asset
 
 
 def test_a_worker_started_while_redis_is_down_waits_for_it(

@@ -26,6 +26,7 @@ class Asset:
     asset_folder: str = ""
     original_filename: str | None = None
     moderation_updated_at: float = field(default_factory=time.time)
+    access_control: Any = None  # as last set by update (a list of {access_type, start, end})
     asset_id: str = field(default_factory=lambda: secrets.token_hex(16))
     version: int = field(default_factory=lambda: int(time.time()))
     version_id: str = field(default_factory=lambda: secrets.token_hex(16))

@@ -4,8 +4,9 @@ Which shapes a source confirms (tests/data/notifications/README.md has each sour
 - confirmed verbatim: the minimal `eager` (the SDK's own signature test vector), the `upload` of
   2020 (minimal_shapes), `delete` (a third-party capture), `moderation` keys (a Cloudinary article);
 - inferred: the rich `upload` fields after 2020 (asset_folder, display_name, api_key,
-  notification_context, signature_key), the rich `eager` item fields, `rename`, the
-  `resource_*_changed` bodies and `info` (field lists from third-party descriptions and consumers).
+  notification_context, signature_key), the rich `eager` item fields, `rename`, `move`, the
+  `resource_*_changed` bodies and `info` (field lists from third-party descriptions and consumers);
+  `access_control_changed` has no source at all (its fields are the product's reading of it).
 """
 
 from __future__ import annotations
@@ -145,6 +146,29 @@ class Notifier:
             "to_public_id": asset.public_id,
             "asset_folder": asset.asset_folder,
             "display_name": asset.public_id.rsplit("/", 1)[-1],
+        }
+        return self.triggered(body)
+
+    def moved(self, asset: Asset, from_folder: str) -> dict[str, Any]:
+        """One asset's entry in a `move` notification (samples/notifications/move.json)."""
+        return {
+            "asset_id": asset.asset_id,
+            "resource_type": asset.resource_type,
+            "type": asset.type,
+            "from_asset_folder": from_folder,
+            "to_asset_folder": asset.asset_folder,
+            "display_name": asset.public_id.rsplit("/", 1)[-1],
+        }
+
+    def access_control(self, asset: Asset) -> dict[str, Any]:
+        """Inferred (no sample): the asset named at the top, as product code expects, and the new rules."""
+        body = {
+            **self.envelope("access_control_changed"),
+            "asset_id": asset.asset_id,
+            "public_id": asset.public_id,
+            "resource_type": asset.resource_type,
+            "type": asset.type,
+            "access_control": asset.access_control,
         }
         return self.triggered(body)
 

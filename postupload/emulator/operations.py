@@ -472,14 +472,27 @@ class Emulator:
             for name in ADDONS:
                 if params.get(name):
                     asset.addons.setdefault(name, []).append(str(params[name]))
+            folder = params.get("asset_folder")
+            moved_from = asset.asset_folder if folder is not None and folder != asset.asset_folder else None
+            if moved_from is not None:
+                asset.asset_folder = str(folder)
+            access = params.get("access_control")
+            access_changed = access is not None and access != asset.access_control
+            if access_changed:
+                asset.access_control = access
             moderated = status is not None and status != asset.moderation_status
             if status is not None:
                 asset.moderation_status = status
                 asset.moderation_kind = asset.moderation_kind or "manual"
                 asset.moderation_updated_at = self.clock()
             answer = asset.resource(self.account.cloud_name)
+        url = params.get("notification_url")
         if moderated:
-            self.notifier.send(self.notifier.moderation(asset), params.get("notification_url"))
+            self.notifier.send(self.notifier.moderation(asset), url)
+        if moved_from is not None:
+            self.notifier.changed("move", {asset.public_id: self.notifier.moved(asset, moved_from)}, url)
+        if access_changed:
+            self.notifier.send(self.notifier.access_control(asset), url)
         return answer
 
     # --- listing (Admin API, rate-limited) ------------------------------------------------------
