@@ -26,8 +26,24 @@ class OneLineFormatter(logging.Formatter):
         return "\n".join([first, *(f"  {printable(line)}" for line in rest)])
 
 
+# RQ's registry upkeep, logged at INFO every few seconds even on an idle stack (rq/worker/base.py).
+UPKEEP = ("Worker %s: cleaning registries", "Worker %s: cleaning group registries")
+
+
+class UpkeepAtDebug(logging.Filter):
+    """Shows RQ's periodic upkeep as what it is, DEBUG: an operator reading the log at INFO sees
+    events, not a line every 5 s that nothing happened."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and str(record.msg).startswith(UPKEEP):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 def configure(level: int = logging.INFO) -> None:
     """The root logger of every postupload process."""
     handler = logging.StreamHandler()
     handler.setFormatter(OneLineFormatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
+    handler.addFilter(UpkeepAtDebug())
     logging.basicConfig(level=level, handlers=[handler])

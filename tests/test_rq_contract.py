@@ -125,3 +125,27 @@ def test_a_live_worker_is_counted_after_a_job_however_long_it_idles(make_stack: 
     metrics = metric_samples(requests.get(f"{web}/metrics", timeout=5).text)
     assert metrics[("postupload_workers", frozenset())] == 1
     assert stack.workers[0].poll() is None
+    # RQ's registry upkeep ran every second all along: at INFO it is not a line each time.
+    output = stack.processes.output()
+    assert "Listening on postupload" in output and "cleaning registries" not in output
+
+
+def test_rqs_upkeep_is_logged_at_debug() -> None:
+    import logging
+
+    from postupload.logs import UpkeepAtDebug
+
+    record = logging.LogRecord(
+        "rq.worker", logging.INFO, "", 0, "Worker %s: cleaning registries", ("w",), None
+    )
+    root = logging.getLogger()
+    level = root.level
+    try:
+        root.setLevel(logging.INFO)
+        assert not UpkeepAtDebug().filter(record) and record.levelname == "DEBUG"
+        root.setLevel(logging.DEBUG)
+        assert UpkeepAtDebug().filter(record)
+    finally:
+        root.setLevel(level)
+    job = logging.LogRecord("rq.worker", logging.INFO, "", 0, "Worker %s: job %s", ("w", "j"), None)
+    assert UpkeepAtDebug().filter(job) and job.levelname == "INFO"
