@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import cloudinary.uploader
 import cloudinary.utils
 import pytest
 import requests
+from PIL import Image
 
 from postupload.cloudinary_api import retry_time
 from postupload.config import Account
@@ -497,3 +499,9 @@ def test_a_transformation_cloudinary_has_no_meaning_for_is_a_400(emulator: Runni
     assert state(emulator, "a")["derived"] == []
     answer = cloudinary.uploader.explicit("a", type="upload", eager="c_scale,w_200", **emulator.sdk())
     assert [item["transformation"] for item in answer["eager"]] == ["c_scale,w_200"]
+    # An upload asking for one is refused whole: no asset is stored.
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, format="PNG")
+    with pytest.raises(cloudinary.exceptions.BadRequest, match="Invalid transformation component"):
+        cloudinary.uploader.upload(png.getvalue(), public_id="b", eager="w_abc", **emulator.sdk())
+    assert ("image", "upload", "b") not in emulator.service.assets

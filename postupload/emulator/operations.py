@@ -133,6 +133,7 @@ class Emulator:
             resource_type = "image" if received.width is not None else "raw"
         original = str(params.get("filename_override") or "") or received.stem
         file_format = _allowed_format(received.format, params)
+        eager = _eager(params)  # refused before anything is stored, as every other check
         with self.lock:
             public_id = self._new_public_id(params, received.stem)
             key = (resource_type, str(params.get("type") or "upload"), public_id)
@@ -153,19 +154,8 @@ class Emulator:
                 asset_folder=str(params.get("asset_folder") or params.get("folder") or ""),
             )
             self._describe(asset, described)
-            moderation = str(params.get("moderation") or "")
-            if moderation:
-                asset.moderation_kind = moderation.split("|")[0]
-                asset.moderation_status = "pending" if asset.moderation_kind == "manual" else "approved"
+            self._process(asset, eager, params)
             self.assets[key] = asset
-        eager = _eager(params)
-        with self.lock:
-            for transformation in eager:
-                asset.derived_generated += 1
-                asset.derived.append(transformation)
-            for name in ADDONS:
-                if params.get(name):
-                    asset.addons.setdefault(name, []).append(str(params[name]))
         answer = asset.view(self.account.cloud_name, tags=True, context=True, metadata=bool(asset.metadata))
         answer["tags"] = sorted(asset.tags)  # an upload's answer lists its tags, even none
         answer["signature"] = sign_answer(asset.public_id, asset.version, self.account.api_secret)
@@ -231,6 +221,23 @@ class Emulator:
             asset.context = dict(described["context"])
         if "metadata" in described:
             merge_pairs(asset.metadata, described["metadata"])
+
+    @staticmethod
+    def _process(asset: Asset, eager: list[str], params: dict[str, Any]) -> None:
+        """What an upload or explicit asks of the asset: eager transformations (every generation
+        billed; explicit regenerates existing ones), add-ons and moderation, recorded."""
+        for transformation in eager:
+            asset.derived_generated += 1
+            if transformation not in asset.derived:
+                asset.derived.append(transformation)
+        for name in ADDONS:
+            if params.get(name):
+                asset.addons.setdefault(name, []).append(str(params[name]))
+        moderation = str(params.get("moderation") or "")
+        if moderation:
+            asset.addons.setdefault("moderation", []).append(moderation)
+            asset.moderation_kind = moderation.split("|")[0]
+            asset.moderation_status = "pending" if asset.moderation_kind == "manual" else "approved"
 
     def rename(self, resource_type: str, params: dict[str, Any]) -> dict[str, Any]:
         """Upload API rename: a new public_id (over an existing asset only with overwrite)."""
@@ -321,20 +328,8 @@ class Emulator:
         is_async = truthy(params.get("eager_async"))
         with self.lock:
             self._describe(asset, described)
-            for transformation in eager:
-                # Existing eager images are always regenerated, and billed, by explicit.
-                asset.derived_generated += 1
-                if transformation not in asset.derived:
-                    asset.derived.append(transformation)
-            for name in ADDONS:
-                if params.get(name):
-                    asset.addons.setdefault(name, []).append(str(params[name]))
-            moderation = params.get("moderation")
-            if moderation:
-                asset.addons.setdefault("moderation", []).append(str(moderation))
-                kinds = str(moderation).split("|")
-                asset.moderation_kind = kinds[0]
-                asset.moderation_status = "pending" if kinds[0] == "manual" else "approved"
+            self._process(asset, eager, params)
+        moderation = params.get("moderation")
         answer = asset.view(self.account.cloud_name, tags=True, context=True, metadata=True)
         url = params.get("notification_url")
         if is_async and eager:
