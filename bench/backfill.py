@@ -24,7 +24,7 @@ from typing import Any
 import requests
 
 from postupload.config import DEV_ACCOUNT, Account
-from postupload.redis_server import RedisServer, free_port
+from postupload.local.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = """

@@ -41,9 +41,9 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from postupload.config import DEV_ACCOUNT, Account
+from postupload.local.redis_server import RedisServer, free_port
 from postupload.processes import die_with_parent
-from postupload.queue import notification_queue, quiet
-from postupload.redis_server import RedisServer, free_port
+from postupload.store.queue import notification_queue, quiet
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = """

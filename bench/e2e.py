@@ -33,8 +33,8 @@ from typing import Any
 import requests
 
 from postupload.config import DEV_ACCOUNT, Account, Settings
-from postupload.queue import connect, notification_queue, quiet
-from postupload.redis_server import RedisServer, free_port
+from postupload.local.redis_server import RedisServer, free_port
+from postupload.store.queue import connect, notification_queue, quiet
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = """
@@ -60,9 +60,9 @@ EXPECTED_TAGS = {"social", "thumbnailed", "social-ready"}
 def naive_process(envelope: dict[str, Any]) -> dict[str, Any]:
     """The baseline job: every planned action is its own SDK call, made at once."""
     from postupload.cloudinary_api import CloudinaryClient
-    from postupload.notification import locate
-    from postupload.planning import plan_actions
-    from postupload.ruleset import load_ruleset
+    from postupload.core.notification import locate
+    from postupload.core.planning import plan_actions
+    from postupload.rules.loading import load_ruleset
 
     settings = Settings.from_env()
     client = CloudinaryClient(settings.require_account(), settings.api_timeout)
@@ -85,7 +85,7 @@ def naive_worker() -> None:
     from rq import SimpleWorker
     from rq.serializers import JSONSerializer
 
-    import postupload.worker
+    import postupload.worker.jobs
 
     postupload.worker.process_notification = naive_process
     settings = Settings.from_env()
@@ -97,7 +97,7 @@ def naive_worker() -> None:
 def unmeasured_worker() -> None:
     """Our worker with every metric a no-op: what metrics cost is measured against it."""
     from postupload.cli import main
-    from postupload.metrics import Recorder
+    from postupload.store.metrics import Recorder
 
     for name in ("count", "observe", "notification", "matched", "invalid_rule_set"):
         setattr(Recorder, name, lambda self, *args, **kwargs: None)

@@ -20,7 +20,7 @@ from pathlib import Path
 import redis
 
 from postupload.config import DEV_ACCOUNT
-from postupload.redis_server import RedisServer
+from postupload.local.redis_server import RedisServer
 
 RULES = "rules:\n  - name: a\n    match: {resource_type: image}\n    actions:\n      - tags: {add: [x]}\n"
 

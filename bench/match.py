@@ -13,8 +13,8 @@ from typing import Any
 
 from moto.events.models import EventPattern
 
-from postupload.matcher import Matcher
-from postupload.patterns import matches
+from postupload.core.matcher import Matcher
+from postupload.core.patterns import matches
 
 FORMATS = ["jpg", "png", "webp", "gif", "mp4", "pdf"]
 SIZES = [10, 100, 1_000, 10_000]

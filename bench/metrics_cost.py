@@ -23,11 +23,11 @@ import requests
 
 from bench.e2e import RULES
 from postupload.config import DEV_ACCOUNT, Account, Settings
-from postupload.envelope import Envelope
-from postupload.metrics import Recorder
-from postupload.queue import connect
-from postupload.redis_server import RedisServer, free_port
-from postupload.worker import Runtime
+from postupload.core.envelope import Envelope
+from postupload.local.redis_server import RedisServer, free_port
+from postupload.store.metrics import Recorder
+from postupload.store.queue import connect
+from postupload.worker.jobs import Runtime
 
 
 class Unmeasured(Recorder):

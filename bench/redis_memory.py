@@ -21,8 +21,8 @@ from typing import Any
 import requests
 
 from bench.e2e import DEV_ACCOUNT, Run, scratch_stack, upload_all
-from postupload.queue import connect, quiet
-from postupload.signature import sign_notification
+from postupload.core.signature import sign_notification
+from postupload.store.queue import connect, quiet
 
 # What each key keeps, by its name (the first pattern that matches).
 GROUPS = [

@@ -21,7 +21,7 @@ import yaml
 import yamlcore
 
 from bench.match import make_rules
-from postupload import ruleset
+from postupload.rules import loading
 
 PER_FILE = 1_000
 
@@ -45,13 +45,13 @@ def measure(directory: Path) -> tuple[float, float]:
     """(seconds, best of 3; peak MiB of Python allocations while loading)."""
     times = []
     for _ in range(3):
-        ruleset._loaded_files.clear()
+        loading._loaded_files.clear()
         started = time.perf_counter()
-        ruleset.load_ruleset(directory)
+        loading.load_ruleset(directory)
         times.append(time.perf_counter() - started)
-    ruleset._loaded_files.clear()
+    loading._loaded_files.clear()
     tracemalloc.start()
-    ruleset.load_ruleset(directory)
+    loading.load_ruleset(directory)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return min(times), peak / 2**20
@@ -66,19 +66,19 @@ def main() -> None:
         write_rules(directory, options.rules)
         print(f"{options.rules} rules in {len(list(directory.glob('*.yaml')))} files")
         figures = {}
-        for name, loader in (("pure-Python loader", yamlcore.CoreLoader), ("C loader", ruleset.LOADER)):
-            chosen, ruleset.LOADER = ruleset.LOADER, loader
+        for name, loader in (("pure-Python loader", yamlcore.CoreLoader), ("C loader", loading.LOADER)):
+            chosen, loading.LOADER = loading.LOADER, loader
             try:
                 figures[name] = measure(directory)
             finally:
-                ruleset.LOADER = chosen
+                loading.LOADER = chosen
             seconds, peak = figures[name]
             print(f"  {name:>18}: {seconds:.2f} s, peak {peak:.0f} MiB")
-        ruleset.load_ruleset(directory)  # what runs now
+        loading.load_ruleset(directory)  # what runs now
         edited = directory / "000.yaml"
         edited.write_text(edited.read_text().replace("rule-0\n", "rule-0-edited\n", 1))
         started = time.perf_counter()
-        ruleset.load_ruleset(directory)
+        loading.load_ruleset(directory)
         print(f"  a reload after one file of {PER_FILE} rules changed: {time.perf_counter() - started:.2f} s")
     base_seconds, base_peak = figures["pure-Python loader"]
     seconds, peak = figures["C loader"]

@@ -24,8 +24,8 @@ from pathlib import Path
 import requests
 
 from postupload.config import DEV_ACCOUNT
-from postupload.redis_server import RedisServer, free_port
-from postupload.signature import sign_notification
+from postupload.core.signature import sign_notification
+from postupload.local.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from handlers.protocol import Handler
-from postupload.calls import Params, Request
-from postupload.notification import Notification
+from postupload.core.calls import Params, Request
+from postupload.core.notification import Notification
 
 _LANG = "(:[a-z]{2}(-[A-Za-z]{2,4})?)?"
 _TAGGER = f"(google_tagging|google_video_tagging|imagga_tagging|aws_rek_tagging{_LANG})"

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from handlers.protocol import Endpoint, Handler
-from postupload.calls import Call, Params, Request
-from postupload.client import Answer, Client
+from postupload.core.calls import Call, Params, Request
+from postupload.core.client import Answer, Client
+from postupload.core.notification import Notification
+from postupload.core.placeholders import CONTEXT_KEY, FIELD_VALUE
 from postupload.errors import ActionError
-from postupload.notification import Notification
-from postupload.placeholders import CONTEXT_KEY, FIELD_VALUE
 
 SCHEMA: dict[str, Any] = {
     "description": "Upload API context: set merges keys, remove deletes them.",

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from handlers.protocol import Endpoint, Handler
-from postupload.calls import Call, Params, Request
-from postupload.client import Answer, Client
-from postupload.notification import Notification
-from postupload.placeholders import FIELD_VALUE
+from postupload.core.calls import Call, Params, Request
+from postupload.core.client import Answer, Client
+from postupload.core.notification import Notification
+from postupload.core.placeholders import FIELD_VALUE
 
 SCHEMA: dict[str, Any] = {
     "description": "Upload API metadata: structured metadata values by field external id.",

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from handlers.protocol import Endpoint, Handler, sdk_arguments
-from postupload.calls import Call, Params, Request
-from postupload.client import Answer, Client
-from postupload.notification import Notification
+from postupload.core.calls import Call, Params, Request
+from postupload.core.client import Answer, Client
+from postupload.core.notification import Notification
 
 SCHEMA: dict[str, Any] = {
     "description": "Admin API update of the moderation status (rate-limited: budgeted across workers).",

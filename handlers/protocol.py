@@ -6,10 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from postupload.calls import Api, Call, Params, Request
-from postupload.client import Answer, Client
-from postupload.notification import Notification
-from postupload.placeholders import Slot
+from postupload.core.calls import Api, Call, Params, Request
+from postupload.core.client import Answer, Client
+from postupload.core.notification import Notification
+from postupload.core.placeholders import Slot
 
 Sender = Callable[[Client, Call], Answer]
 

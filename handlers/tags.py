@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from handlers.protocol import Endpoint, Handler
-from postupload.calls import Call, Delivery, Params, Request
-from postupload.client import Answer, Client
+from postupload.core.calls import Call, Delivery, Params, Request
+from postupload.core.client import Answer, Client
+from postupload.core.notification import Notification
+from postupload.core.placeholders import TAG
 from postupload.errors import ActionError
-from postupload.notification import Notification
-from postupload.placeholders import TAG
 
 MAX_PUBLIC_IDS = 1000  # a tags call acts on at most 1000 public ids (more are silently ignored)
 MAX_TAG_UPDATES = 10_000  # tags times public ids in one call

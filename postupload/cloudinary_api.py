@@ -17,11 +17,11 @@ import cloudinary.search
 import cloudinary.uploader
 from urllib3.util.retry import Retry
 
-from postupload.backfill_events import AssetSource
-from postupload.client import RateLimit
+from postupload.backfill.events import AssetSource
 from postupload.config import Account
+from postupload.core.client import RateLimit
 from postupload.errors import ActionError, RateLimitError
-from postupload.metrics import Recorder
+from postupload.store.metrics import Recorder
 
 # The SDK's exceptions carry no status code (cloudinary/exceptions.py); map them back.
 STATUS_OF_ERROR: dict[type[Exception], int] = {

@@ -18,9 +18,9 @@ import requests
 from werkzeug.serving import make_server
 
 from postupload.config import Account, Settings
+from postupload.core.signature import sign_notification
 from postupload.emulator import Emulator, serve
-from postupload.redis_server import RedisServer, free_port
-from postupload.signature import sign_notification
+from postupload.local.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 # Signature vectors and sample notification bodies, kept byte-exact in the repository (see data/README.md).
@@ -49,9 +49,9 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 @pytest.fixture(autouse=True)
 def counts_stay_in_their_test(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Web apps made in this process add their last counts as the test ends, as a web process does
-    as it exits (postupload.web.close). Left to their background flusher, they were added a second
+    as it exits (postupload.web.app.close). Left to their background flusher, they were added a second
     later to the next test's Redis (each test empties it first), and an exact total there was off."""
-    from postupload.metrics import Recorder
+    from postupload.store.metrics import Recorder
 
     recorders: list[Recorder] = []
     start = Recorder.flush_in_background
@@ -239,7 +239,7 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
 def uploaded_in(connection: redis.Redis, cloud_name: str, public_id: str) -> None:
     """An asset's history as a worker leaves it after one upload notification of `cloud_name`
     (notification id n-CLOUD, asset_id id-PUBLIC_ID)."""
-    from postupload import history
+    from postupload.store import history
 
     entry = {
         "event": "notification",
@@ -258,11 +258,12 @@ def quick_timings(
     idle_wait: int = 3,
     stuck_after: int = 3,
 ) -> str:
-    """A worker's prelude that shortens its upkeep timings (postupload.rq_worker, .queue, .batches): a
+    """A worker's prelude that shortens its upkeep timings (worker.rq_adapter, store.queue, store.batches): a
     test of what follows a kill waits seconds for it, not the production half-minute. The chaos test
     keeps the production timings; test_rq_contract checks how they relate."""
     return (
-        "import postupload.rq_worker as worker, postupload.queue as queue, postupload.batches as batches\n"
+        "import postupload.worker.rq_adapter as worker\n"
+        "import postupload.store.queue as queue, postupload.store.batches as batches\n"
         f"worker.HEARTBEAT_TTL, worker.RESCUE_EVERY = {heartbeat_ttl}, {rescue_every}\n"
         f"worker.IDLE_WAIT, worker.ALIVE_MARGIN = {idle_wait}, {idle_wait}\n"
         f"queue.STUCK_AFTER, batches.IDLE = {stuck_after}, {idle_wait}"
@@ -305,7 +306,7 @@ class Stack:
         env: dict[str, str],
         **emulator_options: Any,
     ) -> None:
-        from postupload.web import create_app
+        from postupload.web.app import create_app
 
         self.processes = processes
         self.redis = redis.Redis.from_url(redis_server.url)
@@ -343,12 +344,12 @@ class Stack:
 
     def idle(self) -> bool:
         """No job queued, running or scheduled, and no tag waiting in a batch."""
-        from postupload.queue import quiet
+        from postupload.store.queue import quiet
 
         return quiet(self.redis)
 
     def failed(self) -> list[Any]:
-        from postupload.queue import notification_queue
+        from postupload.store.queue import notification_queue
 
         queue = notification_queue(self.redis)
         return [queue.fetch_job(job_id) for job_id in queue.failed_job_registry.get_job_ids()]
@@ -357,7 +358,7 @@ class Stack:
         """Each of these jobs finished: gone, as a finished job is deleted, and not among the failed."""
         from rq.job import Job
 
-        from postupload.queue import notification_queue
+        from postupload.store.queue import notification_queue
 
         failed = set(notification_queue(self.redis).failed_job_registry.get_job_ids())
         return not failed & set(job_ids) and not any(Job.exists(i, connection=self.redis) for i in job_ids)

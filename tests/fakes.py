@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from postupload.client import RateLimit
+from postupload.core.client import RateLimit
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Clock:
 
 @dataclass
 class RecordingClient:
-    """Implements `postupload.client.Client`: records every call and answers as Cloudinary would.
+    """Implements `postupload.core.client.Client`: records every call and answers as Cloudinary would.
 
     `fail` may raise for a call (it gets the endpoint and the call's arguments) to play an error.
     """

@@ -15,12 +15,12 @@ import redis
 import requests
 from werkzeug.serving import make_server
 
-from postupload import history, keys
 from postupload.config import Account, Settings
+from postupload.core.signature import sign_notification
 from postupload.emulator import Emulator, serve
 from postupload.errors import ConfigError
-from postupload.redis_server import RedisServer
-from postupload.signature import sign_notification
+from postupload.local.redis_server import RedisServer
+from postupload.store import history, keys
 from tests.conftest import Processes, metric_samples, sample, wait_until
 
 SHOP = Account("shop-prod", "111111111111111", "shop-secret")
@@ -43,7 +43,7 @@ class Deployment:
     """One emulator serving both environments, our web in this process, a worker process."""
 
     def __init__(self, processes: Processes, redis_server: RedisServer, rules_dir: Path) -> None:
-        from postupload.web import create_app
+        from postupload.web.app import create_app
 
         self.emulators = [Emulator(account, None, retry_delays=(0.5,)) for account in (SHOP, BLOG)]
         self.emulator = serve(self.emulators, "127.0.0.1", 0)
@@ -171,8 +171,8 @@ def test_a_job_for_an_environment_no_longer_served_fails_saying_so(
     from click.testing import CliRunner
 
     from postupload.cli import main
-    from postupload.envelope import Envelope
-    from postupload.queue import enqueue_notification, notification_queue
+    from postupload.core.envelope import Envelope
+    from postupload.store.queue import enqueue_notification, notification_queue
 
     body = {"notification_type": "upload", "public_id": "old", "resource_type": "image", "type": "upload"}
     enqueue_notification(notification_queue(redis_conn), Envelope("n-gone", time.time(), "gone-prod", body))

@@ -14,7 +14,7 @@ import pytest
 import requests
 from rq import Worker as RqWorker
 
-from postupload import history
+from postupload.store import history
 from tests.conftest import (
     ACCOUNT,
     Receiver,
@@ -132,7 +132,7 @@ def test_a_tag_batch_is_sent_within_two_seconds_of_its_first_asset(make_stack: A
 
 
 def _batch_id(command: str, tags: list[str]) -> str:
-    from postupload.batches import Spec
+    from postupload.store.batches import Spec
 
     return Spec("image", "upload", command, tuple(tags), ACCOUNT.cloud_name).id
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from postupload import history, keys
-from postupload.backfill_events import AssetSource, Backfill, as_notification
+from postupload.backfill.events import AssetSource, Backfill, as_notification
 from postupload.emulator import Emulator
 from postupload.emulator.wire import ApiError
-from postupload.queue import notification_queue
+from postupload.store import history, keys
+from postupload.store.queue import notification_queue
 from tests.conftest import ACCOUNT, ROOT, Stack, wait_until
 
 RULES = """
@@ -192,8 +192,8 @@ def test_a_dry_run_shows_the_calls_by_rule_and_queues_nothing(make_stack: Any) -
 def test_the_console_lists_backfills_with_their_counts(settings: Any, redis_conn: Any) -> None:
     from dataclasses import replace
 
-    from postupload.backfill import Checkpoint
-    from postupload.web import create_app
+    from postupload.backfill.runner import Checkpoint
+    from postupload.web.app import create_app
 
     job = Backfill(AssetSource(tag="sale"), rules=("thumbnails",))
     checkpoint = Checkpoint(redis_conn, job)
@@ -279,7 +279,7 @@ def test_progress_gives_a_rate_and_an_eta_as_soon_as_a_page_is_worked() -> None:
     """While more pages are listed the total is unknown: the ETA is for what is queued, a floor."""
     from io import StringIO
 
-    from postupload.backfill import Progress
+    from postupload.backfill.runner import Progress
     from postupload.cli import _progress_reporter
 
     now = [100.0]
@@ -307,7 +307,7 @@ def test_progress_gives_a_rate_and_an_eta_as_soon_as_a_page_is_worked() -> None:
 def test_a_resumed_backfills_rate_counts_only_what_is_worked_from_now_on() -> None:
     from io import StringIO
 
-    from postupload.backfill import Progress
+    from postupload.backfill.runner import Progress
     from postupload.cli import _progress_reporter
 
     now = [0.0]

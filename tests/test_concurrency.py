@@ -13,10 +13,10 @@ from rq.job import Job
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
-from postupload.envelope import Envelope
-from postupload.queue import STUCK_AFTER, enqueue_notification, notification_queue
-from postupload.redis_server import RedisServer
-from postupload.rq_worker import Worker
+from postupload.core.envelope import Envelope
+from postupload.local.redis_server import RedisServer
+from postupload.store.queue import STUCK_AFTER, enqueue_notification, notification_queue
+from postupload.worker.rq_adapter import Worker
 from tests.conftest import Stack, wait_until
 from tests.test_actions import EVERYDAY, _all_done, _faults, assert_exactly_once
 

@@ -238,13 +238,13 @@ def _post(stack: Stack, notification: dict[str, Any]) -> None:
 
 @pytest.fixture
 def console(settings: Any, redis_conn: Any) -> Any:
-    from postupload.web import create_app
+    from postupload.web.app import create_app
 
     return create_app(replace(settings, console_token=TOKEN), redis_conn).test_client()
 
 
 def test_what_a_notification_carries_is_shown_escaped(console: Any, redis_conn: Any) -> None:
-    from postupload import history
+    from postupload.store import history
 
     hostile = '<img src=x onerror="alert(1)">'
     entry = {"event": "notification", "notification": "n1", "notification_type": "upload", "rules": []}
@@ -295,8 +295,8 @@ def test_the_console_answers_503_when_redis_does_not(settings: Any) -> None:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from postupload.redis_server import free_port
-    from postupload.web import create_app
+    from postupload.local.redis_server import free_port
+    from postupload.web.app import create_app
 
     away = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     client = create_app(replace(settings, console_token=TOKEN), away).test_client()
@@ -310,7 +310,7 @@ def test_the_assets_page_finds_an_asset_in_the_environment_chosen(settings: Any,
     """The same public_id in two environments: the page shows one, says where else it is known, and
     the choice shows the other; a CLOUD/public_id spelling reaches nothing."""
     from postupload.config import Account
-    from postupload.web import create_app
+    from postupload.web.app import create_app
 
     other = Account("other-cloud", "999888777666555", "other-secret")
     client = create_app(replace(settings, console_token=TOKEN, accounts=(other,)), redis_conn).test_client()
@@ -348,7 +348,7 @@ def test_repeated_and_malformed_form_values_are_answered_not_500(console: Any, r
     answered 500."""
     from rq.job import JobStatus
 
-    from postupload.queue import notification_queue
+    from postupload.store.queue import notification_queue
 
     queue = notification_queue(redis_conn)
     job = queue.enqueue("postupload.worker.process_notification", "{}")
@@ -385,7 +385,7 @@ def test_each_login_is_a_session_of_its_own_that_logout_and_expiry_end(
 ) -> None:
     """The probe: the cookie was a fixed HMAC of the token, the same for every login, and still
     answered 200 after logout; the CSRF value was fixed too."""
-    from postupload.web import create_app
+    from postupload.web.app import create_app
 
     app = create_app(replace(settings, console_token=TOKEN), redis_conn)
     first, second = app.test_client(), app.test_client()
@@ -407,7 +407,7 @@ def test_each_login_is_a_session_of_its_own_that_logout_and_expiry_end(
 
 def test_wrong_tokens_are_throttled_per_address(settings: Any, redis_conn: Any) -> None:
     """The probe: 100 wrong logins in 0.09 s, none refused."""
-    from postupload.web import create_app
+    from postupload.web.app import create_app
 
     client = create_app(replace(settings, console_token=TOKEN), redis_conn).test_client()
     assert [_login(client, "wrong-token-0123456789").status_code for _ in range(10)] == [401] * 10
@@ -419,7 +419,7 @@ def test_wrong_tokens_are_throttled_per_address(settings: Any, redis_conn: Any) 
 
 
 def test_behind_a_trusted_proxy_the_cookie_is_secure(settings: Any, redis_conn: Any) -> None:
-    from postupload.web import create_app
+    from postupload.web.app import create_app
 
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
     trusting = create_app(replace(settings, console_token=TOKEN, trusted_proxies=1), redis_conn)
@@ -435,7 +435,7 @@ def test_a_wildcard_and_a_hostile_public_id_do_not_stall_the_playground(
     20.5 s (webhooks sent meanwhile waited as long). Linear matching: milliseconds; 2 s is loose."""
     import time
 
-    from postupload.web import create_app
+    from postupload.web.app import create_app
 
     (settings.rules_dir / "30-wild.yaml").write_text(
         "rules:\n  - name: wild\n    match: {public_id: [{wildcard: '*-*-*-*-*z*x'}]}\n"

@@ -11,19 +11,20 @@ from typing import Any
 import pytest
 import redis
 
-from postupload.backfill_events import AssetSource, Backfill, envelope
-from postupload.batches import TagBatches
-from postupload.budget import AdminBudget
-from postupload.console import _evaluate
-from postupload.decision import decide
-from postupload.envelope import Envelope
-from postupload.executor import Executor
-from postupload.explain import explain, explain_text
-from postupload.preview import diff
-from postupload.queue import notification_queue
-from postupload.rule_source import RuleSource
-from postupload.rule_tests import observed
-from postupload.ruleset import RuleSet, load_ruleset
+from postupload.backfill.events import AssetSource, Backfill, envelope
+from postupload.core.decision import decide
+from postupload.core.envelope import Envelope
+from postupload.core.ruleset import RuleSet
+from postupload.rules.explain import explain, explain_text
+from postupload.rules.loading import load_ruleset
+from postupload.rules.preview import diff
+from postupload.rules.rule_tests import observed
+from postupload.rules.source import RuleSource
+from postupload.store.batches import TagBatches
+from postupload.store.budget import AdminBudget
+from postupload.store.queue import notification_queue
+from postupload.web.console import _evaluate
+from postupload.worker.executor import Executor
 from tests.fakes import Clock, RecordingClient
 
 RULES = """

@@ -12,8 +12,8 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from postupload.config import Settings
-from postupload.measures import MEASURES
-from postupload.web import create_app
+from postupload.store.measures import MEASURES
+from postupload.web.app import create_app
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy"

@@ -12,8 +12,8 @@ import requests
 
 from postupload.config import Account
 from postupload.emulator import UNSIGNED_PARAMS, string_to_sign
-from postupload.queue import quiet
-from postupload.redis_server import RedisServer, free_port
+from postupload.local.redis_server import RedisServer, free_port
+from postupload.store.queue import quiet
 from tests.conftest import ACCOUNT, ROOT, Processes, wait_until
 
 

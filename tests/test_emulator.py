@@ -22,9 +22,9 @@ from PIL import Image
 
 from postupload.cloudinary_api import retry_time
 from postupload.config import Account
+from postupload.core.notification import parse_notification
+from postupload.core.signature import verify_notification
 from postupload.emulator import Faults, string_to_sign
-from postupload.notification import parse_notification
-from postupload.signature import verify_notification
 from tests.conftest import ACCOUNT, ROOT, Receiver, RunningEmulator, wait_until
 from tests.fakes import Clock
 
@@ -461,7 +461,7 @@ def _faults(**values: Any) -> Faults:
 
 
 def test_the_command_applies_its_knobs_and_refuses_bad_ones(processes: Any) -> None:
-    from postupload.redis_server import free_port
+    from postupload.local.redis_server import free_port
 
     port = free_port()
     processes.env["CLOUDINARY_URL"] = ACCOUNT.to_url()

@@ -10,18 +10,19 @@ from typing import Any
 import pytest
 import redis
 
-from postupload import history, keys
-from postupload.batches import FLUSH_AFTER, TagBatches
-from postupload.budget import AdminBudget
-from postupload.client import RateLimit
-from postupload.decision import decide
-from postupload.envelope import Envelope
+from postupload.core.client import RateLimit
+from postupload.core.decision import decide
+from postupload.core.envelope import Envelope
+from postupload.core.planning import plan
+from postupload.core.ruleset import RuleSet
 from postupload.errors import ActionError, RateLimitError
-from postupload.executor import Executor
-from postupload.planning import plan
-from postupload.queue import notification_queue
-from postupload.redis_server import RedisServer
-from postupload.ruleset import RuleSet, load_ruleset
+from postupload.local.redis_server import RedisServer
+from postupload.rules.loading import load_ruleset
+from postupload.store import history, keys
+from postupload.store.batches import FLUSH_AFTER, TagBatches
+from postupload.store.budget import AdminBudget
+from postupload.store.queue import notification_queue
+from postupload.worker.executor import Executor
 from tests.fakes import Clock, RecordingClient
 
 RULES = """
@@ -194,7 +195,7 @@ def test_a_probe_of_the_admin_budget_holds_the_others_back_no_longer_than_its_ca
 def test_a_call_taken_just_before_the_reset_waits_for_it(redis_conn: redis.Redis) -> None:
     """Sent in a window's last moment, a call may be counted in the next one by Cloudinary, which the
     workers then think has a call more left than it has."""
-    from postupload.budget import BOUNDARY
+    from postupload.store.budget import BOUNDARY
 
     budget = AdminBudget(redis_conn, "test-cloud")
     budget.learn(RateLimit(limit=10, remaining=5, reset=1000.0))
@@ -285,8 +286,8 @@ def test_notifications_without_an_asset_id_add_to_the_same_assets_history(harnes
 def test_a_scheduler_lock_left_without_refresh_is_taken_over(redis_conn: redis.Redis) -> None:
     """A scheduler that died while Redis was away could not release its lock: after STALE_LOCK
     seconds without a refresh it is taken over, not after the lock's full 61 s."""
-    from postupload.queue import notification_queue
-    from postupload.rq_worker import STALE_LOCK, Scheduler
+    from postupload.store.queue import notification_queue
+    from postupload.worker.rq_adapter import STALE_LOCK, Scheduler
 
     scheduler = Scheduler([notification_queue(redis_conn)], connection=redis_conn, name="ours")
     key = scheduler.get_locking_key("postupload")
@@ -299,8 +300,8 @@ def test_a_scheduler_lock_left_without_refresh_is_taken_over(redis_conn: redis.R
 
 
 def test_a_registry_cleaning_lock_left_by_a_killed_worker_lapses_soon(redis_conn: redis.Redis) -> None:
-    from postupload.keys import CLEANING_LOCK_TTL
-    from postupload.queue import notification_queue
+    from postupload.store.keys import CLEANING_LOCK_TTL
+    from postupload.store.queue import notification_queue
 
     queue = notification_queue(redis_conn)
     assert queue.acquire_maintenance_lock()  # a worker that is then killed before it releases it
@@ -313,7 +314,7 @@ def test_an_idle_flusher_waits_on_redis_and_a_new_batch_wakes_it(own_redis: Redi
     made by any process wakes it, and it sends the batch once due; a stop wakes it at once."""
     import time
 
-    from postupload.batches import IDLE, Flusher, Spec
+    from postupload.store.batches import IDLE, Flusher, Spec
     from tests.conftest import wait_until
 
     redis_conn = redis.Redis.from_url(own_redis.url)  # only this test's commands are counted
@@ -349,7 +350,7 @@ def test_an_assets_history_is_kept_30_days_from_its_latest_notification_within_a
 ) -> None:
     """Its days and its public_id mapping are renewed when a day went by since the last renewal (not
     with every notification, a Redis command each), and a rename maps the new public_id at once."""
-    from postupload.history import Story
+    from postupload.store.history import Story
 
     key, mapping = keys.history("id-shoe"), keys.asset("cloud:shoe")
     entry = {"event": "notification", "notification": "n1"}

@@ -10,7 +10,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from postupload import history, keys
+from postupload.store import history, keys
 
 # The largest call a notification can make: an asset's 1,000 tags of 255 characters, all added.
 TAGS = [f"{number:03d}-" + "t" * 251 for number in range(1000)]

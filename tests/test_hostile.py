@@ -12,7 +12,7 @@ import requests
 from click.testing import CliRunner
 
 from postupload.cli import main
-from postupload.redis_server import RedisServer, free_port
+from postupload.local.redis_server import RedisServer, free_port
 from tests.conftest import ACCOUNT, Processes, Stack, signed_headers, wait_until
 from tests.test_actions import APPROVE, signed_post
 

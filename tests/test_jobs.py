@@ -6,9 +6,9 @@ import time
 
 import redis
 
-from postupload.envelope import Envelope
-from postupload.failures import waiting_jobs
-from postupload.queue import notification_queue, schedule_again
+from postupload.core.envelope import Envelope
+from postupload.store.failures import waiting_jobs
+from postupload.store.queue import notification_queue, schedule_again
 from tests.conftest import ACCOUNT, signed_headers
 
 

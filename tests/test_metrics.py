@@ -10,10 +10,10 @@ from typing import Any
 
 import requests
 
-from postupload import keys
 from postupload.config import Account
-from postupload.measures import families
-from postupload.redis_server import RedisServer, free_port
+from postupload.local.redis_server import RedisServer, free_port
+from postupload.store import keys
+from postupload.store.measures import families
 from tests.conftest import ACCOUNT, Processes, metric_samples, sample, signed_headers, wait_until
 
 RULES = """
@@ -181,9 +181,9 @@ def _body(fields: dict[str, Any]) -> bytes:
 
 
 def test_a_worker_adds_its_counts_at_most_once_a_second(redis_conn: Any) -> None:
-    from postupload import keys
-    from postupload.measures import field
-    from postupload.metrics import Recorder
+    from postupload.store import keys
+    from postupload.store.measures import field
+    from postupload.store.metrics import Recorder
 
     now = [100.0]
     recorder = Recorder(redis_conn, every=1.0, monotonic=lambda: now[0])
@@ -210,9 +210,9 @@ def test_counts_made_while_redis_is_away_are_added_once_when_it_answers(redis_co
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from postupload import keys
-    from postupload.measures import field
-    from postupload.metrics import Recorder
+    from postupload.store import keys
+    from postupload.store.measures import field
+    from postupload.store.metrics import Recorder
 
     away = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     recorder = Recorder(away)

@@ -17,7 +17,7 @@ import pytest
 import requests
 from rq import Worker as RqWorker
 
-from postupload.redis_server import RedisServer, free_port
+from postupload.local.redis_server import RedisServer, free_port
 from tests.conftest import ROOT, Processes, Stack, quick_timings, wait_until
 from tests.test_actions import _faults
 
@@ -282,7 +282,7 @@ def test_a_port_left_with_only_closed_connections_is_free_again() -> None:
     import socket
 
     from postupload.errors import PostuploadError
-    from postupload.supervisor import check_port
+    from postupload.local.supervisor import check_port
 
     with socket.socket() as listener:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from postupload.matcher import Matcher
-from postupload.patterns import check_pattern, first_mismatch, matches
+from postupload.core.matcher import Matcher
+from postupload.core.patterns import check_pattern, first_mismatch, matches
 
 # The event of aws/event-ruler's README, "Ruler by Example", plus edge cases of our own.
 EVENT: dict[str, Any] = {
@@ -262,9 +262,9 @@ def test_compiled_matcher_agrees_with_reference_walking_the_events_paths(
     """The same, with the lookup a rule set testing many fields uses (the event's paths walked once)."""
     from unittest import mock
 
-    import postupload.matcher
+    import postupload.core.matcher
 
-    with mock.patch.object(postupload.matcher, "FEW_PATHS", 0):
+    with mock.patch.object(postupload.core.matcher, "FEW_PATHS", 0):
         test_compiled_matcher_agrees_with_reference.hypothesis.inner_test(pattern_list, events)  # type: ignore[attr-defined]
 
 
@@ -272,7 +272,7 @@ def _wildcard_by_regex(pattern: str, value: str) -> bool:
     """What a wildcard means, said as a regular expression (fine for short values)."""
     import re
 
-    from postupload.patterns import wildcard_parts
+    from postupload.core.patterns import wildcard_parts
 
     return (
         re.fullmatch(".*".join(re.escape(part) for part in wildcard_parts(pattern)), value, re.DOTALL)
@@ -296,7 +296,7 @@ def test_a_wildcard_cannot_stall_matching_whatever_the_value() -> None:
     is loose (50 ms) and a backtracking matcher would take hours."""
     import time
 
-    from postupload.ruleset import Rule, RuleSet
+    from postupload.core.ruleset import Rule, RuleSet
 
     patterns = ["*-*-*-*-*z*x", "*-*-*-*-*-*z", "*a*a*a*a*a*a*b"]
     rules = [Rule(f"r{n}", {"public_id": [{"wildcard": p}]}, [], "a.yaml") for n, p in enumerate(patterns)]

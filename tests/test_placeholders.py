@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from postupload.calls import AssetPlan
+from postupload.core.calls import AssetPlan
+from postupload.core.planning import plan
 from postupload.errors import RuleSetError
-from postupload.planning import plan
-from postupload.ruleset import load_ruleset
+from postupload.rules.loading import load_ruleset
 
 TEMPLATES = """
 rules:

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from postupload.calls import Call, Plan
-from postupload.notification import locate
-from postupload.planning import plan
-from postupload.ruleset import RuleSet, load_ruleset
+from postupload.core.calls import Call, Plan
+from postupload.core.notification import locate
+from postupload.core.planning import plan
+from postupload.core.ruleset import RuleSet
+from postupload.rules.loading import load_ruleset
 
 DATA = Path(__file__).parent / "data" / "notifications"
 

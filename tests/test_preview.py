@@ -10,14 +10,14 @@ from pathlib import Path
 import redis
 from click.testing import CliRunner
 
-from postupload import keys
 from postupload.cli import main
 from postupload.config import Settings
-from postupload.envelope import Envelope
-from postupload.preview import diff, render
-from postupload.recorded import Keep, latest, record, trim_to_memory
-from postupload.ruleset import load_ruleset
-from postupload.web import create_app
+from postupload.core.envelope import Envelope
+from postupload.rules.loading import load_ruleset
+from postupload.rules.preview import diff, render
+from postupload.store import keys
+from postupload.store.kept_notifications import Keep, latest, record, trim_to_memory
+from postupload.web.app import create_app
 from tests.conftest import ACCOUNT, signed_headers, wait_until
 
 LIVE = """rules:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from postupload.backfill_events import AssetSource
+from postupload.backfill.events import AssetSource
 from postupload.cloudinary_api import CloudinaryClient, failure, retry_time
 from postupload.errors import RateLimitError
 from tests.conftest import RunningEmulator

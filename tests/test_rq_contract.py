@@ -1,4 +1,4 @@
-"""The worker's departures from RQ (postupload/rq_worker.py): what each override replaces is still in
+"""The worker's departures from RQ (postupload/rq_adapter.py): what each override replaces is still in
 the RQ and redis-py installed, with the parameters it relies on; and the behaviour each one is for."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from rq import Worker as RqWorker
 from rq.scheduler import RQScheduler
 from rq.worker_registration import clean_worker_registry
 
-from postupload import rq_worker
-from postupload.queue import notification_queue
+from postupload.store.queue import notification_queue
+from postupload.worker import rq_adapter
 from tests.conftest import Stack, metric_samples, quick_timings, wait_until
 
 # Each RQ method our Worker or Scheduler overrides, and the parameters RQ passes it (or our code
@@ -71,7 +71,7 @@ def test_each_overridden_rq_method_is_still_there_as_it_was(
     assert callable(original), f"{base.__name__}.{name} is no longer a method"
     found = list(inspect.signature(original).parameters)
     assert [p for p in parameters if p not in found] == [], f"{base.__name__}.{name}{found}"
-    ours = rq_worker.Worker if issubclass(rq_worker.Worker, base) else rq_worker.Scheduler
+    ours = rq_adapter.Worker if issubclass(rq_adapter.Worker, base) else rq_adapter.Scheduler
     assert getattr(ours, name) is not original  # ours replaces it
 
 
@@ -89,14 +89,14 @@ def test_what_the_overrides_use_of_rq_is_still_there(redis_conn: redis.Redis) ->
 def test_no_beat_leaves_a_worker_key_shorter_than_its_wait_for_a_job(redis_conn: redis.Redis) -> None:
     """RQ's beat as a job starts asks for the job's HEARTBEAT_TTL (9 s), shorter than an idle worker's
     wait for a job (15 s): the key lapsed while the worker waited, and it left RQ's registry."""
-    worker = rq_worker.Worker([notification_queue(redis_conn)], connection=redis_conn)
+    worker = rq_adapter.Worker([notification_queue(redis_conn)], connection=redis_conn)
     worker.register_birth()
     with redis_conn.pipeline() as pipe:
-        worker.heartbeat(rq_worker.HEARTBEAT_TTL, pipeline=pipe)  # as RQ's prepare_job_execution
+        worker.heartbeat(rq_adapter.HEARTBEAT_TTL, pipeline=pipe)  # as RQ's prepare_job_execution
         pipe.execute()
     worker.heartbeat()  # skipped as recent
-    assert redis_conn.ttl(worker.key) > rq_worker.IDLE_WAIT
-    assert redis_conn.ttl(worker.key) <= rq_worker.IDLE_WAIT + rq_worker.ALIVE_MARGIN
+    assert redis_conn.ttl(worker.key) > rq_adapter.IDLE_WAIT
+    assert redis_conn.ttl(worker.key) <= rq_adapter.IDLE_WAIT + rq_adapter.ALIVE_MARGIN
 
 
 SEEN = "rules:\n  - {name: seen, match: {resource_type: image}, actions: [{context: {set: {seen: 'yes'}}}]}\n"

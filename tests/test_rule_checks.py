@@ -11,11 +11,11 @@ import yaml
 import yamlcore
 from click.testing import CliRunner
 
-from postupload import ruleset
 from postupload.cli import main
-from postupload.field_checks import notification_schema
-from postupload.patterns import check_pattern, matches
-from postupload.ruleset import load_ruleset
+from postupload.core.patterns import check_pattern, matches
+from postupload.rules import loading
+from postupload.rules.field_checks import notification_schema
+from postupload.rules.loading import load_ruleset
 
 
 def check(tmp_path: Path, text: str, *options: str) -> tuple[int, list[str]]:
@@ -98,9 +98,9 @@ def test_a_tab_gets_its_hint_whichever_parser_reads_it(
 ) -> None:
     if parser == "libyaml":
         assert yaml.__with_libyaml__, "PyYAML here was built without libyaml"
-        monkeypatch.setattr(ruleset, "LOADER", yamlcore.CCoreLoader)
+        monkeypatch.setattr(loading, "LOADER", yamlcore.CCoreLoader)
     else:
-        monkeypatch.setattr(ruleset, "LOADER", yamlcore.CoreLoader)
+        monkeypatch.setattr(loading, "LOADER", yamlcore.CoreLoader)
     code, lines = check(tmp_path, text)
     assert code == 1 and "a tab: YAML is indented with spaces only; replace the tab with spaces" in lines[0]
     line = text[: text.index("\t")].count("\n") + 1

@@ -12,7 +12,7 @@ import pytest
 
 import handlers
 from handlers import ENDPOINTS, REGISTRY
-from postupload.ruleset import load_ruleset, rules_schema
+from postupload.rules.loading import load_ruleset, rules_schema
 from tests.conftest import ROOT
 from tests.test_rules_cli import run
 
@@ -281,7 +281,7 @@ def test_a_load_leaves_the_garbage_collector_as_it_found_it() -> None:
     import gc
 
     from postupload.errors import RuleSetError
-    from postupload.ruleset import load_sources
+    from postupload.rules.loading import load_sources
 
     good = "rules:\n  - {name: a, match: {resource_type: image}, actions: [{tags: {add: [x]}}]}\n"
     load_sources({"good.yaml": good})

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from postupload.cli import main
 from postupload.config import Settings
-from postupload.rule_source import RuleSource
-from postupload.web import create_app
+from postupload.rules.source import RuleSource
+from postupload.web.app import create_app
 from tests.conftest import ACCOUNT, wait_until
 
 RULES = """rules:

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from postupload.cli import main
-from postupload.rule_source import RuleSource
-from postupload.ruleset import load_ruleset
+from postupload.rules.loading import load_ruleset
+from postupload.rules.source import RuleSource
 from tests.conftest import ROOT, uploaded_in
 
 GOOD = """rules:
@@ -248,8 +248,8 @@ def test_check_names_bad_actions_parameters_values_and_placeholders(tmp_path: Pa
 
 
 def test_placeholders_fill_from_the_notification() -> None:
+    from postupload.core.placeholders import fill
     from postupload.errors import ActionError
-    from postupload.placeholders import fill
 
     notification = {
         "public_id": "a/b",

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from postupload import run_env
+from postupload.local import run_env
 
 
 def _mode(path: Path) -> int:

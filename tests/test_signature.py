@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from postupload.core.signature import sign_notification, verify_notification
 from postupload.errors import SignatureError
-from postupload.signature import sign_notification, verify_notification
 
 
 def vectors(samples: Path, kind: str) -> list[dict[str, Any]]:

@@ -11,9 +11,9 @@ from pathlib import Path
 import redis
 
 from postupload.config import Settings
-from postupload.queue import notification_queue
-from postupload.redis_server import RedisServer
-from postupload.web import create_app
+from postupload.local.redis_server import RedisServer
+from postupload.store.queue import notification_queue
+from postupload.web.app import create_app
 from tests.conftest import signed_headers
 
 

@@ -16,9 +16,9 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from postupload.config import Account, Settings
-from postupload.queue import notification_queue
-from postupload.redis_server import RedisServer
-from postupload.web import create_app
+from postupload.local.redis_server import RedisServer
+from postupload.store.queue import notification_queue
+from postupload.web.app import create_app
 from tests.conftest import ACCOUNT, metric_samples, sample, signed_headers
 
 UPLOAD = json.dumps(
@@ -228,7 +228,7 @@ def test_no_input_gets_a_500(
 
 
 def test_health_and_readiness(client: FlaskClient, settings: Settings) -> None:
-    from postupload.ruleset import load_ruleset
+    from postupload.rules.loading import load_ruleset
 
     assert client.get("/healthz").status_code == 200
     ready = client.get("/readyz")

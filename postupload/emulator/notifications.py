@@ -22,10 +22,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from postupload.config import Account
+from postupload.core.signature import sign_notification
 from postupload.emulator.assets import Asset
 from postupload.emulator.faults import Faults
 from postupload.emulator.wire import iso_now
-from postupload.signature import sign_notification
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from postupload.emulator.wire import (
     tag_list,
     truthy,
 )
-from postupload.transformations import text_problems
+from postupload.rules.transformations import text_problems
 
 ADDONS = addons.NAMES
 AUTOMATIC_MODERATION = (

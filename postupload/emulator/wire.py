@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from postupload.config import Account
-from postupload.signature import DIGEST_BY_LENGTH
+from postupload.core.signature import DIGEST_BY_LENGTH
 
 SIGNATURE_VALIDITY = 3600  # Upload API signatures are valid for one hour
 UNSIGNED_PARAMS = frozenset({"file", "cloud_name", "resource_type", "api_key", "signature"})

@@ -1,0 +1,1 @@
+"""Backfill: asset listings turned into notifications, and the resumable runner."""

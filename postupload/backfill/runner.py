@@ -1,0 +1,259 @@
+"""Running a backfill: list existing assets a page at a time within the Admin API budget, queue each
+as a notification for the workers, checkpoint the cursor in Redis, and report progress.
+
+A killed backfill run again with the same arguments continues from its last checkpoint: the page in
+hand is listed again, and its assets are not queued twice (their job ids are the same, and stored
+ones are deduplicated); done marks per asset version keep every effect single whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, cast
+
+import redis
+from rq import Queue
+
+from postupload.backfill.events import AssetSource, Backfill, envelope
+from postupload.core.client import RateLimit
+from postupload.core.decision import decide
+from postupload.core.ruleset import RuleSet
+from postupload.errors import ActionError, RateLimitError
+from postupload.store import keys
+from postupload.store.budget import AdminBudget
+from postupload.store.metrics import Recorder
+from postupload.store.queue import enqueue_notification
+
+PAGE = 500  # the Admin API's largest page
+LIST_RETRIES = 6  # a page that fails for a transient reason is asked again this often, with backoff
+
+
+class Lister(Protocol):
+    def list_assets(
+        self, source: AssetSource, cursor: str | None, max_results: int = PAGE
+    ) -> tuple[list[dict[str, Any]], str | None, RateLimit | None]: ...
+
+
+@dataclass
+class Progress:
+    """The checkpoint: where listing is, and what became of the assets."""
+
+    state: str = "listing"  # listing | queued (listing finished) | done
+    cursor: str | None = None
+    pages: int = 0
+    listed: int = 0
+    queued: int = 0
+    skipped: int = 0  # listed but not wanted (--since), or queued by an earlier run
+    done: int = 0  # counted by the workers
+    failed: int = 0
+    started_at: float = 0.0
+    updated_at: float = 0.0
+    description: str = ""
+    dry_run: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "listing" and self.done + self.failed >= self.queued
+
+
+class Checkpoint:
+    """A backfill's progress in Redis (and in the list of backfills the console shows)."""
+
+    def __init__(self, connection: redis.Redis, backfill: Backfill) -> None:
+        self.connection = connection
+        self.key = keys.backfill(backfill.key)
+        self.backfill = backfill
+
+    def load(self) -> Progress | None:
+        stored = cast(dict[bytes, bytes], self.connection.hgetall(self.key))
+        return _progress({k.decode(): v.decode() for k, v in stored.items()}) if stored else None
+
+    def start(self, now: float) -> Progress:
+        self.connection.delete(self.key)
+        progress = Progress(started_at=now, updated_at=now, description=self.backfill.describe())
+        self.save(progress, now)
+        self.connection.zadd(keys.BACKFILLS, {self.backfill.key: now})
+        return progress
+
+    def save(self, progress: Progress, now: float) -> None:
+        """Cursor, state and what this process counted; done and failed are the workers' to count."""
+        progress.updated_at = now
+        fields: dict[Any, Any] = {
+            "state": progress.state,
+            "cursor": progress.cursor or "",
+            "pages": progress.pages,
+            "listed": progress.listed,
+            "queued": progress.queued,
+            "skipped": progress.skipped,
+            "started_at": progress.started_at,
+            "updated_at": now,
+            "description": progress.description,
+            "arguments": json.dumps(asdict(self.backfill)),
+        }
+        self.connection.hset(self.key, mapping=fields)
+
+    def counts(self, progress: Progress) -> Progress:
+        """The workers' counts, read now."""
+        done, failed = self.connection.hmget(self.key, ["done", "failed"])
+        progress.done, progress.failed = int(done or 0), int(failed or 0)
+        return progress
+
+
+def recent_backfills(connection: redis.Redis, limit: int = 50) -> list[tuple[str, Progress]]:
+    """The latest backfills (newest first), each with its progress."""
+    found = []
+    for raw in cast(list[bytes], connection.zrevrange(keys.BACKFILLS, 0, limit - 1)):
+        key = raw.decode()
+        stored = cast(dict[bytes, bytes], connection.hgetall(keys.backfill(key)))
+        if stored:
+            found.append((key, _progress({k.decode(): v.decode() for k, v in stored.items()})))
+    return found
+
+
+def _progress(raw: dict[str, str]) -> Progress:
+    def number(name: str) -> int:
+        return int(raw.get(name, 0))
+
+    return Progress(
+        state=raw.get("state", "listing"),
+        cursor=raw.get("cursor") or None,
+        pages=number("pages"),
+        listed=number("listed"),
+        queued=number("queued"),
+        skipped=number("skipped"),
+        done=number("done"),
+        failed=number("failed"),
+        started_at=float(raw.get("started_at", 0)),
+        updated_at=float(raw.get("updated_at", 0)),
+        description=raw.get("description", ""),
+    )
+
+
+@dataclass
+class Runner:
+    """What a backfill uses, each handed to it: Redis, the queue, the lister, the shared budget."""
+
+    connection: redis.Redis
+    queue: Queue
+    lister: Lister
+    budget: AdminBudget
+    cloud_name: str
+    retries: int = 6
+    recorder: Recorder | None = None
+    report: Callable[[Progress], None] = lambda progress: None
+    page_size: int = PAGE  # smaller pages checkpoint (and report) more often, for more Admin calls
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+
+    def run(self, backfill: Backfill, restart: bool = False) -> Progress:
+        """List and queue every wanted asset (from the checkpoint, unless `restart`)."""
+        checkpoint = Checkpoint(self.connection, backfill)
+        progress = checkpoint.load()
+        if progress is None or restart:
+            progress = checkpoint.start(self.clock())
+        while progress.state == "listing":
+            resources, cursor = self._page(backfill.source, progress.cursor)
+            for resource in resources:
+                progress.listed += 1
+                if not backfill.wants(resource) or (
+                    backfill.max is not None and progress.queued >= backfill.max
+                ):
+                    progress.skipped += 1
+                    continue
+                job = envelope(
+                    backfill, resource, self.clock(), self.cloud_name, run=str(progress.started_at)
+                )
+                queued = enqueue_notification(self.queue, job, self.retries)
+                progress.queued += 1  # a duplicate was queued by this run before it was stopped
+                if self.recorder is not None:
+                    answer = "queued" if queued else "duplicate"
+                    self.recorder.notification("backfill", answer, self.cloud_name)
+            progress.pages += 1
+            progress.cursor = cursor
+            full = backfill.max is not None and progress.queued >= backfill.max
+            if cursor is None or full:
+                progress.state = "queued"
+            checkpoint.save(progress, self.clock())
+            if self.recorder is not None:
+                self.recorder.flush()
+            self.report(checkpoint.counts(progress))
+        return checkpoint.counts(progress)
+
+    def wait(self, backfill: Backfill, every: float = 1.0) -> Progress:
+        """Until the workers have done (or failed) every queued asset; reporting as they go."""
+        checkpoint = Checkpoint(self.connection, backfill)
+        while True:
+            progress = checkpoint.load()
+            if progress is None:
+                raise KeyError(backfill.key)
+            self.report(progress)
+            if progress.finished:
+                if progress.state != "done":
+                    self.connection.hset(checkpoint.key, "state", "done")
+                    progress.state = "done"
+                return progress
+            self.sleep(every)
+
+    def dry_run(self, backfill: Backfill, ruleset: RuleSet, examples: int = 3) -> dict[str, Any]:
+        """What the backfill would cause, by rule and call kind, with a few assets each; queues nothing.
+        A call already made for that asset version (its done mark is there) is counted apart, as
+        `made`: the run skips it, so `calls` is what the run would send."""
+        per_rule: dict[str, int] = {}
+        per_call: dict[str, dict[str, Any]] = {}
+        listed = wanted = 0
+        cursor: str | None = None
+        while True:
+            resources, cursor = self._page(backfill.source, cursor)
+            for resource in resources:
+                listed += 1
+                if not backfill.wants(resource) or (backfill.max is not None and wanted >= backfill.max):
+                    continue
+                wanted += 1
+                job = envelope(backfill, resource, self.clock(), self.cloud_name)
+                planned = decide(ruleset, job)
+                for name in planned.rules:
+                    per_rule[name] = per_rule.get(name, 0) + 1
+                made = (
+                    self.connection.mget([keys.done(call.key) for call in planned.calls])
+                    if planned.calls
+                    else []
+                )
+                for call, mark in zip(planned.calls, made, strict=True):
+                    name = f"{call.endpoint} (rule {', '.join(call.rules)})"
+                    entry = per_call.setdefault(name, {"calls": 0, "made": 0, "examples": []})
+                    if mark is not None:
+                        entry["made"] += 1
+                        continue
+                    entry["calls"] += 1
+                    if len(entry["examples"]) < examples:
+                        entry["examples"].append({"public_ids": list(call.public_ids), "params": call.params})
+            if cursor is None or (backfill.max is not None and wanted >= backfill.max):
+                break
+        return {"listed": listed, "wanted": wanted, "rules": per_rule, "calls": per_call}
+
+    def _page(self, source: AssetSource, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """One page, within the shared Admin budget: waits for its reset rather than failing."""
+        failures = 0
+        while True:
+            now = self.clock()
+            retry_at = self.budget.take(now)
+            if retry_at:
+                self.sleep(max(0.05, retry_at - now))
+                continue
+            try:
+                resources, next_cursor, rate_limit = self.lister.list_assets(source, cursor, self.page_size)
+            except RateLimitError as error:
+                self.budget.spent(error.reset)
+                continue
+            except ActionError as error:
+                self.budget.release()
+                failures += 1
+                if error.permanent or failures > LIST_RETRIES:
+                    raise
+                self.sleep(min(60.0, 2.0**failures))
+                continue
+            self.budget.learn(rate_limit)
+            return resources, next_cursor

@@ -1,0 +1,1 @@
+"""The local stack `postupload run` starts: redis-server, emulator, web and worker under one supervisor."""

@@ -1,0 +1,172 @@
+"""Durable, deduplicated enqueue of notifications through RQ. The only module that writes their jobs."""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from datetime import UTC, datetime
+
+import redis
+from rq import Queue, Retry
+from rq.intermediate_queue import IntermediateQueue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from postupload.core.envelope import Envelope
+from postupload.logs import printable
+from postupload.store import kept_notifications, keys
+
+JOB_FUNCTION = "postupload.worker.process_notification"
+# Seconds a job may sit taken but not started before it counts as lost with its worker. A live
+# worker starts what it took within milliseconds; a lost one is run again (done marks keep its
+# effects single) at the first registry cleaning after this (every few seconds: worker.py).
+STUCK_AFTER = 10
+
+log = logging.getLogger(__name__)
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that fails fast: the web answers 503 rather than hang when Redis is away."""
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30)
+
+
+def waiting(connection: redis.Redis, seconds: float) -> redis.Redis:
+    """A client of the same Redis for commands that block up to `seconds` (BLPOP, BLMOVE), on a pool
+    of its own: connections already made by `connect` give up after 5 s."""
+    pool = connection.connection_pool
+    settings = {**pool.connection_kwargs, "socket_timeout": seconds + 10}
+    return redis.Redis(connection_pool=redis.ConnectionPool(pool.connection_class, **settings))
+
+
+class TakenJobs(IntermediateQueue):
+    """RQ's list of jobs taken off the queue by a worker that has not yet marked them started. A job
+    left there (its worker died in between) is run again once it was seen there STUCK_AFTER s,
+    not RQ's minute: a worker running many jobs at once spends much of its time in between."""
+
+    def should_be_cleaned_up(self, job_id: str) -> bool:
+        first_seen = self.get_first_seen(job_id)
+        return first_seen is not None and (datetime.now(UTC) - first_seen).total_seconds() > STUCK_AFTER
+
+
+class NotificationQueue(Queue):
+    """RQ's queue, whose registry-cleaning lock lapses in CLEANING_LOCK_TTL s instead of RQ's 899: a
+    worker killed while it cleans would otherwise keep every worker from cleaning, and so from
+    bringing back dead workers' jobs, for 15 minutes. Its taken jobs are `TakenJobs`."""
+
+    def acquire_maintenance_lock(self) -> bool:
+        return bool(self.connection.set(self.registry_cleaning_key, 1, nx=True, ex=keys.CLEANING_LOCK_TTL))
+
+    @property
+    def intermediate_queue(self) -> IntermediateQueue:
+        return TakenJobs(self.key, connection=self.connection)
+
+
+def notification_queue(connection: redis.Redis, name: str = keys.QUEUE) -> Queue:
+    """Our queue: JSON job arguments, so any RQ tool can read them."""
+    return NotificationQueue(name, connection=connection, serializer=JSONSerializer)
+
+
+def quiet(connection: redis.Redis) -> bool:
+    """Nothing left to do: no job queued, being worked (or stuck between queue and worker) or
+    scheduled, and no tag change waiting in a batch. Read in one transaction: read one after
+    another, in the order a job moves (scheduled, queued, taken, started, scheduled again for a
+    retry), a job moving along was missed at each look, and a test saw quiet while it was there."""
+    queue = notification_queue(connection)
+    with connection.pipeline(transaction=True) as pipe:
+        pipe.llen(queue.key)
+        pipe.llen(queue.intermediate_queue_key)
+        pipe.zcard(queue.started_job_registry.key)
+        pipe.zcard(queue.scheduled_job_registry.key)
+        pipe.zcard(keys.TAG_BATCHES_DUE)
+        return not any(pipe.execute())
+
+
+def retry_policy(attempts: int, base: float = 2.0) -> Retry | None:
+    """Exponential backoff (2, 4, 8, ... s) with jitter (x0.5 to x1.5), drawn per job so retries spread."""
+    if attempts < 1:
+        return None
+    # At least 2 s: RQ schedules on whole seconds, so 1 s could come round almost at once.
+    intervals = [max(2, round(base * 2**step * random.uniform(0.5, 1.5))) for step in range(attempts)]
+    return Retry(max=attempts, interval=intervals)
+
+
+def enqueue_notification(
+    queue: Queue, envelope: Envelope, retries: int = 6, keep: kept_notifications.Keep | None = None
+) -> bool:
+    """Store the notification as a job unless an identical body was stored before; True if queued.
+
+    The dedupe mark, the job and (with `keep`) the copy kept for previews are written in one
+    MULTI/EXEC, so a failure leaves none of them and Cloudinary's retry is not mistaken for a
+    duplicate.
+    """
+    key = keys.dedupe(envelope.id)
+    trim_to_memory = False
+    with queue.connection.pipeline() as pipe:
+        try:
+            pipe.watch(key)
+            if pipe.exists(key):
+                return False
+            pipe.multi()
+            pipe.set(key, envelope.id, ex=keys.DEDUPE_TTL)
+            queue.enqueue_call(
+                JOB_FUNCTION,
+                args=(envelope.to_job(),),
+                job_id=envelope.id,
+                timeout=keys.JOB_TIMEOUT,
+                result_ttl=keys.FINISHED_JOB_TTL,
+                failure_ttl=keys.FAILED_JOB_TTL,
+                description=f"notification {printable(envelope.notification_type)}",
+                retry=retry_policy(retries),
+                pipeline=pipe,
+            )
+            if keep is not None:
+                trim_to_memory = kept_notifications.record(pipe, envelope, keep, envelope.received_at)
+            pipe.execute()
+        except redis.WatchError:
+            # redis-py raises WatchError both when an identical body was stored between our WATCH
+            # and EXEC and when the connection broke in between (a restart, Redis loading its
+            # append-only file): only a stored mark makes it a duplicate, and any doubt is an error
+            # (the web answers 503, and Cloudinary delivers again).
+            if queue.connection.exists(key):
+                return False
+            raise redis.ConnectionError(
+                "the connection to Redis broke before the notification was stored"
+            ) from None
+    if trim_to_memory and keep is not None:
+        try:
+            kept_notifications.trim_to_memory(queue.connection, keep)
+        except redis.RedisError as error:  # the notification is stored: the next look trims
+            log.warning("the notifications kept for previews could not be trimmed: %s", error)
+    return True
+
+
+_DEFERRAL = re.compile(r"-at-\d+$")
+
+
+def is_deferral(job_id: str) -> bool:
+    """A job `schedule_again` made (waiting for a reset), not a retry of a failed one."""
+    return _DEFERRAL.search(job_id) is not None
+
+
+def schedule_again(queue: Queue, envelope: Envelope, when: float, retries: int) -> None:
+    """Run the notification again at `when`: a scheduled job, not a busy wait (one per time)."""
+    job_id = f"{envelope.id}-at-{int(when)}"
+    if Job.exists(job_id, connection=queue.connection):
+        return
+    until = datetime.fromtimestamp(when, UTC)
+    queue.enqueue_at(
+        until,
+        JOB_FUNCTION,
+        envelope.to_job(),
+        job_id=job_id,
+        description=f"notification {printable(envelope.notification_type)}",
+        meta={
+            "last_reason": "admin_budget",
+            "last_error": f"the Admin API budget is spent until {until.isoformat(timespec='seconds')}",
+        },
+        at_front=True,  # it waited already: ahead of what came since
+        retry=retry_policy(retries),
+        result_ttl=keys.FINISHED_JOB_TTL,
+        failure_ttl=keys.FAILED_JOB_TTL,
+    )
