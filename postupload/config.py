@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from postupload.errors import ConfigError
 
 ALGORITHMS = frozenset({"sha1", "sha256"})
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 URL_FORM = "cloudinary://API_KEY:API_SECRET@CLOUD_NAME[?upload_prefix=http://host:port]"
 
 
@@ -80,10 +83,15 @@ class Settings:
     asset_action_cap: int = 100
     worker_concurrency: int = DEFAULT_CONCURRENCY
 
+    log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one object a line, for log pipelines
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read and check every variable; a bad value raises ConfigError naming it."""
+        """Read and check every variable; a bad value raises ConfigError naming it. An unset variable
+        takes the field's default, written once, above."""
         env = os.environ if environ is None else environ
+        default: dict[str, Any] = {f.name: f.default for f in fields(cls)}
         url = env.get("CLOUDINARY_URL") or None
         account, accounts = Account.from_url(url) if url else None, _accounts(env)
         for other in accounts:
@@ -92,24 +100,33 @@ class Settings:
                     "POSTUPLOAD_ACCOUNTS",
                     f"{other.cloud_name!r} is also in CLOUDINARY_URL, with other credentials: give it once",
                 )
+
+        def number(name: str, variable: str, minimum: int = 0) -> int:
+            return _int(env, variable, default[name], minimum)
+
+        def seconds(name: str, variable: str) -> float:
+            return _float(env, variable, default[name])
+
         return cls(
             account=account,
             accounts=accounts,
             redis_url=_redis_url(env),
-            rules_dir=Path(env.get("POSTUPLOAD_RULES_DIR") or "rules"),
-            rules_require_tests=_flag(env, "POSTUPLOAD_RULES_REQUIRE_TESTS", True),
-            signature_tolerance=_int(env, "POSTUPLOAD_SIGNATURE_TOLERANCE", 7200),
+            rules_dir=Path(env.get("POSTUPLOAD_RULES_DIR") or default["rules_dir"]),
+            rules_require_tests=_flag(env, "POSTUPLOAD_RULES_REQUIRE_TESTS", default["rules_require_tests"]),
+            signature_tolerance=number("signature_tolerance", "POSTUPLOAD_SIGNATURE_TOLERANCE"),
             signature_algorithms=_algorithms(env),
             console_token=_console_token(env),
-            trusted_proxies=_int(env, "POSTUPLOAD_TRUSTED_PROXIES", 0),
-            preview_keep=_int(env, "POSTUPLOAD_PREVIEW_KEEP", 10_000),
-            preview_days=_float(env, "POSTUPLOAD_PREVIEW_DAYS", 7.0),
-            preview_megabytes=_float(env, "POSTUPLOAD_PREVIEW_MB", 256.0),
-            max_body=_int(env, "POSTUPLOAD_MAX_BODY", 1_048_576, minimum=1),
-            api_timeout=_float(env, "POSTUPLOAD_API_TIMEOUT", 30.0),
-            retries=_int(env, "POSTUPLOAD_RETRIES", 6),
-            asset_action_cap=_int(env, "POSTUPLOAD_ASSET_ACTION_CAP", 100),
-            worker_concurrency=_int(env, "POSTUPLOAD_WORKER_CONCURRENCY", DEFAULT_CONCURRENCY, minimum=1),
+            trusted_proxies=number("trusted_proxies", "POSTUPLOAD_TRUSTED_PROXIES"),
+            preview_keep=number("preview_keep", "POSTUPLOAD_PREVIEW_KEEP"),
+            preview_days=seconds("preview_days", "POSTUPLOAD_PREVIEW_DAYS"),
+            preview_megabytes=seconds("preview_megabytes", "POSTUPLOAD_PREVIEW_MB"),
+            max_body=number("max_body", "POSTUPLOAD_MAX_BODY", minimum=1),
+            api_timeout=seconds("api_timeout", "POSTUPLOAD_API_TIMEOUT"),
+            retries=number("retries", "POSTUPLOAD_RETRIES"),
+            asset_action_cap=number("asset_action_cap", "POSTUPLOAD_ASSET_ACTION_CAP"),
+            worker_concurrency=number("worker_concurrency", "POSTUPLOAD_WORKER_CONCURRENCY", minimum=1),
+            log_level=_choice(env, "POSTUPLOAD_LOG_LEVEL", default["log_level"], LOG_LEVELS, upper=True),
+            log_format=_choice(env, "POSTUPLOAD_LOG_FORMAT", default["log_format"], LOG_FORMATS),
         )
 
     def all_accounts(self) -> dict[str, Account]:
@@ -179,6 +196,24 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise ConfigError(name, f"must be more than 0, got {raw}")
     return value
+
+
+def _choice(
+    env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...], upper: bool = False
+) -> str:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    value = raw.upper() if upper else raw.lower()
+    if value not in choices:
+        raise ConfigError(name, f"expected one of {', '.join(choices)}, got {raw!r}")
+    return value
+
+
+def environment(written_by_run: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment over the values `postupload run` wrote for the other commands (so
+    that `postupload history` finds the local stack): what the CLI reads, and what children inherit."""
+    return {**(written_by_run or {}), **os.environ}
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

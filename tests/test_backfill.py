@@ -280,7 +280,7 @@ def test_progress_gives_a_rate_and_an_eta_as_soon_as_a_page_is_worked() -> None:
     from io import StringIO
 
     from postupload.backfill.runner import Progress
-    from postupload.cli import _progress_reporter
+    from postupload.cli.operations import _progress_reporter
 
     now = [100.0]
     out = StringIO()
@@ -308,7 +308,7 @@ def test_a_resumed_backfills_rate_counts_only_what_is_worked_from_now_on() -> No
     from io import StringIO
 
     from postupload.backfill.runner import Progress
-    from postupload.cli import _progress_reporter
+    from postupload.cli.operations import _progress_reporter
 
     now = [0.0]
     out = StringIO()

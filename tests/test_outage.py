@@ -189,6 +189,10 @@ def test_run_restarts_a_child_that_dies_and_a_hangup_stops_everything(run: Any) 
         return subprocess.run(history, cwd=here, env=bare, capture_output=True, text=True, timeout=30).stdout
 
     assert wait_until(lambda: "rule product-thumbnails explicit: " in told(), 20), told()
+    # A normal start warns of nothing: no gevent MonkeyPatchWarning (ssl imported before gevent
+    # patched it: two on every start before), no Python warning of any kind.
+    started = supervisor.log.read_text()
+    assert "MonkeyPatchWarning" not in started and "Warning:" not in started, started
     (worker,) = workers_of(supervisor.pid)
     os.kill(worker, signal.SIGKILL)
     assert wait_until(lambda: workers_of(supervisor.pid) not in ([], [worker]), 10), (

@@ -17,6 +17,7 @@ from typing import Any, Protocol, cast
 import redis
 from rq import Queue
 
+from postupload import backoff
 from postupload.backfill.events import AssetSource, Backfill, envelope
 from postupload.core.client import RateLimit
 from postupload.core.decision import decide
@@ -253,7 +254,7 @@ class Runner:
                 failures += 1
                 if error.permanent or failures > LIST_RETRIES:
                     raise
-                self.sleep(min(60.0, 2.0**failures))
+                self.sleep(backoff.LISTING.compute(failures - 1))
                 continue
             self.budget.learn(rate_limit)
             return resources, next_cursor

@@ -3,7 +3,6 @@ reverse."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import signal
 import socket
@@ -20,7 +19,7 @@ import click
 import redis
 
 from postupload import processes
-from postupload.config import DEV_ACCOUNT, Account, Settings
+from postupload.config import DEV_ACCOUNT, Account, Settings, environment
 from postupload.errors import PostuploadError
 from postupload.local import run_env
 from postupload.local.redis_server import RedisServer, free_port
@@ -56,7 +55,7 @@ class Child:
 
 def run_local(settings: Settings, port: int, environ: Mapping[str, str] | None = None) -> None:
     """Embedded Redis (unless REDIS_URL), the emulator (unless CLOUDINARY_URL), web and worker."""
-    env = dict(os.environ if environ is None else environ)
+    env = environment() if environ is None else dict(environ)
     check_port(port)
     if settings.redis_url is not None:
         _check_redis(settings.redis_url)

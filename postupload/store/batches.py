@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -31,6 +30,7 @@ import redis
 from rq import Queue
 
 from handlers import tags as tags_handler
+from postupload import backoff
 from postupload.core.calls import Call
 from postupload.core.client import Client
 from postupload.errors import ActionError
@@ -230,7 +230,7 @@ class TagBatches:
         """A transient failure: try again with jittered backoff; after `retries`, hand the items to RQ."""
         attempts = int(self.connection.hincrby(ATTEMPTS, batch_id, 1))
         if attempts <= self.retries:
-            delay = 2.0 * 2 ** (attempts - 1) * random.uniform(0.5, 1.5)
+            delay = backoff.RETRY.compute(attempts - 1)
             log.warning("tags %s %s: %s; again in %.1f s", spec.command, list(spec.tags), error, delay)
             return self.clock() + delay
         raw = self.connection.lrange(pending_key(batch_id), 0, spec.batch_size - 1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import re
 from datetime import UTC, datetime
 
@@ -13,6 +12,7 @@ from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from postupload import backoff
 from postupload.core.envelope import Envelope
 from postupload.logs import printable
 from postupload.store import kept_notifications, keys
@@ -82,12 +82,12 @@ def quiet(connection: redis.Redis) -> bool:
         return not any(pipe.execute())
 
 
-def retry_policy(attempts: int, base: float = 2.0) -> Retry | None:
-    """Exponential backoff (2, 4, 8, ... s) with jitter (x0.5 to x1.5), drawn per job so retries spread."""
+def retry_policy(attempts: int) -> Retry | None:
+    """backoff.RETRY's intervals (2-4, 4-8, 8-16, ... s), drawn per job so retries spread."""
     if attempts < 1:
         return None
     # At least 2 s: RQ schedules on whole seconds, so 1 s could come round almost at once.
-    intervals = [max(2, round(base * 2**step * random.uniform(0.5, 1.5))) for step in range(attempts)]
+    intervals = [max(2, round(backoff.RETRY.compute(step))) for step in range(attempts)]
     return Retry(max=attempts, interval=intervals)
 
 

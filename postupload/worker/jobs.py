@@ -16,6 +16,7 @@ import redis
 from rq.job import Job, get_current_job
 from rq.serializers import JSONSerializer
 
+from postupload import backoff
 from postupload.cloudinary_api import CloudinaryClient, widen_http_pools
 from postupload.config import Settings
 from postupload.core.client import Client
@@ -250,7 +251,7 @@ def run_worker(
                 return worked
             # RQ left its loop on an error (Redis went away under a job): start afresh. The job in
             # hand stops heartbeating and is run again; done marks keep its effects single.
-            pause = min(30.0, 2.0**attempt)
+            pause = backoff.RESTART.compute(attempt)
             log.warning("worker stopped working on an error; starting again in %.0f s", pause)
             if stopping.sleep(pause):
                 return worked
@@ -306,6 +307,6 @@ class _StopSignals:
             except redis.RedisError as error:
                 if not attempt:
                     log.warning("Redis does not answer (%s); waiting for it", error)
-            if self.sleep(min(5.0, 0.2 * 2**attempt)):
+            if self.sleep(backoff.REDIS_POLL.compute(attempt)):
                 return False
         return False

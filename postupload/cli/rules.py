@@ -1,0 +1,210 @@
+"""`postupload rules`: check, test, explain, match, diff and the schema of rule files."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from postupload.cli.main import main, pass_local_settings, pass_settings, redis_connection
+from postupload.config import Settings
+from postupload.errors import BadNotification, PostuploadError, RuleSetError
+
+
+@main.group()
+def rules() -> None:
+    """Check, test and explain rule files."""
+
+
+@rules.command()
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--strict", is_flag=True, help="Warnings (W codes) fail too.")
+@pass_settings
+def check(settings: Settings, directory: Path | None, output: str, strict: bool) -> None:
+    """Validate every rule file of DIRECTORY (default POSTUPLOAD_RULES_DIR); exit 1 on any problem.
+    Warnings (conditions no notification can meet, placeholders the match does not guarantee) are
+    shown and fail only with --strict."""
+    from postupload.rules.loading import load_ruleset
+
+    directory = directory or settings.rules_dir
+    try:
+        ruleset = load_ruleset(directory)
+    except RuleSetError as error:
+        if output == "json":
+            click.echo(json.dumps({"ok": False, "problems": [p.__dict__ for p in error.problems]}, indent=2))
+            raise SystemExit(1) from None
+        raise
+    warned = [problem.__dict__ for problem in ruleset.warnings]
+    if output == "json":
+        summary = {"ok": not (strict and warned), "rules": len(ruleset.rules), "files": ruleset.files}
+        click.echo(json.dumps({**summary, "warnings": warned}, indent=2))
+    else:
+        for problem in ruleset.warnings:
+            click.echo(f"warning: {problem}")
+        notes = f", {len(warned)} warning{'s' if len(warned) != 1 else ''}" if warned else ""
+        click.echo(f"{directory}: {len(ruleset.rules)} rules in {len(ruleset.files)} files, all valid{notes}")
+    if strict and warned:
+        raise SystemExit(1)
+
+
+@rules.command("test")
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--update",
+    is_flag=True,
+    help="Rewrite the failing tests' rules, actions and calls to what the rules do now (review the diff).",
+)
+@pass_settings
+def test_rules(settings: Settings, directory: Path | None, update: bool) -> None:
+    """Run the rule tests in DIRECTORY/tests against DIRECTORY's rules; exit 1 on any failure."""
+    from postupload.rules.loading import load_ruleset
+    from postupload.rules.rule_tests import rule_test_files, run_file, update_file
+
+    directory = directory or settings.rules_dir
+    ruleset = load_ruleset(directory)
+    files = rule_test_files(directory)
+    if not files:
+        raise PostuploadError(f"no rule tests in {directory / 'tests'}; add *.yaml files with `tests:`")
+    if update:
+        for path in files:
+            try:
+                names = update_file(path, ruleset)
+            except ValueError as error:
+                raise PostuploadError(f"{path}: not updated: {error}") from None
+            for name in names:
+                click.echo(f"updated {path}: {name}")
+    passed = failed = 0
+    for path in files:
+        outcomes, problems = run_file(path, ruleset)
+        for problem in problems:
+            click.echo(str(problem), err=True)
+        failed += len(problems)
+        for outcome in outcomes:
+            if outcome.passed:
+                passed += 1
+                continue
+            failed += 1
+            click.echo(f"FAIL {outcome.file}:{outcome.line}: {outcome.name}")
+            click.echo("\n".join(outcome.differences))
+    click.echo(f"{passed} passed, {failed} failed")
+    if failed:
+        raise SystemExit(1)
+
+
+@rules.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--rules", "directory", type=click.Path(path_type=Path), help="Rule directory (default: env).")
+@click.option(
+    "--format", "output", type=click.Choice(["text", "json", "test"]), default="text", show_default=True
+)
+@click.option("--name", help="--format test: the test's name (default: the file's name).")
+@click.option(
+    "--cloud",
+    help="The product environment it comes from [default: the one configured, or the running stack's].",
+)
+@pass_local_settings
+def explain(
+    settings: Settings, file: Path, directory: Path | None, output: str, name: str | None, cloud: str | None
+) -> None:
+    """For the notification in FILE, as delivered for the product environment: each rule, matched
+    or not and why, and the exact calls it would cause (the worker's own decision); makes no call.
+    --format test writes it as a rule test to add under `tests:` in a file of DIR/tests."""
+    from postupload.core.envelope import Envelope
+    from postupload.rules.explain import explain, explain_text
+    from postupload.rules.loading import load_ruleset
+    from postupload.rules.rule_tests import case_text, new_case
+
+    body = file.read_bytes()
+    notification = _notification(body, str(file))
+    ruleset = load_ruleset(directory or settings.rules_dir)
+    envelope = Envelope.of(body, notification, cloud if cloud is not None else settings.default_cloud_name())
+    if output == "test":
+        click.echo(
+            case_text(new_case(ruleset, notification, name or file.stem, envelope.cloud_name)), nl=False
+        )
+    elif output == "json":
+        click.echo(json.dumps(explain(ruleset, envelope), indent=2))
+    else:
+        click.echo(explain_text(ruleset, envelope))
+
+
+def _notification(text: str | bytes, where: str) -> dict[str, Any]:
+    """A notification read from a file or a line: a JSON object, or PostuploadError saying why not."""
+    from postupload.core.notification import load_json
+
+    try:
+        value = load_json(text)
+    except BadNotification as error:
+        raise PostuploadError(f"{where}: {error.message}") from None
+    if not isinstance(value, dict):
+        raise PostuploadError(f"{where}: a notification is a JSON object")
+    return value
+
+
+@rules.command("match")
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@pass_settings
+def match_rules(settings: Settings, directory: Path | None) -> None:
+    """Read notifications as JSON lines on stdin; write {"rules": [...]} (or {"error": ...}) for each."""
+    from postupload.rules.loading import load_ruleset
+
+    ruleset = load_ruleset(directory or settings.rules_dir)
+    errors = 0
+    for number, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        try:
+            notification = _notification(line, f"line {number}")
+        except PostuploadError as error:
+            errors += 1
+            click.echo(json.dumps({"error": str(error)}))
+            continue
+        click.echo(json.dumps({"rules": [rule.name for rule in ruleset.match(notification)]}))
+    if errors:
+        raise SystemExit(1)
+
+
+@rules.command("diff")
+@click.argument("candidate", type=click.Path(path_type=Path))
+@click.option(
+    "--against", type=click.Path(path_type=Path), help="The live rules (default: POSTUPLOAD_RULES_DIR)."
+)
+@click.option("--recent", type=click.IntRange(min=1), help="Only the latest N recorded notifications.")
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@pass_local_settings
+def diff_rules(
+    settings: Settings, candidate: Path, against: Path | None, recent: int | None, output: str
+) -> None:
+    """What the rules in CANDIDATE would do differently from the live rules, on the notifications
+    recorded lately: matches per rule, and calls added, removed or changed (with examples). Exit 0
+    when nothing changes, 2 when something does, 1 when a rule set is invalid."""
+    from postupload.rules.loading import load_ruleset
+    from postupload.rules.preview import diff, render
+    from postupload.store.kept_notifications import latest
+
+    live = load_ruleset(against or settings.rules_dir)
+    proposed = load_ruleset(candidate)
+    envelopes = latest(redis_connection(settings), recent)
+    if not envelopes:
+        click.echo(
+            "no notifications are recorded yet: the web keeps the latest POSTUPLOAD_PREVIEW_KEEP it receives",
+            err=True,
+        )
+    report = diff(live, proposed, envelopes)
+    if output == "json":
+        click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo("\n".join(render(report)))
+    raise SystemExit(2 if report.differs else 0)
+
+
+@rules.command()
+def schema() -> None:
+    """Print the rule-file JSON Schema (for editors), assembled from the action kinds."""
+    from postupload.rules.loading import rules_schema
+
+    click.echo(json.dumps(rules_schema(), indent=2, ensure_ascii=False))
