@@ -26,24 +26,50 @@ class OneLineFormatter(logging.Formatter):
         return "\n".join([first, *(f"  {printable(line)}" for line in rest)])
 
 
-# RQ's registry upkeep, logged at INFO every few seconds even on an idle stack (rq/worker/base.py).
-UPKEEP = ("Worker %s: cleaning registries", "Worker %s: cleaning group registries")
+# RQ's lines that say nothing an operator acts on: its registry upkeep, every few seconds even on an
+# idle stack, and four lines per job (taken, OK, result discarded, completed), which the worker's own
+# one line per notification replaces (rq/worker/base.py).
+ROUTINE = (
+    "Worker %s: cleaning registries",
+    "Worker %s: cleaning group registries",
+    "Worker %s: %s: %s",
+    "Worker %s: job %s result",
+    "Successfully completed",
+)
+
+# What a line is about, where it applies: given as `extra=` to a log call, a field of its own in the
+# JSON format (the readable form says the same in its words).
+CONTEXT = ("notification", "job", "cloud", "type", "asset", "rule", "outcome", "reason")
 
 
-class UpkeepAtDebug(logging.Filter):
-    """Shows RQ's periodic upkeep as what it is, DEBUG: an operator reading the log at INFO sees
-    events, not a line every 5 s that nothing happened."""
+class RoutineAtDebug(logging.Filter):
+    """Shows RQ's routine lines as what they are, DEBUG: an operator reading the log at INFO sees
+    events, not a line every 5 s that nothing happened, nor four lines per job."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.INFO and str(record.msg).startswith(UPKEEP):
+        if record.levelno == logging.INFO and str(record.msg).startswith(ROUTINE):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger().isEnabledFor(logging.DEBUG)
         return True
 
 
-def configure(level: int = logging.INFO) -> None:
-    """The root logger of every postupload process."""
+def json_formatter() -> logging.Formatter:
+    """One JSON object a line: time, level, logger, process, message, and the CONTEXT fields given."""
+    from pythonjsonlogger.json import JsonFormatter
+
+    return JsonFormatter(
+        "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        json_ensure_ascii=True,
+    )
+
+
+def configure(level: str | int = logging.INFO, form: str = "text") -> None:
+    """The root logger of every postupload process: `form` text (for a terminal) or json."""
     handler = logging.StreamHandler()
-    handler.setFormatter(OneLineFormatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
-    handler.addFilter(UpkeepAtDebug())
+    if form == "json":
+        handler.setFormatter(json_formatter())
+    else:
+        handler.setFormatter(OneLineFormatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
+    handler.addFilter(RoutineAtDebug())
     logging.basicConfig(level=level, handlers=[handler])

@@ -130,22 +130,34 @@ def test_a_live_worker_is_counted_after_a_job_however_long_it_idles(make_stack: 
     assert "Listening on postupload" in output and "cleaning registries" not in output
 
 
-def test_rqs_upkeep_is_logged_at_debug() -> None:
+def test_rqs_routine_lines_are_logged_at_debug() -> None:
+    """Upkeep every few seconds, and four lines per job that the worker's own line replaces: DEBUG.
+    What an operator acts on (a worker starting, stopping) stays INFO."""
     import logging
 
-    from postupload.logs import UpkeepAtDebug
+    from postupload.logs import RoutineAtDebug
 
-    record = logging.LogRecord(
-        "rq.worker", logging.INFO, "", 0, "Worker %s: cleaning registries", ("w",), None
-    )
+    def record(message: str, *args: object) -> logging.LogRecord:
+        return logging.LogRecord("rq.worker", logging.INFO, "", 0, message, args, None)
+
+    routine = [
+        record("Worker %s: cleaning registries", "w"),
+        record("Worker %s: %s: %s (%s)", "w", "postupload", "Job OK", "j"),
+        record("Worker %s: %s: %s (%s)", "w", "postupload", "notification upload", "j"),
+        record("Worker %s: job %s result discarded immediately", "w", "j"),
+        record("Successfully completed %s job in %ss on worker %s", "notification upload", 0.1, "w"),
+    ]
     root = logging.getLogger()
     level = root.level
     try:
         root.setLevel(logging.INFO)
-        assert not UpkeepAtDebug().filter(record) and record.levelname == "DEBUG"
+        assert not any(RoutineAtDebug().filter(line) for line in routine)
+        assert {line.levelname for line in routine} == {"DEBUG"}
         root.setLevel(logging.DEBUG)
-        assert UpkeepAtDebug().filter(record)
+        assert all(RoutineAtDebug().filter(line) for line in routine)
     finally:
         root.setLevel(level)
-    job = logging.LogRecord("rq.worker", logging.INFO, "", 0, "Worker %s: job %s", ("w", "j"), None)
-    assert UpkeepAtDebug().filter(job) and job.levelname == "INFO"
+    started = record("Worker %s: started with PID %d, version %s", "w", 1, "3.0.0")
+    stopping = record("Worker %s: stopping on request", "w")
+    assert RoutineAtDebug().filter(started) and RoutineAtDebug().filter(stopping)
+    assert started.levelname == stopping.levelname == "INFO"

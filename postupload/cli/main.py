@@ -57,10 +57,13 @@ class Group(click.Group):
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """postupload: Cloudinary notifications in, rule-driven follow-up work out."""
-    logs.configure()
     # The environment is read once, here, and checked before anything imports the cloudinary SDK,
     # which parses CLOUDINARY_URL at import time and raises a bare ValueError on a bad one.
-    ctx.obj = Settings.from_env()
+    try:
+        ctx.obj = Settings.from_env()
+    finally:  # configured as the settings say, or as by default when they cannot be read
+        settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
+        logs.configure(settings.log_level, settings.log_format)
 
 
 def redis_connection(settings: Settings) -> Any:

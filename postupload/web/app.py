@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     """The Flask app; with no arguments, configured from the environment (gunicorn's entry)."""
     settings = settings or Settings.from_env()
     if not logging.getLogger().handlers:  # under gunicorn's own entry point nothing set it up
-        logs.configure()
+        logs.configure(settings.log_level, settings.log_format)
     accounts = settings.all_accounts()
     if not accounts:
         settings.require_account()  # says which variable to set
@@ -111,7 +111,13 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
             return _error("store_unavailable", "the notification could not be stored; retry later", 503)
         answer = "queued" if queued else "duplicate"
         g.answer = answer
-        log.info("notification %s %s (%s)", envelope.id, answer, envelope.notification_type)
+        log.info(
+            "notification %s %s (%s)",
+            envelope.id,
+            answer,
+            envelope.notification_type,
+            extra={"notification": envelope.id, "cloud": account.cloud_name, "type": kind, "outcome": answer},
+        )
         return jsonify({"status": answer, "id": envelope.id}), 200
 
     @app.get("/healthz")

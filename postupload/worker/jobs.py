@@ -8,6 +8,7 @@ import logging
 import signal
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -31,7 +32,7 @@ from postupload.store.last_good import LastGood
 from postupload.store.metrics import Recorder
 from postupload.store.queue import connect, notification_queue, schedule_again, waiting
 from postupload.worker import rq_adapter
-from postupload.worker.executor import Executor
+from postupload.worker.executor import Executor, Outcome
 from postupload.worker.rq_adapter import Worker
 
 log = logging.getLogger(__name__)
@@ -153,9 +154,47 @@ class Runtime:
                 reason=reason,
             )
         self.recorder.count("postupload_jobs", outcome="finished")
+        log.info(
+            "notification %s (%s%s): %s",
+            envelope.id,
+            envelope.notification_type,
+            f" in {envelope.cloud_name}" if envelope.cloud_name else "",
+            job_summary(list(planned.rules), [outcome.status for outcome in outcomes]),
+            extra=log_context(envelope, job.id if job else None, outcomes, "finished"),
+        )
         if envelope.backfill:
             self.connection.hincrby(keys.backfill(envelope.backfill), "done", 1)
         return result
+
+
+def job_summary(rules: list[str], statuses: list[str]) -> str:
+    """`rules a, b: 3 actions (2 ok, 1 skipped)`, or that no rule matched."""
+    if not rules:
+        return "no rule matched"
+    counts = Counter(statuses)
+    said = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    actions = f"{len(statuses)} action{'s' if len(statuses) != 1 else ''}" + (f" ({said})" if said else "")
+    return f"rule{'s' if len(rules) != 1 else ''} {', '.join(rules)}: {actions}"
+
+
+def log_context(
+    envelope: Envelope, job_id: str | None, outcomes: list[Outcome], outcome: str
+) -> dict[str, Any]:
+    """The fields of a job's log line (logs.CONTEXT): the asset when the notification is about one."""
+    assets = {o.public_id for o in outcomes}
+    context: dict[str, Any] = {
+        "notification": envelope.id,
+        "job": job_id,
+        "cloud": envelope.cloud_name or None,
+        "type": envelope.notification_type,
+        "outcome": outcome,
+    }
+    if len(assets) == 1:
+        context["asset"] = assets.pop()
+    rules = sorted({o.rule for o in outcomes})
+    if len(rules) == 1:
+        context["rule"] = rules[0]
+    return context
 
 
 _runtime: Runtime | None = None

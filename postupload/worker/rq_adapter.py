@@ -150,7 +150,14 @@ class Worker(SimpleWorker):
         else:
             final = getattr(error, "permanent", True) or not job.retries_left
             then = "failed for good" if final else "failed, will retry"
-            log.warning("job %s (%s) %s: %s", job.id, job.description, then, error)
+            argument = job.args[0] if job.args else None
+            context = {
+                "job": job.id,
+                "notification": argument.get("id") if isinstance(argument, dict) else None,
+                "outcome": "failed" if final else "retrying",
+                "reason": getattr(error, "reason", None) or type(error).__name__,
+            }
+            log.warning("job %s (%s) %s: %s", job.id, job.description, then, error, extra=context)
             call_exception_handlers(self._exc_handlers, job, *exc_info)
         if self.on_failure is not None:
             self.on_failure(job, error)
