@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 
 class PostuploadError(Exception):
-    """Base of every error postupload raises on purpose."""
+    """Base of every error postupload raises on purpose. `permanent`: trying again cannot help, so
+    a job that fails with it is not retried (each class says which it is)."""
+
+    permanent: bool = True
 
 
 class ConfigError(PostuploadError):
@@ -74,6 +77,9 @@ class RuleSetError(PostuploadError):
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         hint = f"; the rule files warn: {self.hints[0]}" if self.hints else ""
         super().__init__(first + more + hint)
+
+    # A job met no valid rule set: ops fix the files, and the job is tried again with the fixed set.
+    permanent = False
 
 
 class ActionError(PostuploadError):

@@ -30,3 +30,25 @@ def test_work_deferred_to_the_budget_reset_is_listed_as_waiting_for_it(redis_con
     assert abs(job.next_run.timestamp() - reset) <= 1
     assert job.last_reason == "admin_budget" and "Admin API budget is spent until" in job.last_error
     assert job.attempts == 0 and job.attempts_left == 6
+
+
+def test_permanence_is_declared_by_each_error_class() -> None:
+    """Whether a failed job is tried again is the error's own word, never a guess: a rule set that
+    could not be loaded is fixed by ops and the job tried again; a 404 is not."""
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from postupload.errors import ActionError, ConfigError, RateLimitError, RuleSetError
+    from postupload.worker.jobs import no_retry_when_permanent
+
+    def retries_left_after(error: Exception) -> int:
+        job = SimpleNamespace(retries_left=3)
+        assert no_retry_when_permanent(cast(Any, job), type(error), error, cast(Any, None))
+        return job.retries_left
+
+    assert retries_left_after(RuleSetError([])) == 3
+    assert retries_left_after(RateLimitError("spent", reset=0)) == 3
+    assert retries_left_after(ActionError("503", permanent=False, status=503)) == 3
+    assert retries_left_after(ActionError("404", permanent=True, status=404)) == 0
+    assert retries_left_after(ConfigError("POSTUPLOAD_ACCOUNTS", "unknown")) == 0
+    assert retries_left_after(ValueError("a bug")) == 3  # not ours: RQ's policy, with the traceback

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from postupload.cli.main import main, pass_local_settings, redis_connection
+from postupload.cli.main import main, pass_local_settings
 from postupload.config import Settings
 from postupload.errors import PostuploadError
 
@@ -103,11 +103,8 @@ def backfill(
     and wait for the workers. Resumable: run the same command again after a stop."""
     from postupload.backfill.events import AssetSource, Backfill
     from postupload.backfill.runner import Runner
-    from postupload.cloudinary_api import CloudinaryClient
+    from postupload.parts import Parts
     from postupload.rules.loading import load_ruleset
-    from postupload.store.budget import AdminBudget
-    from postupload.store.metrics import Recorder
-    from postupload.store.queue import notification_queue
 
     if sum(value is not None for value in (prefix, tag, expression)) != 1:
         raise click.UsageError("give one of --prefix, --tag or --expression: which assets to backfill")
@@ -125,16 +122,15 @@ def backfill(
     account = settings.require_account(cloud)
     several = len(settings.all_accounts()) > 1
     job = Backfill(source, tuple(rule_names), since, limit, account.cloud_name if several else "")
-    connection = redis_connection(settings)
-    recorder = Recorder(connection)
+    parts = Parts(settings, metrics_every=0.0)  # a command: its counts go to Redis as they come
     runner = Runner(
-        connection,
-        notification_queue(connection),
-        CloudinaryClient(account, settings.api_timeout, recorder),
-        AdminBudget(connection, account.cloud_name, settings.api_timeout),
+        parts.connection,
+        parts.queue,
+        parts.client(account),
+        parts.budget(account.cloud_name),
         account.cloud_name,
         settings.retries,
-        recorder,
+        parts.recorder,
         _progress_reporter(),
         page_size=page_size,
     )

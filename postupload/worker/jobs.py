@@ -18,26 +18,23 @@ from rq.job import Job, get_current_job
 from rq.serializers import JSONSerializer
 
 from postupload import backoff
-from postupload.cloudinary_api import CloudinaryClient, widen_http_pools
+from postupload.cloudinary_api import widen_http_pools
 from postupload.config import Settings
 from postupload.core.client import Client
 from postupload.core.decision import decide
 from postupload.core.envelope import Envelope
-from postupload.errors import ActionError, ConfigError, RuleSetError
+from postupload.errors import ActionError, ConfigError, PostuploadError, RuleSetError
+from postupload.parts import Parts
 from postupload.rules.source import RuleSource
 from postupload.store import keys
 from postupload.store.batches import Flusher, TagBatches
-from postupload.store.budget import AdminBudget
-from postupload.store.last_good import LastGood
 from postupload.store.metrics import Recorder
-from postupload.store.queue import connect, notification_queue, schedule_again, waiting
+from postupload.store.queue import notification_queue, schedule_again, waiting
 from postupload.worker import rq_adapter
 from postupload.worker.executor import Executor, Outcome
 from postupload.worker.rq_adapter import Worker
 
 log = logging.getLogger(__name__)
-
-METRICS_EVERY = 1.0  # seconds between a worker's metric flushes (see Recorder)
 
 
 @dataclass
@@ -54,41 +51,29 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings, connection: redis.Redis | None = None) -> Runtime:
-        """Build every part from the settings and hand each what it uses."""
-        connection = connection or connect(settings.require_redis_url())
-        accounts = settings.all_accounts()
-        if not accounts:
-            settings.require_account()  # raises, saying which variable to set
-        recorder = Recorder(connection, every=METRICS_EVERY)
-        queue = notification_queue(connection)
-        batches = TagBatches(
-            connection, queue, settings.api_timeout + 10, settings.retries, recorder=recorder
-        )
+        """The worker's parts (postupload.parts), and an executor per product environment."""
+        parts = Parts(settings, connection)
 
         def again(envelope: Envelope, when: float) -> None:
-            schedule_again(queue, envelope, when, settings.retries)
-            recorder.count("postupload_admin_budget_waits")
+            schedule_again(parts.queue, envelope, when, settings.retries)
+            parts.recorder.count("postupload_admin_budget_waits")
 
         executors = {
             cloud_name: Executor(
-                connection,
-                CloudinaryClient(account, settings.api_timeout, recorder),
-                batches,
-                AdminBudget(connection, cloud_name, settings.api_timeout),
+                parts.connection,
+                parts.client(account),
+                parts.batches,
+                parts.budget(cloud_name),
                 again,
                 settings.asset_action_cap,
             )
-            for cloud_name, account in accounts.items()
+            for cloud_name, account in parts.accounts.items()
         }
         with contextlib.suppress(ConfigError):  # several, none the default: each job names its own
             executors[""] = executors[settings.require_account().cloud_name]
-        rules = RuleSource(
-            settings.rules_dir,
-            on_invalid=recorder.invalid_rule_set,
-            require_tests=settings.rules_require_tests,
-            last_good=LastGood(connection),
+        return cls(
+            parts.rules, executors, parts.batches, parts.connection, parts.recorder, settings.api_timeout
         )
-        return cls(rules, executors, batches, connection, recorder, settings.api_timeout)
 
     def executor_for(self, cloud_name: str) -> Executor:
         """The executor of a job's product environment; a permanent failure if it is not configured."""
@@ -250,8 +235,9 @@ def note_failure(job: Job, error: BaseException | None, recorder: Recorder | Non
 def no_retry_when_permanent(
     job: Job, kind: type[BaseException], error: BaseException, tb: TracebackType
 ) -> bool:
-    """RQ exception handler: a permanent failure (400, 401, 403, 404, a bad placeholder) is not retried."""
-    if isinstance(error, ActionError | RuleSetError) and getattr(error, "permanent", True):
+    """RQ exception handler: a permanent failure (400, 401, 403, 404, a bad placeholder, a product
+    environment not configured) is not retried; anything else follows the job's retry policy."""
+    if isinstance(error, PostuploadError) and error.permanent:
         job.retries_left = 0
     return True  # go on to RQ's own handling: the failed registry, with the reason
 

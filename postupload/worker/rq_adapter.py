@@ -148,7 +148,7 @@ class Worker(SimpleWorker):
         if not isinstance(error, PostuploadError):
             super().handle_exception(job, *exc_info)
         else:
-            final = getattr(error, "permanent", True) or not job.retries_left
+            final = error.permanent or not job.retries_left
             then = "failed for good" if final else "failed, will retry"
             argument = job.args[0] if job.args else None
             context = {

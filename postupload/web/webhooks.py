@@ -1,0 +1,98 @@
+"""The webhook: verify, dedupe, enqueue, answer. It makes no Cloudinary call."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+from flask import Blueprint, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from postupload.core.envelope import Envelope
+from postupload.core.notification import WHERE_ASSETS
+from postupload.errors import BadNotification, BodyTooLarge, UnsupportedMediaType
+from postupload.logs import printable
+from postupload.store.queue import enqueue_notification
+from postupload.web.state import error_answer, web
+
+log = logging.getLogger(__name__)
+webhooks = Blueprint("webhooks", __name__)
+
+
+@webhooks.post("/webhooks/cloudinary")
+@webhooks.post("/webhooks/cloudinary/<cloud_name>")
+def receive(cloud_name: str | None = None) -> tuple[Response, int]:
+    settings, accounts, queue = web().parts.settings, web().parts.accounts, web().parts.queue
+    # Each product environment at its own path, verified with its own secret; the bare path is
+    # CLOUDINARY_URL's. What is sent to the wrong path fails its signature check.
+    account = accounts.get(cloud_name) if cloud_name else settings.account
+    g.cloud = account.cloud_name if account else "unknown"
+    if account is None:
+        g.answer = "unknown_cloud"
+        if cloud_name:
+            return error_answer(
+                "unknown_cloud",
+                f"no product environment {printable(cloud_name)!r} is served here: add it to "
+                "POSTUPLOAD_ACCOUNTS, or check the notification URL set in its console",
+                404,
+            )
+        return error_answer(
+            "unknown_cloud",
+            "this deployment serves several product environments: send each one's notifications to "
+            "/webhooks/cloudinary/<cloud_name>",
+            404,
+        )
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType(
+            "unsupported_media_type", f"Content-Type must be application/json, got {request.mimetype!r}"
+        )
+    envelope = Envelope.from_http(
+        _read_body(settings.max_body),
+        request.headers,
+        secret=account.api_secret,
+        cloud_name=account.cloud_name,
+        now=time.time(),
+        tolerance=settings.signature_tolerance,
+        algorithms=settings.signature_algorithms,
+    )
+    kind = envelope.notification_type
+    g.notification_type = kind if kind in WHERE_ASSETS else "other"  # label values stay few
+    try:
+        queued = enqueue_notification(queue, envelope, settings.retries, web().keep)
+    except redis.RedisError as error:
+        log.error("notification %s not stored: %s", envelope.id, error)
+        g.answer = "store_unavailable"
+        return error_answer("store_unavailable", "the notification could not be stored; retry later", 503)
+    answer = "queued" if queued else "duplicate"
+    g.answer = answer
+    log.info(
+        "notification %s %s (%s)",
+        envelope.id,
+        answer,
+        envelope.notification_type,
+        extra={"notification": envelope.id, "cloud": account.cloud_name, "type": kind, "outcome": answer},
+    )
+    return jsonify({"status": answer, "id": envelope.id}), 200
+
+
+def _read_body(limit: int) -> bytes:
+    """The body, read up to `limit` bytes whether it came with a Content-Length or chunked."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while size <= limit:
+            part = request.stream.read(limit + 1 - size)
+            if not part:
+                break
+            parts.append(part)
+            size += len(part)
+    except HTTPException:
+        raise  # werkzeug's own answers (a Content-Length over the limit: 413)
+    except Exception:  # the server's parser on a malformed chunked body, or a broken connection
+        raise BadNotification(
+            "unreadable_body", "the body could not be read: malformed chunked encoding or a broken connection"
+        ) from None
+    if size > limit:
+        raise BodyTooLarge("body_too_large", f"body is larger than POSTUPLOAD_MAX_BODY ({limit} bytes)")
+    return b"".join(parts)
