@@ -293,15 +293,38 @@ def test_progress_gives_a_rate_and_an_eta_as_soon_as_a_page_is_worked() -> None:
     now[0] += 20
     report(Progress(state="done", pages=3, listed=1200, queued=1200, done=1190, failed=10))
     lines = out.getvalue().splitlines()
-    assert lines[0].endswith("0.0/s  ETA ?")
+    assert lines[0] == (
+        "page 0  listed 0  queued 0  done 0  failed 0  ? assets/s  ETA at least ? (more pages to list)"
+    )
     assert lines[1] == (
-        "page 1  listed 500  queued 500  done 200  failed 0  20.0/s  ETA at least 15 s (more pages to list)"
+        "page 1  listed 500  queued 500  done 200  failed 0  20.00 assets/s"
+        "  ETA at least 00:15 (more pages to list)"
     )
-    assert (
-        lines[2].endswith("done 390  failed 10  20.0/s  ETA 40 s")
-        and "[######..............]  33%" in lines[2]
+    assert lines[2] == (
+        "[######..............]  33%  listed 1200  queued 1200  done 390  failed 10"
+        "  20.00 assets/s  ETA 00:40"
     )
-    assert lines[3].endswith("done 1190  failed 10  30.0/s  ETA 0 s")
+    assert lines[3].endswith("done 1190  failed 10  30.00 assets/s  ETA 00:00")
+    assert "\r" not in out.getvalue()  # off a terminal: plain lines, nothing rewritten in place
+
+
+def test_on_a_terminal_the_progress_is_tqdms_bar_rewritten_in_place() -> None:
+    from io import StringIO
+
+    from postupload.backfill.runner import Progress
+    from postupload.cli.operations import _progress_reporter
+
+    class Terminal(StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Terminal()
+    report = _progress_reporter(out)
+    report(Progress(state="queued", pages=1, listed=10, queued=10, done=4))
+    report(Progress(state="done", pages=1, listed=10, queued=10, done=10))
+    text = out.getvalue()
+    assert "\r" in text and "10/10" in text and "listed 10  queued 10  done 10  failed 0" in text
+    assert text.count("\n") <= 1  # one line, rewritten, ended once done
 
 
 def test_a_resumed_backfills_rate_counts_only_what_is_worked_from_now_on() -> None:
@@ -316,4 +339,4 @@ def test_a_resumed_backfills_rate_counts_only_what_is_worked_from_now_on() -> No
     report(Progress(state="queued", listed=1000, queued=1000, done=600))
     now[0] += 10
     report(Progress(state="queued", listed=1000, queued=1000, done=700))
-    assert out.getvalue().splitlines()[-1].endswith("done 700  failed 0  10.0/s  ETA 30 s")
+    assert out.getvalue().splitlines()[-1].endswith("done 700  failed 0  10.00 assets/s  ETA 00:30")

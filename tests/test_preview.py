@@ -80,7 +80,7 @@ def test_the_diff_counts_matches_per_rule_and_names_each_call_added_removed_or_c
         "banners": (0, 2, "added"),
     }
     assert report.notifications == 9 and report.changed == 5 + 2 + 1 and report.differs
-    changes = {(c.change, c.endpoint, c.rules): c for c in report.calls}
+    changes = {(str(c.change), c.endpoint, c.rules): c for c in report.calls}
     changed = changes[("changed", "explicit", ("thumbs",))]
     assert changed.notifications == 5 and len(changed.examples) == 3
     assert changed.examples[0]["before"]["params"] == {"eager": "c_scale,w_200"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 
 import click
 
@@ -104,8 +105,7 @@ def failed_list(settings: Settings, output: str) -> None:
     jobs = failed_jobs(redis_connection(settings))
     if output == "json":
         rows = [
-            {**job.__dict__, "failed_at": job.failed_at.isoformat() if job.failed_at else None}
-            for job in jobs
+            {**asdict(job), "failed_at": job.failed_at.isoformat() if job.failed_at else None} for job in jobs
         ]
         click.echo(json.dumps(rows, indent=2))
         return

@@ -168,21 +168,31 @@ def backfill(
 def _progress_reporter(
     stream: Any = None, clock: Callable[[], float] = time.monotonic
 ) -> Callable[[Any], None]:
-    """A line that rewrites itself on a terminal; a line a page (or every 5 s) otherwise."""
+    """tqdm's bar on a terminal; off one (a log, CI), a plain line a page or every 5 s, made by
+    tqdm's own format_meter."""
+    from tqdm import tqdm
+
     stream = stream or sys.stdout
     terminal = stream.isatty()
     started = clock()
-    said: dict[str, Any] = {"at": 0.0, "line": "", "worked": None}
+    said: dict[str, Any] = {"at": 0.0, "line": "", "worked": None, "bar": None}
 
     def report(progress: Any) -> None:
         worked = progress.done + progress.failed
         if said["worked"] is None:  # a resumed backfill: the rate is of what is worked from now on
             said["worked"] = worked
-        line = progress_line(progress, clock() - started, said["worked"])
         if terminal:
-            stream.write("\r" + line.ljust(len(said["line"])))
-            stream.flush()
-        elif line != said["line"] and (clock() - said["at"] >= 5 or progress.state != "queued"):
+            bar = said["bar"] or tqdm(file=stream, initial=worked, unit=" assets", dynamic_ncols=True)
+            said["bar"] = bar
+            bar.total = progress.queued if progress.state != "listing" else None
+            bar.n = worked
+            bar.set_description_str(_counts(progress), refresh=False)
+            bar.refresh()
+            if progress.state == "done":
+                bar.close()
+            return
+        line = progress_line(progress, clock() - started, said["worked"])
+        if line != said["line"] and (clock() - said["at"] >= 5 or progress.state != "queued"):
             stream.write(line + "\n")
             stream.flush()
             said["at"] = clock()
@@ -191,25 +201,30 @@ def _progress_reporter(
     return report
 
 
+def _counts(progress: Any) -> str:
+    return (
+        f"listed {progress.listed}  queued {progress.queued}  done {progress.done}  failed {progress.failed}"
+    )
+
+
 def progress_line(progress: Any, elapsed: float, worked_before: int) -> str:
-    """A backfill's progress: where it is, the rate the workers go at since we started watching,
-    and when they should be through. While pages are still being listed the total is not known, so
-    the time is for what is queued so far: at least that long."""
+    """A backfill's progress as a plain line: where it is, the rate the workers go at since we
+    started watching, and when they should be through. While pages are still being listed the total
+    is not known, so the time is for what is queued so far: at least that long."""
+    from tqdm import tqdm
+
     worked = progress.done + progress.failed
     rate = (worked - worked_before) / max(elapsed, 1e-6)
-    left = progress.queued - worked
-    if not rate or left <= 0:
-        eta = "0 s" if left <= 0 and progress.state != "listing" else "?"
-    elif progress.state == "listing":
-        eta = f"at least {left / rate:.0f} s (more pages to list)"
-    else:
-        eta = f"{left / rate:.0f} s"
     if progress.state == "listing":
-        bar = f"page {progress.pages}"
+        where, eta = f"page {progress.pages}", "ETA at least {remaining} (more pages to list)"
     else:
-        share = worked / progress.queued if progress.queued else 1.0
-        bar = "[" + "#" * int(share * 20) + "." * (20 - int(share * 20)) + f"] {share:4.0%}"
-    return (
-        f"{bar}  listed {progress.listed}  queued {progress.queued}  done {progress.done}"
-        f"  failed {progress.failed}  {rate:.1f}/s  ETA {eta}"
+        where, eta = "[{bar:20}] {percentage:3.0f}%", "ETA {remaining}"
+    return tqdm.format_meter(
+        worked,
+        max(progress.queued, worked),
+        elapsed,
+        rate=rate or None,
+        ascii=".#",
+        unit=" assets",
+        bar_format=f"{where}  {_counts(progress)}  {{rate_fmt}}  {eta}",
     )

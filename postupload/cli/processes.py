@@ -66,7 +66,7 @@ def web(settings: Settings, host: str, port: int, workers: int, worker_class: st
 def worker(settings: Settings, burst: bool, queues: str, concurrency: int | None) -> None:
     """The worker process: matches notifications against the rules and runs their actions."""
     from postupload.store.queue import connect
-    from postupload.worker.jobs import run_worker
+    from postupload.worker.loop import run_worker
 
     names = [name.strip() for name in queues.split(",") if name.strip()]
     jobs_at_once = concurrency or settings.worker_concurrency

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,10 @@ def check(settings: Settings, directory: Path | None, output: str, strict: bool)
         ruleset = load_ruleset(directory)
     except RuleSetError as error:
         if output == "json":
-            click.echo(json.dumps({"ok": False, "problems": [p.__dict__ for p in error.problems]}, indent=2))
+            click.echo(json.dumps({"ok": False, "problems": [asdict(p) for p in error.problems]}, indent=2))
             raise SystemExit(1) from None
         raise
-    warned = [problem.__dict__ for problem in ruleset.warnings]
+    warned = [asdict(problem) for problem in ruleset.warnings]
     if output == "json":
         summary = {"ok": not (strict and warned), "rules": len(ruleset.rules), "files": ruleset.files}
         click.echo(json.dumps({**summary, "warnings": warned}, indent=2))

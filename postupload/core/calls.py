@@ -4,6 +4,7 @@ and previews show. Pure data; `planning.py` computes them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
 from postupload.core.notification import Target
@@ -14,6 +15,17 @@ Api = Literal["upload", "admin"]
 # (sent within about 2 s, up to 1000 assets a call); budget: an Admin API call, within the shared
 # rate-limit budget (or scheduled for its reset).
 Delivery = Literal["now", "batch", "budget"]
+
+
+class Status(StrEnum):
+    """What became of one planned action on one asset (history, job results, metrics)."""
+
+    OK = "ok"  # Cloudinary answered, the change is made
+    SKIPPED = "skipped"  # done already (a done mark), or by another job in hand
+    BATCHED = "batched"  # a tag change that joined its batch; sent with it
+    DEFERRED = "deferred"  # the Admin API budget is spent: the job comes back when it resets
+    CAPPED = "capped"  # over the actions an asset may have (POSTUPLOAD_ASSET_ACTION_CAP)
+    FAILED = "failed"  # refused or failing: the job fails with the reason
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from postupload.core.calls import Call
@@ -23,17 +24,26 @@ if TYPE_CHECKING:  # the type only: loading rule files is not this module's busi
 EXAMPLES = 3  # assets shown for each kind of change
 
 
+class Change(StrEnum):
+    """How a rule's matches, or a call, differ between the live set and the candidate."""
+
+    SAME = "same"
+    CHANGED = "changed"
+    ADDED = "added"
+    REMOVED = "removed"
+
+
 @dataclass
 class RuleCount:
     rule: str
     before: int = 0  # notifications it matched in the live set (0 if it is not there)
     after: int = 0  # in the candidate
-    status: str = "same"  # same | changed | added | removed
+    status: Change = Change.SAME
 
 
 @dataclass
 class CallChange:
-    change: str  # added | removed | changed
+    change: Change  # added, removed or changed
     endpoint: str
     rules: tuple[str, ...]  # whose actions the call carries (the candidate's, unless removed)
     notifications: int = 0
@@ -49,15 +59,15 @@ class Diff:
 
     @property
     def differs(self) -> bool:
-        return bool(self.changed) or any(count.status != "same" for count in self.rules)
+        return bool(self.changed) or any(count.status != Change.SAME for count in self.rules)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "notifications": self.notifications,
             "changed_notifications": self.changed,
             "differs": self.differs,
-            "rules": [count.__dict__ for count in self.rules],
-            "calls": [{**change.__dict__, "rules": list(change.rules)} for change in self.calls],
+            "rules": [asdict(count) for count in self.rules],
+            "calls": [{**asdict(change), "rules": list(change.rules)} for change in self.calls],
         }
 
 
@@ -68,7 +78,7 @@ def diff(live: RuleSet, candidate: RuleSet, envelopes: Iterable[Envelope]) -> Di
     names = [rule.name for rule in live.rules]
     names += [rule.name for rule in candidate.rules if rule.name not in set(names)]
     counts = {name: RuleCount(name) for name in names}
-    changes: dict[tuple[str, str, tuple[str, ...]], CallChange] = {}
+    changes: dict[tuple[Change, str, tuple[str, ...]], CallChange] = {}
     for envelope in envelopes:
         report.notifications += 1
         before_plan, after_plan = decide(live, envelope), decide(candidate, envelope)
@@ -88,30 +98,30 @@ def diff(live: RuleSet, candidate: RuleSet, envelopes: Iterable[Envelope]) -> Di
     live_names, candidate_names = {r.name for r in live.rules}, {r.name for r in candidate.rules}
     for count in counts.values():
         if count.rule not in live_names:
-            count.status = "added"
+            count.status = Change.ADDED
         elif count.rule not in candidate_names:
-            count.status = "removed"
+            count.status = Change.REMOVED
         elif count.before != count.after:
-            count.status = "changed"
+            count.status = Change.CHANGED
     report.rules = list(counts.values())
     report.calls = sorted(changes.values(), key=lambda c: (-c.notifications, c.change, c.endpoint))
     return report
 
 
-def _compare(before: list[Call], after: list[Call]) -> list[tuple[str, Call, Call | None]]:
+def _compare(before: list[Call], after: list[Call]) -> list[tuple[Change, Call, Call | None]]:
     """(added|removed|changed, the call, the call it replaces) for every call that differs."""
     old, new = Counter(map(_whole, before)), Counter(map(_whole, after))
     removed = [call for call in before if _take(old, new, call)]
     added = [call for call in after if _take(new, old, call)]
-    found: list[tuple[str, Call, Call | None]] = []
+    found: list[tuple[Change, Call, Call | None]] = []
     for call in added:
         same_place = next((gone for gone in removed if _place(gone) == _place(call)), None)
         if same_place is not None:
             removed.remove(same_place)
-            found.append(("changed", call, same_place))
+            found.append((Change.CHANGED, call, same_place))
         else:
-            found.append(("added", call, None))
-    found += [("removed", call, None) for call in removed]
+            found.append((Change.ADDED, call, None))
+    found += [(Change.REMOVED, call, None) for call in removed]
     return found
 
 
@@ -142,7 +152,7 @@ def _frozen(value: Any) -> Any:
 
 def _example(change: str, call: Call, old: Call | None) -> dict[str, Any]:
     example: dict[str, Any] = {"public_ids": list(call.public_ids)}
-    if change == "changed" and old is not None:
+    if change == Change.CHANGED and old is not None:
         example["before"] = {"params": old.params, "rules": old.rules}
         example["after"] = {"params": call.params, "rules": call.rules}
     else:
@@ -153,13 +163,13 @@ def _example(change: str, call: Call, old: Call | None) -> dict[str, Any]:
 def render(report: Diff) -> list[str]:
     """The report for people: rules whose matches change, then the calls that change."""
     lines = [f"{report.notifications} recorded notifications; {report.changed} would cause different calls."]
-    moved = [count for count in report.rules if count.status != "same"]
+    moved = [count for count in report.rules if count.status != Change.SAME]
     width = max([len(count.rule) for count in moved] + [4])
     if moved:
         lines.append("Rules (notifications matched: live -> candidate):")
         marks = {"changed": "~", "added": "+", "removed": "-"}
         for count in moved:
-            note = f"  ({count.status})" if count.status != "changed" else ""
+            note = f"  ({count.status})" if count.status != Change.CHANGED else ""
             lines.append(
                 f"  {marks[count.status]} {count.rule.ljust(width)}  {count.before} -> {count.after}{note}"
             )

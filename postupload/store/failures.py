@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -45,7 +45,7 @@ class WaitingJob:
     cloud_name: str = ""  # the product environment its notification came from
 
     def as_dict(self) -> dict[str, Any]:
-        data = dict(self.__dict__)
+        data = asdict(self)
         for name in ("next_run", "last_failed_at"):
             data[name] = data[name].isoformat(timespec="seconds") if data[name] else None
         return data

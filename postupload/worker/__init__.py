@@ -5,6 +5,7 @@ RQ stores a job's function by name: `postupload.worker.process_notification` and
 still run.
 """
 
-from postupload.worker.jobs import apply_tag_item, process_notification, run_worker
+from postupload.worker.jobs import apply_tag_item, process_notification
+from postupload.worker.loop import run_worker
 
 __all__ = ["apply_tag_item", "process_notification", "run_worker"]

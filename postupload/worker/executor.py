@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from handlers import ENDPOINTS
-from postupload.core.calls import ActionRef, AssetPlan, Call, Plan
+from postupload.core.calls import ActionRef, AssetPlan, Call, Plan, Status
 from postupload.core.client import Client
 from postupload.core.envelope import Envelope
 from postupload.errors import ActionError, RateLimitError
@@ -68,7 +68,7 @@ class Outcome:
     index: int
     action: str
     public_id: str
-    status: str  # ok | skipped | batched | deferred | capped | failed
+    status: Status
     detail: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     permanent: bool = False
@@ -177,7 +177,7 @@ class _Run:
         """Actions the plan could not make (a placeholder the notification cannot fill) fail, for good."""
         for refusal in self.asset.refused:
             self.record(
-                refusal.action, {}, "failed", error=refusal.error, permanent=True, reason="placeholder"
+                refusal.action, {}, Status.FAILED, error=refusal.error, permanent=True, reason="placeholder"
             )
 
     def not_done(self) -> list[Call]:
@@ -203,10 +203,10 @@ class _Run:
             relied_on = {"job": mark.get("by"), "at": _iso(mark["at"]) if mark.get("at") else None}
             if mark.get("status") == "claimed":
                 detail = f"being made by job {mark.get('by')}"
-                self.finish(call, "skipped", {"detail": detail, "relied_on": relied_on})
+                self.finish(call, Status.SKIPPED, {"detail": detail, "relied_on": relied_on})
             else:
                 detail = f"already {mark.get('status', 'ok')}"
-                self.finish(call, "skipped", {"detail": detail, "relied_on": relied_on})
+                self.finish(call, Status.SKIPPED, {"detail": detail, "relied_on": relied_on})
         return todo
 
     def within_cap(self, todo: list[Call]) -> list[Call]:
@@ -238,7 +238,7 @@ class _Run:
                 call.endpoint,
                 reason,
             )
-            self.finish(call, "capped", {"detail": reason})
+            self.finish(call, Status.CAPPED, {"detail": reason})
         return kept
 
     def perform(self, call: Call, write_now: bool = True) -> float:
@@ -249,22 +249,22 @@ class _Run:
         if call.delivery == "budget":
             retry_at = self.x.budget.take(self.x.clock())
             if retry_at:
-                self.finish(call, "deferred", {"until": _iso(retry_at)})
+                self.finish(call, Status.DEFERRED, {"until": _iso(retry_at)})
                 return retry_at
         try:
             answer = ENDPOINTS[call.endpoint].send(self.x.client, call)
         except RateLimitError as error:
             self.x.budget.spent(error.reset)
-            self.finish(call, "deferred", {"until": _iso(error.reset)})
+            self.finish(call, Status.DEFERRED, {"until": _iso(error.reset)})
             return error.reset
         except ActionError as error:
             if call.delivery == "budget":
                 self.x.budget.release()
-            self.finish(call, "failed", error=str(error), permanent=error.permanent, reason=error.reason)
+            self.finish(call, Status.FAILED, error=str(error), permanent=error.permanent, reason=error.reason)
             return 0.0
         if call.delivery == "budget":
             self.x.budget.learn(answer.rate_limit)
-        self.finish(call, "ok", answer.detail, mark=True)
+        self.finish(call, Status.OK, answer.detail, mark=True)
         if write_now:
             self.pipe.execute()  # the done marks now: a crash after the call must not lose them
         return 0.0
@@ -291,13 +291,13 @@ class _Run:
         self.x.batches.add_many(self.joining)
         self.joining.clear()
         for call in self.batched:
-            self.finish(call, "batched", mark=True)
+            self.finish(call, Status.BATCHED, mark=True)
         self.batched.clear()
 
     def finish(
         self,
         call: Call,
-        status: str,
+        status: Status,
         detail: dict[str, Any] | None = None,
         *,
         error: str | None = None,
@@ -331,7 +331,7 @@ class _Run:
         self,
         action: ActionRef,
         sent: dict[str, Any],
-        status: str,
+        status: Status,
         detail: dict[str, Any] | None = None,
         *,
         error: str | None = None,

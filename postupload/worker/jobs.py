@@ -1,12 +1,10 @@
-"""The worker process: load the rule set, match, plan, execute. RQ calls the job functions here."""
+"""The jobs: match one notification, plan, execute; apply one tag change a batch could not. RQ calls
+the job functions here by name; what they need (the Runtime) is built once per worker process."""
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
-import signal
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -15,11 +13,9 @@ from typing import Any
 
 import redis
 from rq.job import Job, get_current_job
-from rq.serializers import JSONSerializer
 
-from postupload import backoff
-from postupload.cloudinary_api import widen_http_pools
 from postupload.config import Settings
+from postupload.core.calls import Status
 from postupload.core.client import Client
 from postupload.core.decision import decide
 from postupload.core.envelope import Envelope
@@ -27,12 +23,10 @@ from postupload.errors import ActionError, ConfigError, PostuploadError, RuleSet
 from postupload.parts import Parts
 from postupload.rules.source import RuleSource
 from postupload.store import keys
-from postupload.store.batches import Flusher, TagBatches
+from postupload.store.batches import TagBatches
 from postupload.store.metrics import Recorder
-from postupload.store.queue import notification_queue, schedule_again, waiting
-from postupload.worker import rq_adapter
+from postupload.store.queue import schedule_again
 from postupload.worker.executor import Executor, Outcome
-from postupload.worker.rq_adapter import Worker
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +117,7 @@ class Runtime:
             "actions": [outcome.as_dict() for outcome in outcomes],
             "problems": list(planned.problems),
         }
-        failed = [outcome for outcome in outcomes if outcome.status == "failed"]
+        failed = [outcome for outcome in outcomes if outcome.status is Status.FAILED]
         if failed or planned.problems:
             # Actions that could not even be planned on an asset fail the job too, permanently: the
             # failed registry is where ops look, and the reason says what was refused.
@@ -182,15 +176,23 @@ def log_context(
     return context
 
 
-_runtime: Runtime | None = None
+# RQ resolves a job's function by name and passes it only the job's arguments: the process's
+# Runtime is installed here once, by the worker loop (or built from the environment on first use
+# under a plain `rq worker`).
+_installed: Runtime | None = None
+
+
+def install(runtime: Runtime) -> None:
+    global _installed
+    _installed = runtime
 
 
 def runtime() -> Runtime:
-    """The worker's runtime. Under a plain `rq worker` it configures itself from the environment."""
-    global _runtime
-    if _runtime is None:
-        _runtime = Runtime.from_settings(Settings.from_env())
-    return _runtime
+    """The worker process's runtime."""
+    global _installed
+    if _installed is None:
+        _installed = Runtime.from_settings(Settings.from_env())
+    return _installed
 
 
 def process_notification(envelope: dict[str, Any]) -> dict[str, Any]:
@@ -240,98 +242,3 @@ def no_retry_when_permanent(
     if isinstance(error, PostuploadError) and error.permanent:
         job.retries_left = 0
     return True  # go on to RQ's own handling: the failed registry, with the reason
-
-
-def run_worker(
-    settings: Settings, connection: redis.Redis, queue_names: list[str], burst: bool, concurrency: int = 1
-) -> bool:
-    """Work the queues, `concurrency` jobs at a time, until stopped (or, with burst, until they are
-    empty), riding out Redis outages."""
-    global _runtime
-    widen_http_pools(concurrency + 2)  # every job in hand, and the tag flusher, keep a connection
-    current = Runtime.from_settings(settings, connection)
-    if current.rules.current() is None:
-        assert current.rules.error is not None
-        raise current.rules.error
-    _runtime = current
-    stopping = _StopSignals()
-    current.rules.watch()  # reloads happen beside the jobs, not in them
-    flusher = Flusher(current.batches, current.client_for, current.timeout).start()
-    current.recorder.flush_in_background()  # an idle worker's last counts
-    rq_connection = waiting(connection, rq_adapter.IDLE_WAIT)  # RQ's, which blocks IDLE_WAIT s for a job
-    worked = False
-    try:
-        for attempt in itertools.count():
-            if not stopping.wait_for_redis(connection):
-                return worked
-            worker = _worker(rq_connection, queue_names, concurrency)
-            worker.stopping = stopping.stop
-            worker.on_failure = lambda job, error: note_failure(job, error, current.recorder)
-            try:
-                worked = worker.work(burst=burst, with_scheduler=True, logging_level="INFO") or worked
-            except redis.RedisError as error:  # while starting or stopping, outside RQ's own loop
-                log.warning("worker %s: Redis failed: %s", worker.name, error)
-            stopping.reinstall()  # RQ's handlers were in place while it worked
-            if burst or stopping.requested:
-                return worked
-            # RQ left its loop on an error (Redis went away under a job): start afresh. The job in
-            # hand stops heartbeating and is run again; done marks keep its effects single.
-            pause = backoff.RESTART.compute(attempt)
-            log.warning("worker stopped working on an error; starting again in %.0f s", pause)
-            if stopping.sleep(pause):
-                return worked
-        return worked
-    finally:
-        current.rules.stop()
-        flusher.stop()
-        if burst:  # the queues are empty: send what waits in batches now rather than leave it
-            current.batches.drain(current.client_for)
-        current.recorder.close()
-        rq_connection.close()
-
-
-def _worker(connection: redis.Redis, queue_names: list[str], concurrency: int) -> Worker:
-    return Worker(
-        [notification_queue(connection, name) for name in queue_names],
-        concurrency=concurrency,
-        connection=connection,
-        serializer=JSONSerializer,
-        exception_handlers=[no_retry_when_permanent],
-        maintenance_interval=rq_adapter.IDLE_WAIT,
-        worker_ttl=rq_adapter.IDLE_WAIT + 15,  # RQ waits for a job worker_ttl - 15 s
-    )
-
-
-class _StopSignals:
-    """SIGTERM and SIGINT while no RQ worker is working (waiting for Redis, or between two)."""
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.reinstall()
-
-    @property
-    def requested(self) -> bool:
-        return self.stop.is_set()
-
-    def reinstall(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda signum, frame: self.stop.set())
-
-    def sleep(self, seconds: float) -> bool:
-        """Sleep; True if a stop was asked for meanwhile."""
-        return self.stop.wait(seconds)
-
-    def wait_for_redis(self, connection: redis.Redis) -> bool:
-        """Until Redis answers (True) or a stop is asked for (False); says once that it waits."""
-        for attempt in itertools.count():
-            try:
-                connection.ping()
-                if attempt:
-                    log.warning("Redis answers again")
-                return not self.requested
-            except redis.RedisError as error:
-                if not attempt:
-                    log.warning("Redis does not answer (%s); waiting for it", error)
-            if self.sleep(backoff.REDIS_POLL.compute(attempt)):
-                return False
-        return False
