@@ -21,7 +21,7 @@ import yaml
 import yamlcore
 
 from bench.match import make_rules
-from postupload.rules import loading
+from postupload.rules import loading, yaml_source
 
 PER_FILE = 1_000
 
@@ -66,12 +66,12 @@ def main() -> None:
         write_rules(directory, options.rules)
         print(f"{options.rules} rules in {len(list(directory.glob('*.yaml')))} files")
         figures = {}
-        for name, loader in (("pure-Python loader", yamlcore.CoreLoader), ("C loader", loading.LOADER)):
-            chosen, loading.LOADER = loading.LOADER, loader
+        for name, loader in (("pure-Python loader", yamlcore.CoreLoader), ("C loader", yaml_source.LOADER)):
+            chosen, yaml_source.LOADER = yaml_source.LOADER, loader
             try:
                 figures[name] = measure(directory)
             finally:
-                loading.LOADER = chosen
+                yaml_source.LOADER = chosen
             seconds, peak = figures[name]
             print(f"  {name:>18}: {seconds:.2f} s, peak {peak:.0f} MiB")
         loading.load_ruleset(directory)  # what runs now

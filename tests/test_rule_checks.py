@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from postupload.cli import main
 from postupload.core.patterns import check_pattern, matches
-from postupload.rules import loading
+from postupload.rules import yaml_source
 from postupload.rules.field_checks import notification_schema
 from postupload.rules.loading import load_ruleset
 
@@ -98,9 +98,9 @@ def test_a_tab_gets_its_hint_whichever_parser_reads_it(
 ) -> None:
     if parser == "libyaml":
         assert yaml.__with_libyaml__, "PyYAML here was built without libyaml"
-        monkeypatch.setattr(loading, "LOADER", yamlcore.CCoreLoader)
+        monkeypatch.setattr(yaml_source, "LOADER", yamlcore.CCoreLoader)
     else:
-        monkeypatch.setattr(loading, "LOADER", yamlcore.CoreLoader)
+        monkeypatch.setattr(yaml_source, "LOADER", yamlcore.CoreLoader)
     code, lines = check(tmp_path, text)
     assert code == 1 and "a tab: YAML is indented with spaces only; replace the tab with spaces" in lines[0]
     line = text[: text.index("\t")].count("\n") + 1

@@ -12,7 +12,8 @@ import pytest
 
 import handlers
 from handlers import ENDPOINTS, REGISTRY
-from postupload.rules.loading import load_ruleset, rules_schema
+from postupload.rules.loading import load_ruleset
+from postupload.rules.schema import rules_schema
 from tests.conftest import ROOT
 from tests.test_rules_cli import run
 

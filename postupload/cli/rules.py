@@ -206,6 +206,6 @@ def diff_rules(
 @rules.command()
 def schema() -> None:
     """Print the rule-file JSON Schema (for editors), assembled from the action kinds."""
-    from postupload.rules.loading import rules_schema
+    from postupload.rules.schema import rules_schema
 
     click.echo(json.dumps(rules_schema(), indent=2, ensure_ascii=False))
