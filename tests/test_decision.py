@@ -23,7 +23,7 @@ from postupload.rules.source import RuleSource
 from postupload.store.batches import TagBatches
 from postupload.store.budget import AdminBudget
 from postupload.store.queue import notification_queue
-from postupload.web.console import _evaluate
+from postupload.web.console.views import _evaluate
 from postupload.worker.executor import Executor
 from tests.fakes import Clock, RecordingClient
 

@@ -16,7 +16,7 @@ from postupload.core.envelope import Envelope
 from postupload.rules.loading import load_ruleset
 from postupload.rules.preview import diff, render
 from postupload.store import keys
-from postupload.store.kept_notifications import Keep, latest, record, trim_to_memory
+from postupload.store.kept_notifications import Keep, keep_copy, latest, trim_to_memory
 from postupload.web.app import create_app
 from tests.conftest import ACCOUNT, signed_headers, wait_until
 
@@ -107,7 +107,7 @@ def test_notifications_are_kept_newest_first_within_both_bounds(redis_conn: redi
     for number in range(1500):
         envelope = Envelope(f"n{number}", now, "cloud", dict(upload(f"a/{number}")))
         with redis_conn.pipeline() as pipe:
-            record(pipe, envelope, keep, now)
+            keep_copy(pipe, envelope, keep, now)
             pipe.execute()
     kept = redis_conn.xlen(keys.RECORDED)
     assert 200 <= kept < 200 + 200  # approximate: whole blocks of about 100 go at once
@@ -116,13 +116,13 @@ def test_notifications_are_kept_newest_first_within_both_bounds(redis_conn: redi
     # A week later, every entry is past the age bound: the next one recorded is all that is kept.
     later = Envelope("late", now, "cloud", dict(upload("a/late")))
     with redis_conn.pipeline() as pipe:
-        record(pipe, later, keep, now + 8 * keys.DAY)
+        keep_copy(pipe, later, keep, now + 8 * keys.DAY)
         pipe.execute()
     assert [envelope.id for envelope in latest(redis_conn)] == []  # its own id is older than the cut
     # POSTUPLOAD_PREVIEW_KEEP=0 keeps none.
     with redis_conn.pipeline() as pipe:
-        record(pipe, later, keep, now)
-        record(pipe, later, Keep(count=0), now)
+        keep_copy(pipe, later, keep, now)
+        keep_copy(pipe, later, Keep(count=0), now)
         pipe.execute()
     assert redis_conn.xlen(keys.RECORDED) == 1  # the first only
 
@@ -136,14 +136,15 @@ def test_kept_notifications_are_bounded_by_memory_whatever_their_size(redis_conn
     for number in range(120):  # 2.5 MiB in all
         envelope = Envelope(f"n{number}", now, "cloud", {**big, "public_id": f"big/{number}"})
         with redis_conn.pipeline() as pipe:
-            due = record(pipe, envelope, keep, now + number)  # once a minute: at 0 and 60 s
+            due = keep_copy(pipe, envelope, keep, now + number)  # once a minute: at 0 and 60 s
             pipe.execute()
         if due:
             trim_to_memory(redis_conn, keep)
     assert (redis_conn.memory_usage(keys.RECORDED, samples=0) or 0) > 2**20  # a minute's arrivals since
     keep.trimmed_at = float("-inf")
     with redis_conn.pipeline() as pipe:
-        assert record(pipe, Envelope("last", now, "cloud", {**big, "public_id": "big/last"}), keep, now + 120)
+        last = Envelope("last", now, "cloud", {**big, "public_id": "big/last"})
+        assert keep_copy(pipe, last, keep, now + 120)
         pipe.execute()
     trim_to_memory(redis_conn, keep)
     assert (redis_conn.memory_usage(keys.RECORDED, samples=0) or 0) <= 2**20

@@ -33,7 +33,7 @@ class Keep:
         return True
 
 
-def record(pipe: redis.client.Pipeline, envelope: Envelope, keep: Keep, now: float) -> bool:
+def keep_copy(pipe: redis.client.Pipeline, envelope: Envelope, keep: Keep, now: float) -> bool:
     """Add the notification to the stream (in the caller's transaction), trimmed to its count and
     age; True when it is time to trim it to its memory too (`trim_to_memory`, after the transaction).
 

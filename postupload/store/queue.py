@@ -121,7 +121,7 @@ def enqueue_notification(
                 pipeline=pipe,
             )
             if keep is not None:
-                trim_to_memory = kept_notifications.record(pipe, envelope, keep, envelope.received_at)
+                trim_to_memory = kept_notifications.keep_copy(pipe, envelope, keep, envelope.received_at)
             pipe.execute()
         except redis.WatchError:
             # redis-py raises WatchError both when an identical body was stored between our WATCH

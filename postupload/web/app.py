@@ -18,7 +18,7 @@ from postupload.errors import (
 from postupload.parts import Parts
 from postupload.store.kept_notifications import Keep
 from postupload.store.metrics import StateCollector
-from postupload.web.console import console_blueprint
+from postupload.web.console import console
 from postupload.web.health import health
 from postupload.web.metrics_page import metrics_page
 from postupload.web.state import Web, error_answer
@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     app.register_blueprint(webhooks)
     app.register_blueprint(health)
     app.register_blueprint(metrics_page)
-    app.register_blueprint(console_blueprint(settings, connection, rules))
+    app.register_blueprint(console)
 
     @app.before_request
     def own_counts_first() -> None:
