@@ -43,7 +43,7 @@ bench: $(VENV)/.installed-test
 	@echo "== bench/redis_cost.py"; $(BIN)/python -m bench.redis_cost
 	@echo "== bench/redis_memory.py"; $(BIN)/python -m bench.redis_memory
 
-# The README's console screenshots, taken by the console's browser test.
+# The console screenshots in docs/operations.md, taken by the console's browser test.
 screenshots: $(VENV)/.installed-test
 	POSTUPLOAD_SCREENSHOTS=docs/screenshots $(BIN)/pytest -p no:xdist -o addopts= tests/test_console.py -k chromium
 

@@ -4,7 +4,8 @@ Run with `.venv/bin/python -m bench.redis_memory [--uploads 300]`. It starts the
 `bench/e2e.py` (emulator answering at once, web, one worker; its rules make three eager
 transformations, tags and context per upload) on a Redis of its own, uploads, waits until every
 effect is there, and sizes every key with MEMORY USAGE, grouped by what it keeps. Then it sends,
-signed, the largest notifications Cloudinary sends (README, "Sizes"): a `delete` of 1,000 assets
+signed, the largest notifications Cloudinary sends (docs/deployment.md, "Redis memory"):
+a `delete` of 1,000 assets
 (`delete_resources_by_prefix` deletes up to 1,000 a call) and an upload whose asset holds 1,000 tags
 of 255 characters, and sizes what each adds.
 """

@@ -27,7 +27,7 @@ rules:
       - explicit: {eager: "c_scale,w_300"}
       - context: {set: {state: done}}
 """
-# `make screenshots` keeps them for the README; any other run writes them beside the test's files.
+# `make screenshots` keeps them for docs/operations.md; any other run writes them beside the test's files.
 SCREENSHOTS = os.environ.get("POSTUPLOAD_SCREENSHOTS")
 
 needs_chromium = pytest.mark.skipif(

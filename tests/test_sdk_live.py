@@ -5,7 +5,7 @@ functions unmodified, run by pytest in a process of their own with CLOUDINARY_UR
 is written here: tests/sdk/ and `_resources`.
 
 IN_SCOPE are the live tests of the operations postupload uses or could use. Each one must pass; the
-README ("The Cloudinary emulator") says which are left out and why."""
+docs/emulator.md says which are left out and why."""
 
 from __future__ import annotations
 

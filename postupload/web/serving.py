@@ -4,7 +4,7 @@ Procfile loads this module as gunicorn's config (`-c python:postupload.web.servi
 An event-driven worker class: a client that sends its request slowly, or keeps a connection idle,
 costs a greenlet, not one of a few threads, so such clients cannot keep Cloudinary's notifications
 from being answered (bench/slow_clients.py measures it). On the open internet, put a buffering
-proxy in front as well (README, Deploying).
+proxy in front as well (docs/deployment.md).
 """
 
 from __future__ import annotations
