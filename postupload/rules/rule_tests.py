@@ -17,7 +17,7 @@ from postupload.core.envelope import Envelope
 from postupload.core.notification import load_json
 from postupload.core.ruleset import RuleSet
 from postupload.errors import BadNotification, Problem
-from postupload.rules.loading import read_document
+from postupload.rules.yaml_source import read_document
 
 # What a test may say of a call (`expect.calls`); the keys it leaves out are not compared.
 CALL_FIELDS = ("api", "endpoint", "resource_type", "type", "public_ids", "params", "delivery", "rules")
