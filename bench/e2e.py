@@ -97,11 +97,11 @@ def naive_worker() -> None:
 def unmeasured_worker() -> None:
     """Our worker with every metric a no-op: what metrics cost is measured against it."""
     from postupload.cli import main
-    from postupload.store.metrics import Recorder
+    from postupload.store.metrics import Counts
 
     for name in ("count", "observe", "notification", "matched", "invalid_rule_set"):
-        setattr(Recorder, name, lambda self, *args, **kwargs: None)
-    Recorder.flush = lambda self: True  # type: ignore[method-assign]
+        setattr(Counts, name, lambda self, *args, **kwargs: None)
+    Counts.flush = lambda self: True  # type: ignore[method-assign]
     main(["worker"])
 
 

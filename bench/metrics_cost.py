@@ -25,12 +25,12 @@ from bench.e2e import RULES
 from postupload.config import DEV_ACCOUNT, Account, Settings
 from postupload.core.envelope import Envelope
 from postupload.local.redis_server import RedisServer, free_port
-from postupload.store.metrics import Recorder
+from postupload.store.metrics import Counts
 from postupload.store.queue import connect
 from postupload.worker.jobs import Runtime
 
 
-class Unmeasured(Recorder):
+class Unmeasured(Counts):
     """Every metric a no-op."""
 
     def count(self, name: str, amount: float = 1, **labels: str) -> None:
@@ -46,11 +46,11 @@ class Unmeasured(Recorder):
         return True
 
 
-def use(runtime: Runtime, recorder: Recorder) -> None:
-    runtime.recorder = recorder
+def use(runtime: Runtime, counts: Counts) -> None:
+    runtime.counts = counts
     for executor in runtime.executors.values():
-        executor.client.recorder = recorder  # type: ignore[attr-defined]
-    runtime.batches.recorder = recorder
+        executor.client.counts = counts  # type: ignore[attr-defined]
+    runtime.batches.counts = counts
 
 
 def commands(connection: Any) -> int:
@@ -102,7 +102,7 @@ def run(
     settings = Settings(account=account, redis_url=redis_url, rules_dir=rules_dir, asset_action_cap=0)
     connection = connect(redis_url)
     runtime = Runtime.from_settings(settings, connection)
-    recorders = {"with metrics": runtime.recorder, "without": Unmeasured(connection)}
+    recorders = {"with metrics": runtime.counts, "without": Unmeasured(connection)}
     total = options.jobs * options.rounds * 2 + 20
     session = requests.Session()
     for number in range(total):

@@ -21,7 +21,7 @@ from postupload.backfill.events import AssetSource
 from postupload.config import Account
 from postupload.core.client import RateLimit
 from postupload.errors import ActionError, RateLimitError
-from postupload.store.metrics import Recorder
+from postupload.store.metrics import Counts
 
 # The SDK's exceptions carry no status code (cloudinary/exceptions.py); map them back.
 STATUS_OF_ERROR: dict[type[Exception], int] = {
@@ -41,10 +41,10 @@ class CloudinaryClient:
     """Our `Client` through the official SDK, on one account: every call names it and has a timeout,
     and is timed into the `postupload_cloudinary_call_seconds` histogram by endpoint and status."""
 
-    def __init__(self, account: Account, timeout: float, recorder: Recorder | None = None) -> None:
+    def __init__(self, account: Account, timeout: float, counts: Counts | None = None) -> None:
         self.account = account
         self.timeout = timeout
-        self.recorder = recorder
+        self.counts = counts
         answer_rate_limits_at_once()
 
     def explicit(self, public_id: str, *, resource_type: str, type: str, **params: Any) -> dict[str, Any]:
@@ -174,9 +174,9 @@ class CloudinaryClient:
                 message = "its answer is not JSON (a proxy's error page?)"
             raise failure(code, message, status) from None
         finally:
-            if self.recorder is not None:
+            if self.counts is not None:
                 seconds = time.monotonic() - started
-                self.recorder.observe(
+                self.counts.observe(
                     "postupload_cloudinary_call_seconds",
                     seconds,
                     endpoint=endpoint,

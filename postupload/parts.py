@@ -16,7 +16,7 @@ from postupload.rules.source import RuleSource
 from postupload.store.batches import TagBatches
 from postupload.store.budget import AdminBudget
 from postupload.store.last_good import LastGood
-from postupload.store.metrics import Recorder
+from postupload.store.metrics import Counts
 from postupload.store.queue import connect, notification_queue
 
 # Seconds between a long-running process's flushes of its counts to Redis (one transaction, not one
@@ -33,7 +33,7 @@ class Parts:
         if not self.accounts:
             settings.require_account()  # raises, saying which variable to set
         self.connection = connection or connect(settings.require_redis_url())
-        self.recorder = Recorder(self.connection, every=metrics_every)
+        self.counts = Counts(self.connection, every=metrics_every)
         self.queue: Queue = notification_queue(self.connection)
 
     @cached_property
@@ -42,7 +42,7 @@ class Parts:
         settings = self.settings
         return RuleSource(
             settings.rules_dir,
-            on_invalid=self.recorder.invalid_rule_set,
+            on_invalid=self.counts.invalid_rule_set,
             require_tests=settings.rules_require_tests,
             last_good=LastGood(self.connection),
         )
@@ -51,10 +51,10 @@ class Parts:
     def batches(self) -> TagBatches:
         """Tag changes of many notifications, sent together (shared by every product environment)."""
         timeout = self.settings.api_timeout + 10
-        return TagBatches(self.connection, self.queue, timeout, self.settings.retries, recorder=self.recorder)
+        return TagBatches(self.connection, self.queue, timeout, self.settings.retries, counts=self.counts)
 
     def client(self, account: Account) -> CloudinaryClient:
-        return CloudinaryClient(account, self.settings.api_timeout, self.recorder)
+        return CloudinaryClient(account, self.settings.api_timeout, self.counts)
 
     def budget(self, cloud_name: str) -> AdminBudget:
         """The product environment's Admin API budget, shared by every process on this Redis."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -20,12 +22,38 @@ from werkzeug.serving import make_server
 from postupload.config import Account, Settings
 from postupload.core.signature import sign_notification
 from postupload.emulator import Emulator, serve
-from postupload.local.redis_server import RedisServer, free_port
+from postupload.local.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 # Signature vectors and sample notification bodies, kept byte-exact in the repository (see data/README.md).
 SAMPLES = ROOT / "tests" / "data"
 ACCOUNT = Account("test-cloud", "111222333444555", "test-secret")
+
+
+def _own_ports() -> Iterator[int]:
+    """This pytest process's own ports: 20000 + 500 per xdist worker, below the kernel's ephemeral
+    ports (32768-60999 on Linux). A port the kernel chose (bind to 0) was free a moment ago, but any
+    connection or bind(0) of another test could take it before our server bound it, and did: a web
+    process failed with 'Address already in use'. From here, nothing else is handed the port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    first = 20000 + 500 * (int(worker) if worker.isdigit() else 0)
+    return itertools.cycle(range(first, first + 500))
+
+
+_ports = _own_ports()
+
+
+def free_port() -> int:
+    """A loopback port for a server a test starts, free now and handed to no one else."""
+    for _ in range(500):
+        port = next(_ports)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # a server of an earlier test still holds it
+        return port
+    raise RuntimeError("no free port in this test process's range")
 
 
 @pytest.fixture(scope="session")
@@ -35,14 +63,14 @@ def samples() -> Path:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+    with RedisServer(tmp_path_factory.mktemp("redis"), free_port()) as server:
         yield server
 
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis for this test alone: what it counts or stops touches nothing else of the session."""
-    with RedisServer(tmp_path / "own-redis") as server:
+    with RedisServer(tmp_path / "own-redis", free_port()) as server:
         yield server
 
 
@@ -51,19 +79,19 @@ def counts_stay_in_their_test(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     """Web apps made in this process add their last counts as the test ends, as a web process does
     as it exits (postupload.web.app.close). Left to their background flusher, they were added a second
     later to the next test's Redis (each test empties it first), and an exact total there was off."""
-    from postupload.store.metrics import Recorder
+    from postupload.store.metrics import Counts
 
-    recorders: list[Recorder] = []
-    start = Recorder.flush_in_background
+    recorders: list[Counts] = []
+    start = Counts.flush_in_background
 
-    def tracked(recorder: Recorder) -> Recorder:
-        recorders.append(recorder)
-        return start(recorder)
+    def tracked(counts: Counts) -> Counts:
+        recorders.append(counts)
+        return start(counts)
 
-    monkeypatch.setattr(Recorder, "flush_in_background", tracked)
+    monkeypatch.setattr(Counts, "flush_in_background", tracked)
     yield
-    for recorder in recorders:
-        recorder.close()
+    for counts in recorders:
+        counts.close()
 
 
 @pytest.fixture

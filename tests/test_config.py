@@ -69,7 +69,7 @@ def test_a_command_that_needs_redis_says_in_one_line_when_it_does_not_answer() -
     from click.testing import CliRunner
 
     from postupload.cli import main
-    from postupload.local.redis_server import free_port
+    from tests.conftest import free_port
 
     env = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "CLOUDINARY_URL": "cloudinary://k:s@c"}
     for command in (["failed", "list"], ["history", "x"]):

@@ -295,8 +295,8 @@ def test_the_console_answers_503_when_redis_does_not(settings: Any) -> None:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from postupload.local.redis_server import free_port
     from postupload.web.app import create_app
+    from tests.conftest import free_port
 
     away = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     client = create_app(replace(settings, console_token=TOKEN), away).test_client()

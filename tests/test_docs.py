@@ -17,8 +17,7 @@ import click
 import pytest
 
 from postupload.cli import main
-from postupload.local.redis_server import free_port
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, free_port, wait_until
 
 DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]

@@ -12,9 +12,9 @@ import requests
 
 from postupload.config import Account
 from postupload.emulator import UNSIGNED_PARAMS, string_to_sign
-from postupload.local.redis_server import RedisServer, free_port
+from postupload.local.redis_server import RedisServer
 from postupload.store.queue import quiet
-from tests.conftest import ACCOUNT, ROOT, Processes, wait_until
+from tests.conftest import ACCOUNT, ROOT, Processes, free_port, wait_until
 
 
 def test_sample_upload_becomes_one_signed_explicit_call(

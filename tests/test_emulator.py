@@ -461,7 +461,7 @@ def _faults(**values: Any) -> Faults:
 
 
 def test_the_command_applies_its_knobs_and_refuses_bad_ones(processes: Any) -> None:
-    from postupload.local.redis_server import free_port
+    from tests.conftest import free_port
 
     port = free_port()
     processes.env["CLOUDINARY_URL"] = ACCOUNT.to_url()

@@ -12,8 +12,8 @@ import requests
 from click.testing import CliRunner
 
 from postupload.cli import main
-from postupload.local.redis_server import RedisServer, free_port
-from tests.conftest import ACCOUNT, Processes, Stack, signed_headers, wait_until
+from postupload.local.redis_server import RedisServer
+from tests.conftest import ACCOUNT, Processes, Stack, free_port, signed_headers, wait_until
 from tests.test_actions import APPROVE, signed_post
 
 

@@ -11,10 +11,10 @@ from typing import Any
 import requests
 
 from postupload.config import Account
-from postupload.local.redis_server import RedisServer, free_port
+from postupload.local.redis_server import RedisServer
 from postupload.store import keys
 from postupload.store.measures import families
-from tests.conftest import ACCOUNT, Processes, metric_samples, sample, signed_headers, wait_until
+from tests.conftest import ACCOUNT, Processes, free_port, metric_samples, sample, signed_headers, wait_until
 
 RULES = """
 rules:
@@ -183,25 +183,25 @@ def _body(fields: dict[str, Any]) -> bytes:
 def test_a_worker_adds_its_counts_at_most_once_a_second(redis_conn: Any) -> None:
     from postupload.store import keys
     from postupload.store.measures import field
-    from postupload.store.metrics import Recorder
+    from postupload.store.metrics import Counts
 
     now = [100.0]
-    recorder = Recorder(redis_conn, every=1.0, monotonic=lambda: now[0])
+    counts = Counts(redis_conn, every=1.0, monotonic=lambda: now[0])
     finished = field("postupload_jobs", {"outcome": "finished"})
 
     def stored() -> int:
         return int(redis_conn.hget(keys.METRICS, finished) or 0)
 
-    recorder.count("postupload_jobs", outcome="finished")
-    recorder.flush_soon()
+    counts.count("postupload_jobs", outcome="finished")
+    counts.flush_soon()
     assert stored() == 1  # the first flush goes at once
     for moment in (100.3, 100.9):
         now[0] = moment
-        recorder.count("postupload_jobs", outcome="finished")
-        recorder.flush_soon()
+        counts.count("postupload_jobs", outcome="finished")
+        counts.flush_soon()
     assert stored() == 1  # within the second: kept in the process
     now[0] = 101.0
-    recorder.flush_soon()
+    counts.flush_soon()
     assert stored() == 3
 
 
@@ -212,17 +212,17 @@ def test_counts_made_while_redis_is_away_are_added_once_when_it_answers(redis_co
 
     from postupload.store import keys
     from postupload.store.measures import field
-    from postupload.store.metrics import Recorder
+    from postupload.store.metrics import Counts
 
     away = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
-    recorder = Recorder(away)
-    recorder.observe("postupload_cloudinary_call_seconds", 0.2, endpoint="explicit", status="200", cloud="c")
-    recorder.count("postupload_retries", reason="503")
-    assert recorder.flush() is False
-    recorder.count("postupload_retries", reason="503")
-    recorder.connection = redis_conn
-    assert recorder.flush() is True
-    assert recorder.flush() is True  # nothing left: nothing added twice
+    counts = Counts(away)
+    counts.observe("postupload_cloudinary_call_seconds", 0.2, endpoint="explicit", status="200", cloud="c")
+    counts.count("postupload_retries", reason="503")
+    assert counts.flush() is False
+    counts.count("postupload_retries", reason="503")
+    counts.connection = redis_conn
+    assert counts.flush() is True
+    assert counts.flush() is True  # nothing left: nothing added twice
     assert redis_conn.hget(keys.METRICS, field("postupload_retries", {"reason": "503"})) == b"2"
     calls = {"endpoint": "explicit", "status": "200", "cloud": "c"}
     assert redis_conn.hget(keys.METRICS, field("postupload_cloudinary_call_seconds", calls, "4")) == b"1"

@@ -17,8 +17,8 @@ import pytest
 import requests
 from rq import Worker as RqWorker
 
-from postupload.local.redis_server import RedisServer, free_port
-from tests.conftest import ROOT, Processes, Stack, quick_timings, wait_until
+from postupload.local.redis_server import RedisServer
+from tests.conftest import ROOT, Processes, Stack, free_port, quick_timings, wait_until
 from tests.test_actions import _faults
 
 RULES = (

@@ -14,7 +14,7 @@ from postupload.config import Settings
 from postupload.local.redis_server import RedisServer
 from postupload.store.queue import notification_queue
 from postupload.web.app import create_app
-from tests.conftest import signed_headers
+from tests.conftest import free_port, signed_headers
 
 
 class CuttingProxy:
@@ -80,7 +80,7 @@ def test_a_connection_cut_between_watch_and_exec_is_a_503_not_a_duplicate(
 def test_notifications_sent_while_redis_restarts_on_a_large_file_are_all_stored(
     settings: Settings, tmp_path: Path
 ) -> None:
-    server = RedisServer(tmp_path / "restarting").start()
+    server = RedisServer(tmp_path / "restarting", free_port()).start()
     try:
         filler = redis.Redis.from_url(server.url)
         filler.execute_command("DEBUG", "POPULATE", 400_000, "filler", 64)

@@ -19,7 +19,7 @@ from postupload.config import Account, Settings
 from postupload.local.redis_server import RedisServer
 from postupload.store.queue import notification_queue
 from postupload.web.app import create_app
-from tests.conftest import ACCOUNT, metric_samples, sample, signed_headers
+from tests.conftest import ACCOUNT, free_port, metric_samples, sample, signed_headers
 
 UPLOAD = json.dumps(
     {
@@ -158,7 +158,7 @@ def test_tampered_body_gets_401(client: FlaskClient, redis_conn: redis.Redis) ->
 
 
 def test_redis_down_answers_503_and_the_retry_is_queued(settings: Settings, tmp_path: Path) -> None:
-    server = RedisServer(tmp_path / "own-redis").start()
+    server = RedisServer(tmp_path / "own-redis", free_port()).start()
     try:
         connection = redis.Redis.from_url(server.url, socket_timeout=2, socket_connect_timeout=1)
         client = create_app(settings, connection).test_client()
@@ -180,7 +180,7 @@ def test_redis_down_answers_503_and_the_retry_is_queued(settings: Settings, tmp_
 
 
 def test_queued_work_survives_a_redis_restart(settings: Settings, tmp_path: Path) -> None:
-    server = RedisServer(tmp_path / "own-redis").start()
+    server = RedisServer(tmp_path / "own-redis", free_port()).start()
     try:
         client = create_app(settings, redis.Redis.from_url(server.url)).test_client()
         assert (

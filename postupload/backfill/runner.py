@@ -25,7 +25,7 @@ from postupload.core.ruleset import RuleSet
 from postupload.errors import ActionError, RateLimitError
 from postupload.store import keys
 from postupload.store.budget import AdminBudget
-from postupload.store.metrics import Recorder
+from postupload.store.metrics import Counts
 from postupload.store.queue import enqueue_notification
 
 PAGE = 500  # the Admin API's largest page
@@ -143,7 +143,7 @@ class Runner:
     budget: AdminBudget
     cloud_name: str
     retries: int = 6
-    recorder: Recorder | None = None
+    counts: Counts | None = None
     report: Callable[[Progress], None] = lambda progress: None
     page_size: int = PAGE  # smaller pages checkpoint (and report) more often, for more Admin calls
     clock: Callable[[], float] = time.time
@@ -169,17 +169,17 @@ class Runner:
                 )
                 queued = enqueue_notification(self.queue, job, self.retries)
                 progress.queued += 1  # a duplicate was queued by this run before it was stopped
-                if self.recorder is not None:
+                if self.counts is not None:
                     answer = "queued" if queued else "duplicate"
-                    self.recorder.notification("backfill", answer, self.cloud_name)
+                    self.counts.notification("backfill", answer, self.cloud_name)
             progress.pages += 1
             progress.cursor = cursor
             full = backfill.max is not None and progress.queued >= backfill.max
             if cursor is None or full:
                 progress.state = "queued"
             checkpoint.save(progress, self.clock())
-            if self.recorder is not None:
-                self.recorder.flush()
+            if self.counts is not None:
+                self.counts.flush()
             self.report(checkpoint.counts(progress))
         return checkpoint.counts(progress)
 

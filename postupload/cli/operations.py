@@ -130,7 +130,7 @@ def backfill(
         parts.budget(account.cloud_name),
         account.cloud_name,
         settings.retries,
-        parts.recorder,
+        parts.counts,
         _progress_reporter(),
         page_size=page_size,
     )

@@ -36,7 +36,7 @@ from postupload.core.client import Client
 from postupload.errors import ActionError
 from postupload.logs import printable
 from postupload.store import history, keys
-from postupload.store.metrics import Recorder
+from postupload.store.metrics import Counts
 from postupload.store.queue import retry_policy, waiting
 
 log = logging.getLogger(__name__)
@@ -157,10 +157,10 @@ class TagBatches:
         lease: float = 40.0,
         retries: int = 6,
         clock: Callable[[], float] = time.time,
-        recorder: Recorder | None = None,
+        counts: Counts | None = None,
     ) -> None:
         self.connection = connection
-        self.recorder = recorder
+        self.counts = counts
         self.queue = queue  # where refused items go, as jobs of their own
         self.lease = lease
         self.retries = retries
@@ -261,8 +261,8 @@ class TagBatches:
             halves = (todo[:middle], todo[middle:])
             return 1 + sum(self._apply(spec, batch_id, half, client) for half in halves)
         self.mark_done(spec, todo, set(changed))
-        if self.recorder is not None:
-            self.recorder.observe("postupload_tag_batch_size", len(public_ids), command=spec.command)
+        if self.counts is not None:
+            self.counts.observe("postupload_tag_batch_size", len(public_ids), command=spec.command)
         return 1
 
     def mark_done(self, spec: Spec, items: list[dict[str, Any]], changed: set[str]) -> None:

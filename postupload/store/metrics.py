@@ -27,7 +27,7 @@ from postupload.store.state import overview
 log = logging.getLogger(__name__)
 
 
-class Recorder:
+class Counts:
     """Counts made in this process, added to Redis in one round trip by `flush`. What cannot be
     added (Redis is away) is kept and added with the next flush.
 
@@ -78,7 +78,7 @@ class Recorder:
             with self._lock:
                 self._recent[(keys.matches_in_hour(hour), rule, (keys.RECENT_HOURS + 1) * 3600)] += 1
 
-    def flush_in_background(self) -> Recorder:
+    def flush_in_background(self) -> Counts:
         """Flush what waits every `every` seconds from a thread of its own (a greenlet under gevent):
         counts that `flush_soon` left are added within that time even when no request follows."""
 

@@ -33,8 +33,8 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     if not logging.getLogger().handlers:  # under gunicorn's own entry point nothing set it up
         logs.configure(settings.log_level, settings.log_format)
     parts = Parts(settings, connection)
-    accounts, connection, recorder, rules = parts.accounts, parts.connection, parts.recorder, parts.rules
-    recorder.flush_in_background()
+    accounts, connection, counts, rules = parts.accounts, parts.connection, parts.counts, parts.rules
+    counts.flush_in_background()
     keep = Keep(settings.preview_keep, settings.preview_days, settings.preview_megabytes)
     rules.current()  # at start, as every process does: siblings answer /readyz alike after a bad edit
     metrics = CollectorRegistry(auto_describe=False)
@@ -54,16 +54,16 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     @app.before_request
     def own_counts_first() -> None:
         if request.blueprint == "console":  # its pages show counts: this process's own are in them
-            recorder.flush()
+            counts.flush()
 
     @app.after_request
     def count_notification(response: Response) -> Response:
         if request.endpoint == "webhooks.receive":
             answer = g.get("answer") or _answer_code(response)
             # the cloud label only takes the names served: a path's is anybody's to choose
-            recorder.notification(g.get("notification_type", "unknown"), answer, g.get("cloud", "unknown"))
+            counts.notification(g.get("notification_type", "unknown"), answer, g.get("cloud", "unknown"))
             if answer != "store_unavailable":  # Redis is away: kept for the next flush
-                recorder.flush_soon()
+                counts.flush_soon()
         return response
 
     @app.errorhandler(RequestRejected)
@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
 def close(app: Flask) -> None:
     """As a web process ends (gunicorn's worker_exit, postupload/web/serving.py): its last second of
     counts, which the background flusher has not added yet, goes to Redis instead of being lost."""
-    app.extensions["postupload"].parts.recorder.close()
+    app.extensions["postupload"].parts.counts.close()
 
 
 def _answer_code(response: Response) -> str:

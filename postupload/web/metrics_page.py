@@ -18,7 +18,7 @@ metrics_page = Blueprint("metrics", __name__)
 @metrics_page.get("/metrics")
 def prometheus_metrics() -> Response | tuple[Response, int]:
     try:
-        web().parts.recorder.flush()  # this process's own counts are in the answer; others' within a second
+        web().parts.counts.flush()  # this process's own counts are in the answer; others' within a second
         return Response(generate_latest(web().metrics), mimetype=CONTENT_TYPE_LATEST)
     except redis.RedisError as error:  # the counts live there: no answer rather than a wrong one
         log.warning("metrics: Redis does not answer: %s", error)

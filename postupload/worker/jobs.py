@@ -24,7 +24,7 @@ from postupload.parts import Parts
 from postupload.rules.source import RuleSource
 from postupload.store import keys
 from postupload.store.batches import TagBatches
-from postupload.store.metrics import Recorder
+from postupload.store.metrics import Counts
 from postupload.store.queue import schedule_again
 from postupload.worker.executor import Executor, Outcome
 
@@ -40,7 +40,7 @@ class Runtime:
     executors: dict[str, Executor]  # by cloud name; "" is the one a job naming none is for
     batches: TagBatches
     connection: redis.Redis
-    recorder: Recorder
+    counts: Counts
     timeout: float  # of one Cloudinary call
 
     @classmethod
@@ -50,7 +50,7 @@ class Runtime:
 
         def again(envelope: Envelope, when: float) -> None:
             schedule_again(parts.queue, envelope, when, settings.retries)
-            parts.recorder.count("postupload_admin_budget_waits")
+            parts.counts.count("postupload_admin_budget_waits")
 
         executors = {
             cloud_name: Executor(
@@ -66,7 +66,7 @@ class Runtime:
         with contextlib.suppress(ConfigError):  # several, none the default: each job names its own
             executors[""] = executors[settings.require_account().cloud_name]
         return cls(
-            parts.rules, executors, parts.batches, parts.connection, parts.recorder, settings.api_timeout
+            parts.rules, executors, parts.batches, parts.connection, parts.counts, settings.api_timeout
         )
 
     def executor_for(self, cloud_name: str) -> Executor:
@@ -89,7 +89,7 @@ class Runtime:
         try:
             return self._process(job_argument)
         finally:
-            self.recorder.flush_soon()
+            self.counts.flush_soon()
 
     def _process(self, job_argument: Any) -> dict[str, Any]:
         ruleset = self.rules.current()
@@ -98,13 +98,13 @@ class Runtime:
         envelope = Envelope.from_job(job_argument)
         executor = self.executor_for(envelope.cloud_name)
         planned = decide(ruleset, envelope)
-        self.recorder.matched(planned.rules)
+        self.counts.matched(planned.rules)
         if planned.problems:
             log.warning("notification %s: %s", envelope.id, "; ".join(planned.problems))
         job = get_current_job()
         outcomes = executor.execute(envelope, planned, job.id if job else None)
         for outcome in outcomes:
-            self.recorder.count(
+            self.counts.count(
                 "postupload_actions",
                 kind=outcome.action,
                 rule=outcome.rule,
@@ -132,7 +132,7 @@ class Runtime:
                 permanent=permanent,
                 reason=reason,
             )
-        self.recorder.count("postupload_jobs", outcome="finished")
+        self.counts.count("postupload_jobs", outcome="finished")
         log.info(
             "notification %s (%s%s): %s",
             envelope.id,
@@ -206,10 +206,10 @@ def apply_tag_item(spec_json: str, item: dict[str, Any]) -> dict[str, Any]:
     try:
         return current.batches.apply_single(spec_json, item, current.client_for)
     finally:
-        current.recorder.flush_soon()
+        current.counts.flush_soon()
 
 
-def note_failure(job: Job, error: BaseException | None, recorder: Recorder | None) -> None:
+def note_failure(job: Job, error: BaseException | None, counts: Counts | None) -> None:
     """Keep the failure on the job (what `postupload jobs` and the console show of a job waiting for
     its next try) and count it; RQ keeps only the last failure's traceback, and only once it failed
     for good."""
@@ -225,11 +225,11 @@ def note_failure(job: Job, error: BaseException | None, recorder: Recorder | Non
         job.save_meta()
         if backfill and not retrying:
             job.connection.hincrby(keys.backfill(str(backfill)), "failed", 1)
-        if recorder is not None:
-            recorder.count("postupload_jobs", outcome="retrying" if retrying else "failed")
+        if counts is not None:
+            counts.count("postupload_jobs", outcome="retrying" if retrying else "failed")
             if retrying:
-                recorder.count("postupload_retries", reason=reason)
-            recorder.flush_soon()
+                counts.count("postupload_retries", reason=reason)
+            counts.flush_soon()
     except redis.RedisError as failure:  # RQ meets the same trouble next, and says so
         log.warning("job %s: its failure could not be noted: %s", job.id, failure)
 

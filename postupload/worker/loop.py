@@ -37,7 +37,7 @@ def run_worker(
     stopping = _StopSignals()
     current.rules.watch()  # reloads happen beside the jobs, not in them
     flusher = Flusher(current.batches, current.client_for, current.timeout).start()
-    current.recorder.flush_in_background()  # an idle worker's last counts
+    current.counts.flush_in_background()  # an idle worker's last counts
     rq_connection = waiting(connection, rq_adapter.IDLE_WAIT)  # RQ's, which blocks IDLE_WAIT s for a job
     worked = False
     try:
@@ -46,7 +46,7 @@ def run_worker(
                 return worked
             worker = _worker(rq_connection, queue_names, concurrency)
             worker.stopping = stopping.stop
-            worker.on_failure = lambda job, error: note_failure(job, error, current.recorder)
+            worker.on_failure = lambda job, error: note_failure(job, error, current.counts)
             try:
                 worked = worker.work(burst=burst, with_scheduler=True, logging_level="INFO") or worked
             except redis.RedisError as error:  # while starting or stopping, outside RQ's own loop
@@ -66,7 +66,7 @@ def run_worker(
         flusher.stop()
         if burst:  # the queues are empty: send what waits in batches now rather than leave it
             current.batches.drain(current.client_for)
-        current.recorder.close()
+        current.counts.close()
         rq_connection.close()
 
 
