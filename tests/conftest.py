@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -31,13 +32,18 @@ ACCOUNT = Account("test-cloud", "111222333444555", "test-secret")
 
 
 def _own_ports() -> Iterator[int]:
-    """This pytest process's own ports: 20000 + 500 per xdist worker, below the kernel's ephemeral
-    ports (32768-60999 on Linux). A port the kernel chose (bind to 0) was free a moment ago, but any
-    connection or bind(0) of another test could take it before our server bound it, and did: a web
-    process failed with 'Address already in use'. From here, nothing else is handed the port."""
+    """This pytest process's own ports: 200 per xdist worker from 10000 up, below the kernel's
+    ephemeral ports (32768-60999 on Linux). A port the kernel chose (bind to 0) was free a moment
+    ago, but any connection or bind(0) of another test could take it before our server bound it,
+    and did: a web process failed with 'Address already in use'. Here nothing else in the session is
+    handed the port; a second pytest session on the machine starts elsewhere in the range (chosen by
+    its controller's process id) and at a random point of it."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    first = 20000 + 500 * (int(worker) if worker.isdigit() else 0)
-    return itertools.cycle(range(first, first + 500))
+    session = (os.getppid() if "PYTEST_XDIST_WORKER" in os.environ else os.getpid()) % 10
+    first = 10000 + 2200 * session + 200 * (int(worker) % 11 if worker.isdigit() else 0)
+    ports = list(range(first, first + 200))
+    start = random.randrange(len(ports))
+    return itertools.cycle(ports[start:] + ports[:start])
 
 
 _ports = _own_ports()
@@ -45,7 +51,7 @@ _ports = _own_ports()
 
 def free_port() -> int:
     """A loopback port for a server a test starts, free now and handed to no one else."""
-    for _ in range(500):
+    for _ in range(200):
         port = next(_ports)
         with socket.socket() as sock:
             try:

@@ -132,7 +132,10 @@ def test_slow_and_idle_clients_do_not_keep_notifications_from_being_answered(web
     finally:
         hostile.stop()
     assert answered == 40
-    assert p99 < 100  # milliseconds; about 5 here, alone or not
+    # Milliseconds: about 5 alone, up to 130 seen under the full suite's load on 2 cores. Blocked by
+    # the hostile clients (a thread-per-connection server), they would wait seconds or time out; the
+    # bound tells those apart with room to spare. bench/slow_clients.py measures the figures.
+    assert p99 < 1000
 
 
 def test_question_marks_hashes_and_folders_stay_in_the_public_id_through_the_sdk(make_stack: Any) -> None:
