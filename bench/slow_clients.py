@@ -140,6 +140,16 @@ def measure(
         web.wait(20)
 
 
+def rules_matching_nothing(directory: Path) -> Path:
+    """A rules directory whose one rule matches no notification: the web's work alone is measured."""
+    rules = directory / "rules"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text(
+        "rules:\n  - {name: none, match: {public_id: [nothing]}, actions: [{tags: {add: [x]}}]}\n"
+    )
+    return rules
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -150,11 +160,7 @@ def main() -> None:
     parser.add_argument("--worker-classes", default="gevent,gthread")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        rules = Path(scratch) / "rules"
-        rules.mkdir()
-        (rules / "rules.yaml").write_text(
-            "rules:\n  - {name: none, match: {public_id: [nothing]}, actions: [{tags: {add: [x]}}]}\n"
-        )
+        rules = rules_matching_nothing(Path(scratch))
         with RedisServer(Path(scratch) / "redis") as server:
             for worker_class in args.worker_classes.split(","):
                 measure(worker_class, server.url, rules, args.slow, args.idle, args.requests)

@@ -117,3 +117,50 @@ def test_sha256_is_accepted_only_when_configured() -> None:
     verify(BODY, str(NOW), signature, "s", now=NOW)
     with pytest.raises(SignatureError):
         verify(BODY, str(NOW), signature, "s", now=NOW, algorithms=("sha1",))
+
+
+def test_the_fast_schema_check_never_accepts_what_jsonschema_refuses() -> None:
+    """The intake asks jsonschema-rs first and jsonschema only when it does not call a body valid:
+    on any notification-shaped value, a body the fast check calls valid is valid to jsonschema."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from postupload.core.notification import _surely_valid, schema_validator
+
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(10**30), max_value=10**30),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=3),
+    )
+    values = st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+        max_leaves=6,
+    )
+    fields = st.sampled_from(
+        [
+            "notification_type",
+            "public_id",
+            "asset_id",
+            "resource_type",
+            "type",
+            "version",
+            "tags",
+            "context",
+            "x",
+        ]
+    )
+    kinds = st.sampled_from(["upload", "delete", "", "eager"])
+    bodies = st.dictionaries(fields, values | kinds, max_size=6)
+
+    @settings(max_examples=400, deadline=None)
+    @given(bodies)
+    def agree(body: dict[str, Any]) -> None:
+        if _surely_valid(body):
+            assert schema_validator().is_valid(body), body
+
+    agree()
+    assert _surely_valid({"notification_type": "upload", "public_id": "a"})
+    assert not _surely_valid({"notification_type": "upload"})  # an upload names its asset

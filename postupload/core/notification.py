@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import jsonschema
+import jsonschema_rs
 
 from postupload.errors import BadNotification
 
@@ -27,13 +28,34 @@ MAX_INTEGER_DIGITS = 30
 
 
 @cache
+def _schema() -> dict[str, Any]:
+    text = resources.files("postupload").joinpath("schemas/notification.schema.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@cache
 def schema_validator() -> jsonschema.protocols.Validator:
     """The validator for the notification envelope schema shipped in the package."""
-    text = resources.files("postupload").joinpath("schemas/notification.schema.json").read_text()
-    schema = json.loads(text)
+    schema = _schema()
     validator_class = jsonschema.validators.validator_for(schema)
     validator_class.check_schema(schema)
     return validator_class(schema)
+
+
+@cache
+def _fast_validator() -> Any:
+    """The same schema in jsonschema-rs (Rust): it says fast that a body is valid, on every request;
+    only what it does not call valid goes through jsonschema, whose answer is the one that counts
+    (a property test keeps the two agreeing). jsonschema's own pass was 12% of the intake's time."""
+    return jsonschema_rs.validator_for(_schema())
+
+
+def _surely_valid(value: Any) -> bool:
+    try:
+        return bool(_fast_validator().is_valid(value))
+    except (ValueError, OverflowError):  # a value it cannot take (an integer past 64 bits)
+        return False
 
 
 def load_json(text: str | bytes) -> Any:
@@ -94,6 +116,8 @@ def parse_notification(body: bytes) -> Notification:
     value = load_json(text)
     if not isinstance(value, dict):
         raise BadNotification("not_an_object", f"body must be a JSON object, got {type(value).__name__}")
+    if _surely_valid(value):
+        return value
     problem = jsonschema.exceptions.best_match(schema_validator().iter_errors(value))
     if problem is not None:
         raise BadNotification("not_a_notification", f"{problem.json_path}: {problem.message}")
