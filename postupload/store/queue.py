@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from rq import Queue, Retry
@@ -91,54 +93,67 @@ def retry_policy(attempts: int) -> Retry | None:
     return Retry(max=attempts, interval=intervals)
 
 
+# The dedupe mark and, only when it was not there, every write of the enqueue: one round trip, and
+# atomic. The writes are RQ's own (and the kept copy's), recorded from a pipeline as RQ made them,
+# so nothing of RQ's job format is written here. ARGV: the mark's value and TTL, then each command
+# as its number of words followed by its words.
+_STORE_UNLESS_SEEN = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+local i = 3
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return 1
+"""
+_STORE_UNLESS_SEEN_SHA = hashlib.sha1(_STORE_UNLESS_SEEN.encode()).hexdigest()
+
+
 def enqueue_notification(
     queue: Queue, envelope: Envelope, retries: int = 6, keep: kept_notifications.Keep | None = None
 ) -> bool:
     """Store the notification as a job unless an identical body was stored before; True if queued.
 
-    The dedupe mark, the job and (with `keep`) the copy kept for previews are written in one
-    MULTI/EXEC, so a failure leaves none of them and Cloudinary's retry is not mistaken for a
-    duplicate.
+    The dedupe mark, the job and (with `keep`) the copy kept for previews are written by one script
+    in one round trip (three before: WATCH, EXISTS, MULTI/EXEC): a failure leaves none of them, so
+    Cloudinary's retry is not mistaken for a duplicate.
     """
     key = keys.dedupe(envelope.id)
-    trim_to_memory = False
-    with queue.connection.pipeline() as pipe:
-        try:
-            pipe.watch(key)
-            if pipe.exists(key):
-                return False
-            pipe.multi()
-            pipe.set(key, envelope.id, ex=keys.DEDUPE_TTL)
-            queue.enqueue_call(
-                JOB_FUNCTION,
-                args=(envelope.to_job(),),
-                job_id=envelope.id,
-                timeout=keys.JOB_TIMEOUT,
-                result_ttl=keys.FINISHED_JOB_TTL,
-                failure_ttl=keys.FAILED_JOB_TTL,
-                description=f"notification {printable(envelope.notification_type)}",
-                retry=retry_policy(retries),
-                pipeline=pipe,
-            )
-            if keep is not None:
-                trim_to_memory = kept_notifications.keep_copy(pipe, envelope, keep, envelope.received_at)
-            pipe.execute()
-        except redis.WatchError:
-            # redis-py raises WatchError both when an identical body was stored between our WATCH
-            # and EXEC and when the connection broke in between (a restart, Redis loading its
-            # append-only file): only a stored mark makes it a duplicate, and any doubt is an error
-            # (the web answers 503, and Cloudinary delivers again).
-            if queue.connection.exists(key):
-                return False
-            raise redis.ConnectionError(
-                "the connection to Redis broke before the notification was stored"
-            ) from None
+    with queue.connection.pipeline() as writes:  # only records the commands: never executed
+        queue.enqueue_call(
+            JOB_FUNCTION,
+            args=(envelope.to_job(),),
+            job_id=envelope.id,
+            timeout=keys.JOB_TIMEOUT,
+            result_ttl=keys.FINISHED_JOB_TTL,
+            failure_ttl=keys.FAILED_JOB_TTL,
+            description=f"notification {printable(envelope.notification_type)}",
+            retry=retry_policy(retries),
+            pipeline=writes,
+        )
+        trim_to_memory = keep is not None and kept_notifications.keep_copy(
+            writes, envelope, keep, envelope.received_at
+        )
+        words: list[Any] = [envelope.id, keys.DEDUPE_TTL]
+        for command, _options in writes.command_stack:
+            words += [len(command), *command]
+        writes.reset()
+    if not _store_unless_seen(queue.connection, key, words):
+        return False
     if trim_to_memory and keep is not None:
         try:
             kept_notifications.trim_to_memory(queue.connection, keep)
         except redis.RedisError as error:  # the notification is stored: the next look trims
             log.warning("the notifications kept for previews could not be trimmed: %s", error)
     return True
+
+
+def _store_unless_seen(connection: redis.Redis, key: str, words: list[Any]) -> bool:
+    try:
+        return bool(connection.evalsha(_STORE_UNLESS_SEEN_SHA, 1, key, *words))
+    except redis.exceptions.NoScriptError:  # a Redis started since the last call: this loads it
+        return bool(connection.eval(_STORE_UNLESS_SEEN, 1, key, *words))
 
 
 _DEFERRAL = re.compile(r"-at-\d+$")
