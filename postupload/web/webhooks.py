@@ -23,7 +23,8 @@ webhooks = Blueprint("webhooks", __name__)
 @webhooks.post("/webhooks/cloudinary")
 @webhooks.post("/webhooks/cloudinary/<cloud_name>")
 def receive(cloud_name: str | None = None) -> tuple[Response, int]:
-    settings, accounts, queue = web().parts.settings, web().parts.accounts, web().parts.queue
+    shared = web()
+    settings, accounts, queue = shared.parts.settings, shared.parts.accounts, shared.parts.queue
     # Each product environment at its own path, verified with its own secret; the bare path is
     # CLOUDINARY_URL's. What is sent to the wrong path fails its signature check.
     account = accounts.get(cloud_name) if cloud_name else settings.account
@@ -59,7 +60,7 @@ def receive(cloud_name: str | None = None) -> tuple[Response, int]:
     kind = envelope.notification_type
     g.notification_type = kind if kind in WHERE_ASSETS else "other"  # label values stay few
     try:
-        queued = enqueue_notification(queue, envelope, settings.retries, web().keep)
+        queued = enqueue_notification(queue, envelope, settings.retries, shared.keep)
     except redis.RedisError as error:
         log.error("notification %s not stored: %s", envelope.id, error)
         g.answer = "store_unavailable"

@@ -27,6 +27,7 @@ from postupload.store.batches import TagBatches
 from postupload.store.metrics import Counts
 from postupload.store.queue import schedule_again
 from postupload.worker.executor import Executor, Outcome
+from postupload.worker.rq_adapter import failure_reason, job_field
 
 log = logging.getLogger(__name__)
 
@@ -213,10 +214,9 @@ def note_failure(job: Job, error: BaseException | None, counts: Counts | None) -
     """Keep the failure on the job (what `postupload jobs` and the console show of a job waiting for
     its next try) and count it; RQ keeps only the last failure's traceback, and only once it failed
     for good."""
-    reason = getattr(error, "reason", None) or type(error).__name__
+    reason = failure_reason(error)
     retrying = bool(job.retries_left)  # RQ retries after this, once the exception handlers ran
-    argument = job.args[0] if job.args else None
-    backfill = argument.get("backfill") if isinstance(argument, dict) else None
+    backfill = job_field(job, "backfill")
     job.meta["attempts"] = int(job.meta.get("attempts", 0)) + 1
     job.meta["last_error"] = str(error)[:2000]
     job.meta["last_reason"] = reason

@@ -150,12 +150,11 @@ class Worker(SimpleWorker):
         else:
             final = error.permanent or not job.retries_left
             then = "failed for good" if final else "failed, will retry"
-            argument = job.args[0] if job.args else None
             context = {
                 "job": job.id,
-                "notification": argument.get("id") if isinstance(argument, dict) else None,
+                "notification": job_field(job, "id"),
                 "outcome": "failed" if final else "retrying",
-                "reason": getattr(error, "reason", None) or type(error).__name__,
+                "reason": failure_reason(error),
             }
             log.warning("job %s (%s) %s: %s", job.id, job.description, then, error, extra=context)
             call_exception_handlers(self._exc_handlers, job, *exc_info)
@@ -410,3 +409,14 @@ class Scheduler(RQScheduler):
             self.enqueue_scheduled_jobs()
             self._stopping.wait(self.interval)
         self.stop()
+
+
+def job_field(job: Job, name: str) -> Any:
+    """A field of the job's envelope argument (a notification job's `id`, `backfill`), or None."""
+    argument = job.args[0] if job.args else None
+    return argument.get(name) if isinstance(argument, dict) else None
+
+
+def failure_reason(error: BaseException | None) -> str:
+    """Few values, for a metric label and a log field: ours say theirs, others their class name."""
+    return getattr(error, "reason", None) or type(error).__name__
