@@ -72,7 +72,8 @@ def matches(expected: list[str], actual: str) -> bool:
 
 def _still_reading(command: str) -> bool:
     """Commands that only read what the stack did: asked again until the stack has done it."""
-    return command.startswith(("curl -s $POSTUPLOAD_WEB_URL", ".venv/bin/postupload history"))
+    reading = ("curl -s $POSTUPLOAD_WEB_URL", ".venv/bin/postupload history")
+    return command.startswith((*reading, ".venv/bin/postupload rules diff"))
 
 
 @pytest.fixture
