@@ -122,6 +122,136 @@ def mixed(rng: random.Random) -> None:
             raise SystemExit("the matcher and the reference evaluator disagree")
 
 
+# The realistic mix (issue #24): each shape at its share of the rule set, in percent.
+REALISTIC_SHARES = {
+    "tenant prefix": 14,
+    "tag": 10,
+    "sku prefix in context": 10,
+    "folder equals-ignore-case": 10,
+    "$or across three fields": 8,
+    "metadata": 7,
+    "filename suffix": 7,
+    "eager": 8,
+    "shared values": 10,  # anchored only on values many uploads share
+    "wildcard, literal in the middle": 10,
+    "numeric threshold of its own": 2,
+    "anything-but of its own": 2,
+    "exists on a key of its own": 2,
+}
+
+
+def realistic_rule(shape: str, index: int, rng: random.Random) -> dict[str, Any]:
+    upload: dict[str, Any] = {"notification_type": ["upload"]}
+    if shape == "tenant prefix":
+        return {**upload, "public_id": [{"prefix": f"tenants/t{index}/"}], "resource_type": ["image"]}
+    if shape == "tag":
+        return {**upload, "tags": [f"tag{index}"]}
+    if shape == "sku prefix in context":
+        return {**upload, "context": {"custom": {"sku": [{"prefix": f"SKU-{index}-"}]}}}
+    if shape == "folder equals-ignore-case":
+        return {**upload, "asset_folder": [{"equals-ignore-case": f"Campaigns/Spring{index}"}]}
+    if shape == "$or across three fields":
+        return {
+            **upload,
+            "$or": [
+                {"tags": [f"promo{index}"]},
+                {"public_id": [{"prefix": f"promos/{index}/"}]},
+                {"context": {"custom": {"campaign": [f"c{index}"]}}},
+            ],
+        }
+    if shape == "metadata":
+        return {**upload, "metadata": {"category": [f"cat-{index}"]}}
+    if shape == "filename suffix":
+        return {**upload, "original_filename": [{"suffix": f"_v{index}"}]}
+    if shape == "eager":
+        return {"notification_type": ["eager"], "public_id": [{"prefix": f"tenants/t{index}/"}]}
+    if shape == "shared values":
+        return {
+            **upload,
+            "resource_type": [rng.choice(["image", "video"])],
+            "format": [rng.choice(FORMATS)],
+            "tags": [rng.choice(["product", "summer", "banner"])],
+        }
+    if shape == "wildcard, literal in the middle":
+        return {**upload, "public_id": [{"wildcard": f"*/hero-{index}/*"}]}
+    if shape == "numeric threshold of its own":
+        return {**upload, "width": [{"numeric": [">=", 4000 + index]}]}
+    if shape == "anything-but of its own":
+        return {**upload, "context": {"custom": {f"status{index}": [{"anything-but": ["draft", "hidden"]}]}}}
+    return {**upload, "context": {"custom": {f"flag{index}": [{"exists": True}]}}}
+
+
+def make_realistic_rules(count: int, rng: random.Random) -> list[dict[str, Any]]:
+    """`count` rules, each shape of REALISTIC_SHARES at its share, in a shuffled order."""
+    shapes = [shape for shape, share in REALISTIC_SHARES.items() for _ in range(share)]
+    rules = [realistic_rule(shapes[index % len(shapes)], index, rng) for index in range(count)]
+    rng.shuffle(rules)
+    return rules
+
+
+def make_realistic_notifications(count: int, rules: int, rng: random.Random) -> list[dict[str, Any]]:
+    """Uploads (one in ten an eager notification) with values aimed at some rule of each shape, and
+    values no rule names."""
+
+    def some() -> int:
+        return rng.randrange(rules)
+
+    notifications = []
+    for number in range(count):
+        context: dict[str, Any] = {"sku": f"SKU-{some()}-{number}"}
+        if rng.random() < 0.3:
+            context[rng.choice(["campaign", f"flag{some()}", f"status{some()}"])] = f"c{some()}"
+        notification = {
+            "notification_type": "eager" if rng.random() < 0.1 else "upload",
+            "public_id": rng.choice(
+                [
+                    f"tenants/t{some()}/products/hero-{some()}/img{number}",
+                    f"promos/{some()}/banner{number}",
+                    f"uploads/{number}",
+                ]
+            ),
+            "resource_type": rng.choice(["image", "image", "video", "raw"]),
+            "type": "upload",
+            "format": rng.choice(FORMATS),
+            "width": rng.choice([640, 1024, 2048, 3000, 4000 + rng.randrange(rules // 20 + 1)]),
+            "height": 480,
+            "bytes": rng.randrange(1, 8_000_000),
+            "tags": rng.sample([f"tag{some()}", f"promo{some()}", "product", "summer", "banner"], 2),
+            "original_filename": f"IMG_{number}_v{rng.choice([some(), number])}",
+            "asset_folder": rng.choice([f"campaigns/spring{some()}", f"CAMPAIGNS/SPRING{some()}", "misc"]),
+            "asset_id": f"{number:032x}",
+            "version": 1_700_000_000 + number,
+            "context": {"custom": context},
+            "metadata": {"category": f"cat-{some()}"},
+        }
+        notifications.append(notification)
+    return notifications
+
+
+def realistic(rng: random.Random) -> None:
+    """Our speed on the realistic mix, checked against the reference evaluator on a sample."""
+    print(
+        "\nrealistic mix ("
+        + ", ".join(f"{share}% {shape}" for shape, share in REALISTIC_SHARES.items())
+        + "):"
+    )
+    for size in (100, 1_000, 10_000):
+        rules = make_realistic_rules(size, rng)
+        notifications = make_realistic_notifications(2_000, size, rng)
+        matcher = Matcher(rules)
+        ours, answers = rate(matcher.match, notifications)
+        sample = notifications[:50]
+        reference = [[i for i, rule in enumerate(rules) if matches(rule, event)] for event in sample]
+        same = answers[: len(sample)] == reference
+        average = sum(map(len, answers)) / len(answers)
+        print(
+            f"{size:>7} rules: {ours:>10,.0f} notifications/s, {average:.1f} rules matched a notification, "
+            f"same: {same}"
+        )
+        if not same:
+            raise SystemExit("the matcher and the reference evaluator disagree")
+
+
 def rate(function: Any, items: list[Any], minimum: float = 0.5, rounds: int = 3) -> tuple[float, list[Any]]:
     """Items per second: the best of `rounds` rounds, each repeating the pass until at least `minimum`
     seconds have gone by (the best, as timeit takes: what the machine's other load took is noise)."""
@@ -173,6 +303,7 @@ def main() -> None:
         if not same:
             raise SystemExit("the matchers disagree: see the generated rules and notifications")
     mixed(rng)
+    realistic(rng)
 
 
 if __name__ == "__main__":

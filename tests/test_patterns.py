@@ -3,6 +3,7 @@ and the compiled matcher against the reference evaluator on random patterns and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -214,10 +215,29 @@ MATCHERS = st.one_of(
     st.builds(lambda s: {"anything-but": {"prefix": s}}, STRINGS),
     st.builds(lambda n: {"numeric": [">=", n]}, st.integers(-3, 3)),
     st.builds(lambda n: {"numeric": [">", n, "<=", n + 2]}, st.integers(-3, 3)),
+    # every bound the range index sorts: each side, inclusive or not, alone or with the other
+    st.builds(
+        lambda low, high, n, width: _numeric(low, high, n, width),
+        st.sampled_from([None, ">", ">="]),
+        st.sampled_from([None, "<", "<="]),
+        st.sampled_from([-1, 0, 0.5, 1, 2]),
+        st.sampled_from([0, 1, 2.5]),
+    ),
     st.builds(lambda b: {"exists": b}, st.booleans()),
     st.just({"cidr": "10.0.0.0/24"}),
     st.builds(lambda s: {"wildcard": s}, st.sampled_from(["*", "x*", "*y", "x*y", "a\\*b", "xy", "x*y*"])),
+    # literal parts anywhere, escapes included: indexed by their start, end or longest part
+    st.builds(lambda s: {"wildcard": s}, st.text(st.sampled_from("xy*\\"), min_size=1, max_size=6)),
 )
+
+
+def _numeric(low: str | None, high: str | None, limit: float, width: float) -> dict[str, Any]:
+    operand: list[Any] = []
+    if low:
+        operand += [low, limit]
+    if high:
+        operand += [high, limit + width]
+    return {"numeric": operand or ["=", limit]}
 
 
 def patterns(depth: int = 2) -> st.SearchStrategy[dict[str, Any]]:
@@ -256,15 +276,16 @@ def test_compiled_matcher_agrees_with_reference(
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(patterns(), min_size=1, max_size=8), st.lists(EVENTS, min_size=1, max_size=5))
-def test_compiled_matcher_agrees_with_reference_walking_the_events_paths(
+def test_compiled_matcher_agrees_with_reference_looking_up_value_pairs(
     pattern_list: list[dict[str, Any]], events: list[Any]
 ) -> None:
-    """The same, with the lookup a rule set testing many fields uses (the event's paths walked once)."""
+    """The same, with every pattern that has two fields of plain values looked up by both at once
+    (what a rule set does for values many rules share: PAIR_FROM)."""
     from unittest import mock
 
     import postupload.core.matcher
 
-    with mock.patch.object(postupload.core.matcher, "FEW_PATHS", 0):
+    with mock.patch.object(postupload.core.matcher, "PAIR_FROM", 0):
         test_compiled_matcher_agrees_with_reference.hypothesis.inner_test(pattern_list, events)  # type: ignore[attr-defined]
 
 
@@ -305,3 +326,84 @@ def test_a_wildcard_cannot_stall_matching_whatever_the_value() -> None:
         started = time.perf_counter()
         assert ruleset.match({"notification_type": "upload", "public_id": value}) == []
         assert time.perf_counter() - started < 0.05
+
+
+# --- the index: what a notification makes a candidate, at 1,000 rules ----------------------------
+
+Shape = tuple[Callable[[int], dict[str, Any]], dict[str, Any], int]
+SHAPES: dict[str, Shape] = {
+    # name: (the rule numbered i, a notification aimed at rule 7, how many patterns it may check)
+    "wildcard, literal in the middle": (
+        lambda i: {"public_id": [{"wildcard": f"*/hero-{i}/*"}]},
+        {"public_id": "shop/hero-7/front"},
+        1,
+    ),
+    "numeric threshold of its own": (
+        lambda i: {"width": [{"numeric": [">=", 4000 + i]}]},
+        {"width": 4007},
+        8,
+    ),
+    "numeric upper bound of its own": (lambda i: {"height": [{"numeric": ["<", i]}]}, {"height": 993}, 6),
+    "numeric range of its own": (
+        lambda i: {"bytes": [{"numeric": [">", i * 10, "<=", i * 10 + 10]}]},
+        {"bytes": 75},
+        1,
+    ),
+    "anything-but on a key of its own": (
+        lambda i: {"context": {"custom": {f"status{i}": [{"anything-but": ["draft"]}]}}},
+        {"context": {"custom": {"status7": "live"}}},
+        1,
+    ),
+    "exists on a key of its own": (
+        lambda i: {"context": {"custom": {f"flag{i}": [{"exists": True}]}}},
+        {"context": {"custom": {"flag7": "x"}}},
+        1,
+    ),
+    "$or across fields": (
+        lambda i: {"$or": [{"tags": [f"t{i}"]}, {"public_id": [{"prefix": f"p{i}/"}]}]},
+        {"tags": ["t7", "summer"], "public_id": "misc/7"},
+        1,
+    ),
+    "values many rules share": (
+        lambda i: {
+            "resource_type": [["image", "video"][i % 2]],
+            "format": [["jpg", "png", "gif", "webp", "mp4", "pdf"][i // 2 % 6]],
+            "tags": [["a", "b", "c", "d", "e"][i // 12 % 5]],
+        },
+        {"resource_type": "image", "format": "jpg", "tags": ["a"]},
+        2,  # image and video: found by format and tags together, not by format alone (10)
+    ),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_notification_checks_only_the_rules_its_values_may_meet(shape: str) -> None:
+    """Each shape the index files a rule under: among 1,000 such rules, a notification makes only
+    the few its values may meet candidates, and tests no matcher per rule (what keeps matching flat
+    as rules are added). Counted: the patterns checked in full (the matcher compiles a pattern's
+    check when it is first a candidate) and the calls to every matcher test made."""
+    from unittest import mock
+
+    import postupload.core.matcher
+
+    tested = 0
+    compile_test = postupload.core.matcher.compile_test
+
+    def counted(matcher: Any) -> Any:
+        test = compile_test(matcher)
+
+        def count(value: Any) -> bool:
+            nonlocal tested
+            tested += 1
+            return test(value)
+
+        return count
+
+    rule, event, most = SHAPES[shape]
+    patterns = [rule(i) for i in range(1000)]
+    with mock.patch.object(postupload.core.matcher, "compile_test", counted):
+        matcher = Matcher(patterns)
+        found = matcher.match(event)
+    assert found == [index for index, pattern in enumerate(patterns) if matches(pattern, event)] != []
+    assert sum(check is not None for check in matcher.checks) <= most
+    assert tested <= 4 * most  # a candidate's fields: not a test per rule (1,000)

@@ -150,30 +150,6 @@ def test_conditions_that_cannot_match_are_warnings_and_strict_fails_on_them(tmp_
     assert sorted(w["code"] for w in report["warnings"]) == ["W101", "W102", "W103", "W103", "W104"]
 
 
-def test_a_wildcard_that_cannot_be_indexed_is_a_cost_warning_on_its_line(tmp_path: Path) -> None:
-    rules = """rules:
-  - name: heroes
-    match:
-      public_id: [{wildcard: "*/hero-12/*"}, {wildcard: "products/*/hero-*"}, {wildcard: "*-large"}]
-      $or:
-        - context: {custom: {sku: [{wildcard: "*sku*"}]}}
-        - tags: [{wildcard: 'a\\*b*'}]
-    actions:
-      - tags: {add: [hero]}
-"""
-    code, lines = check(tmp_path, rules)
-    assert code == 0
-    costly = [line for line in lines if "[W105]" in line]
-    assert len(costly) == 3, lines  # a literal start or end is indexed: those two are not flagged
-    assert (
-        "rules.yaml:4:" in costly[0]
-        and "match.public_id[0]: wildcard '*/hero-12/*' has no literal" in costly[0]
-    )
-    assert "match.$or[0].context.custom.sku[0]: wildcard '*sku*'" in costly[1]
-    assert "match.$or[1].tags[0]" in costly[2]  # an escaped star is not indexed either
-    assert check(tmp_path, rules, "--strict")[0] == 1
-
-
 def test_rules_that_see_other_types_are_checked_against_those_types(tmp_path: Path) -> None:
     code, lines = check(
         tmp_path,

@@ -1,24 +1,35 @@
 """A compiled matcher: many patterns, one index, cost per event far below one check per pattern.
 
 Each pattern is expanded into its `$or`-free alternatives. Per alternative, one "anchor" condition
-is chosen whose values can be looked up in a hash index (exact values, prefix, suffix,
-equals-ignore-case, a wildcard's literal start or end, "a value is there"), preferring the values
-fewest alternatives share. Any other operator (numeric, anything-but, cidr) anchors too: the
-alternatives that use one same matcher on a path are proposed together when an event's value
-there passes it, so a check costs one test per distinct matcher, not one per rule. Matching looks
-up the event's values at the indexed paths to find candidate patterns, then checks only those with
-the reference evaluator (patterns.py), so the answers are the reference's by construction. Only
-alternatives made of `exists: false` (absence cannot be looked up) are always checked.
+is chosen whose values can be looked up in an index, preferring the values fewest alternatives
+share:
+
+- exact values, equals-ignore-case, prefixes and suffixes: hash tables (an affix per length used);
+- a wildcard: its literal start or end as a prefix or suffix, else its longest literal part, found
+  in the event's value by one multi-pattern search (Aho-Corasick, pyahocorasick) for all of them;
+- numeric ranges: their bounds sorted per path, the ranges holding a value found by bisection;
+- anything-but a list of strings: every such alternative but those the value names;
+- "a value is there" (`exists: true`): the alternatives of each path an event has.
+
+Any other operator (anything-but numbers or a prefix, numeric `=`, cidr) anchors too: the
+alternatives that use one same matcher on a path are proposed together when an event's value there
+passes it (one test per distinct matcher, not one per rule). Matching looks up the event's values
+at the indexed paths to find candidate patterns, then checks only those with the reference
+evaluator (patterns.py), so the answers are the reference's by construction. Only alternatives made
+of `exists: false` (absence cannot be looked up) are always checked.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import ahocorasick
 
 from postupload.core.patterns import (
     ABSENT,
@@ -26,15 +37,19 @@ from postupload.core.patterns import (
     flatten,
     is_number,
     leaves,
-    matches,
     same_value,
     value_matches,
+    wildcard_parts,
 )
 
-FEW_PATHS = 24  # up to this many indexed paths, walk each; past it, walk the event's paths once
 MAX_ALTERNATIVES = 256  # a pattern whose $or expand past this is checked whole, unindexed
-# (kind, value): kind is "=", "i", "p", "pi", "s", "si", "e" (any value) or "t" (a matcher to test,
-# as canonical JSON)
+# An anchor this many alternatives share (a value many uploads have: `resource_type: image`) lets
+# through events most of them do not match: such an alternative is looked up by two of its values
+# at once when it has two top-level fields of plain values (at most PAIR_KEYS combinations).
+PAIR_FROM = 3
+PAIR_KEYS = 16
+# (kind, value): kind is "=", "i", "p", "pi", "s", "si", "c" (contains: a wildcard's literal part),
+# "e" (any value) or "t" (a matcher to test, as canonical JSON)
 Key = tuple[str, Any]
 
 
@@ -51,19 +66,31 @@ class PathIndex:
     # alternative is a candidate but those whose list holds the event's string
     but: set[int] = field(default_factory=set)
     but_not: dict[str, set[int]] = field(default_factory=dict)
+    ranges: Ranges = field(default_factory=lambda: Ranges())
+    # literal part -> alternatives; searched for all at once by an automaton made in finish()
+    contained: dict[str, list[int]] = field(default_factory=dict)
+    automaton: Any = None
+    # candidates(value, found) adds the alternatives a value here may satisfy: made by finish()
+    candidates: Callable[[Any, set[int]], None] = field(default=lambda value, found: None, repr=False)
 
     def add(self, key: Key, alternative: int) -> None:
         kind, value = key
         self.folds = self.folds or kind.endswith("i")
-        excluded = _excluded_strings(json.loads(value)) if kind == "t" else None
+        matcher = json.loads(value) if kind == "t" else None
+        excluded = _excluded_strings(matcher)
+        bounds = _bounds(matcher["numeric"]) if isinstance(matcher, dict) and "numeric" in matcher else None
         if kind == "e":
             self.present.append(alternative)
         elif excluded is not None:
             self.but.add(alternative)
             for text in excluded:
                 self.but_not.setdefault(text, set()).add(alternative)
+        elif bounds is not None and bounds != (None, None):
+            self.ranges.add(*bounds, alternative)
         elif kind == "t":
-            self.tests.setdefault(value, (compile_test(json.loads(value)), []))[1].append(alternative)
+            self.tests.setdefault(value, (compile_test(matcher), []))[1].append(alternative)
+        elif kind == "c":
+            self.contained.setdefault(value, []).append(alternative)
         elif kind == "=":
             self.exact[value].append(alternative)
         elif kind == "i":
@@ -73,17 +100,55 @@ class PathIndex:
             table.setdefault(value, []).append(alternative)
             lengths.add(len(value))
 
-    def candidates(self, value: Any, found: set[int]) -> None:
-        # Each part is looked at only when some alternative uses it: a path has one or two kinds.
+    def finish(self) -> None:
+        """Make the lookup of this path, once every key is added: `candidates(value, found)` runs
+        only the lookups some alternative here needs (a path has one or two kinds)."""
+        self.ranges.finish()
+        lookups: list[Callable[[Any, set[int]], None]] = []
         if self.present:
-            found.update(self.present)
+            lookups.append(lambda value, found: found.update(self.present))
         if self.but:
-            found.update(self.but - self.but_not.get(value, NONE) if isinstance(value, str) else self.but)
+            lookups.append(self._anything_but)
+        if self.ranges.any:
+            lookups.append(self._ranges)
+        if self.tests:
+            lookups.append(self._tests)
+        if self.exact:
+            exact = dict(self.exact)
+            lookups.append(lambda value, found: found.update(exact.get(canonical(value), ())))
+        if self.contained:
+            self.automaton = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
+            for text, alternatives in self.contained.items():
+                self.automaton.add_word(text, alternatives)
+            self.automaton.make_automaton()
+            lookups.append(self._contains)
+        if self.folded or self.affixes:
+            lookups.append(self._strings)
+
+        def each(value: Any, found: set[int]) -> None:
+            for lookup in lookups:
+                lookup(value, found)
+
+        self.candidates = lookups[0] if len(lookups) == 1 else each
+
+    def _anything_but(self, value: Any, found: set[int]) -> None:
+        found.update(self.but - self.but_not.get(value, NONE) if isinstance(value, str) else self.but)
+
+    def _ranges(self, value: Any, found: set[int]) -> None:
+        if is_number(value):
+            self.ranges.holding(float(value), found)
+
+    def _tests(self, value: Any, found: set[int]) -> None:
         for test, alternatives in self.tests.values():
             if test(value):
                 found.update(alternatives)
-        if self.exact:
-            found.update(self.exact.get(canonical(value), ()))
+
+    def _contains(self, value: Any, found: set[int]) -> None:
+        if isinstance(value, str):
+            for _, alternatives in self.automaton.iter(value):
+                found.update(alternatives)
+
+    def _strings(self, value: Any, found: set[int]) -> None:
         if not isinstance(value, str):
             return
         folded = value.casefold() if self.folds else value
@@ -102,23 +167,90 @@ class PathIndex:
 
 Test = Callable[[Any], bool]
 NONE: frozenset[int] = frozenset()
+Bound = tuple[float, bool] | None  # (limit, inclusive)
+
+
+class Ranges:
+    """Numeric ranges on one path, the ones holding a value found by bisection.
+
+    Bounds are sorted as (limit, rank) pairs, the rank placing an inclusive and an exclusive bound
+    of one limit so that the bounds a value passes are a prefix (lower bounds) or a suffix (upper
+    bounds) of the order: the cost of a lookup is the ranges that hold the value, not all of them.
+    A range with both bounds is found by its lower one and kept if its upper one holds too.
+    """
+
+    def __init__(self) -> None:
+        self.any = False
+        self.entries: list[tuple[Bound, Bound, int]] = []
+        self.lower: tuple[list[tuple[float, int]], list[int]] = ([], [])  # lower bound only
+        self.upper: tuple[list[tuple[float, int]], list[int]] = ([], [])  # upper bound only
+        self.both: tuple[list[tuple[float, int]], list[tuple[Bound, int]]] = ([], [])
+
+    def add(self, low: Bound, high: Bound, alternative: int) -> None:
+        self.any = True
+        self.entries.append((low, high, alternative))
+
+    def finish(self) -> None:
+        # A value v passes a lower bound (l, inclusive) when l < v, or l == v and inclusive: with
+        # inclusive ranked 0 and exclusive 1, exactly the pairs up to (v, 0). An upper bound
+        # (h, inclusive) passes when h > v, or h == v and inclusive: ranked 1 and 0, the pairs
+        # from (v, 1) on.
+        lower = sorted((low[0], 0 if low[1] else 1, high, n) for low, high, n in self.entries if low)
+        upper = sorted((high[0], 1 if high[1] else 0, n) for low, high, n in self.entries if high and not low)
+        self.lower = ([(limit, rank) for limit, rank, high, _ in lower if not high], [])
+        self.lower[1].extend(n for _, _, high, n in lower if not high)
+        self.both = ([(limit, rank) for limit, rank, high, _ in lower if high], [])
+        self.both[1].extend((high, n) for _, _, high, n in lower if high)
+        self.upper = ([(limit, rank) for limit, rank, _ in upper], [n for _, _, n in upper])
+        self.entries = []
+
+    def holding(self, value: float, found: set[int]) -> None:
+        keys, alternatives = self.lower
+        if keys:
+            found.update(alternatives[: bisect.bisect_right(keys, (value, 0))])
+        keys, alternatives = self.upper
+        if keys:
+            found.update(alternatives[bisect.bisect_left(keys, (value, 1)) :])
+        keys, bounded = self.both
+        if keys:
+            for high, alternative in bounded[: bisect.bisect_right(keys, (value, 0))]:
+                if _within(value, None, high):
+                    found.add(alternative)
 
 
 def compile_check(pattern: Pattern) -> Callable[[Any], bool]:
-    """`matches(pattern, event)` as a function of the event. A pattern of top-level fields only (most
-    rules) becomes one test per field, each made once here; any other is the reference's."""
-    if any(key == "$or" or isinstance(expected, dict) for key, expected in pattern.items()):
-        return lambda event: matches(pattern, event)
-    fields = []
-    for key, expected in pattern.items():
-        matchers = expected if isinstance(expected, list) else [expected]
-        exists = tuple(m["exists"] for m in matchers if isinstance(m, dict) and "exists" in m)
-        others = [m for m in matchers if not (isinstance(m, dict) and "exists" in m)]
-        fields.append((key, _any_of(others), exists))
+    """`matches(pattern, event)` as a function of the event, each field's test made once here.
+
+    As the reference does, an array where an object is expected matches when one of its objects
+    matches the whole object pattern, and a leaf or absence there is an empty object."""
+    fits = _object_test(pattern)
 
     def check(event: Any) -> bool:
-        if not isinstance(event, dict):
-            return matches(pattern, event)
+        if isinstance(event, dict):
+            return fits(event)
+        if isinstance(event, list):
+            objects = [item for item in flatten(event) if isinstance(item, dict)] or [{}]
+            return any(map(fits, objects))
+        return fits({})
+
+    return check
+
+
+def _object_test(pattern: Pattern) -> Callable[[dict[str, Any]], bool]:
+    fields = []  # a field's matchers: any may match, or its exists
+    parts: list[Callable[[dict[str, Any]], bool]] = []  # nested objects and $or, tested after
+    for key, expected in pattern.items():
+        if key == "$or":
+            parts.append(_any_object([_object_test(alternative) for alternative in expected]))
+        elif isinstance(expected, dict):
+            parts.append(_field_object(key, compile_check(expected)))
+        else:
+            matchers = expected if isinstance(expected, list) else [expected]
+            exists = tuple(m["exists"] for m in matchers if isinstance(m, dict) and "exists" in m)
+            others = [m for m in matchers if not (isinstance(m, dict) and "exists" in m)]
+            fields.append((key, _any_of(others), exists))
+
+    def fits(event: dict[str, Any]) -> bool:
         for key, test, exists in fields:
             value = event.get(key, ABSENT)
             if isinstance(value, str | int | float):  # one value (most fields): no list to make
@@ -128,9 +260,17 @@ def compile_check(pattern: Pattern) -> Callable[[Any], bool]:
             values = tuple(leaves(value))
             if not ((exists and bool(values) in exists) or any(map(test, values))):
                 return False
-        return True
+        return all(part(event) for part in parts)
 
-    return check
+    return fits
+
+
+def _any_object(alternatives: list[Callable[[dict[str, Any]], bool]]) -> Callable[[dict[str, Any]], bool]:
+    return lambda event: any(alternative(event) for alternative in alternatives)
+
+
+def _field_object(key: str, inner: Callable[[Any], bool]) -> Callable[[dict[str, Any]], bool]:
+    return lambda event: inner(event.get(key))  # absent or null: as an empty object
 
 
 def _any_of(matchers: list[Any]) -> Test:
@@ -181,9 +321,6 @@ def _excluded_strings(matcher: Any) -> list[str] | None:
     return [str(text) for text in excluded]
 
 
-Bound = tuple[float, bool] | None  # (limit, inclusive)
-
-
 def _bounds(operand: list[Any]) -> tuple[Bound, Bound]:
     """A numeric operand as its lower and upper bounds; (None, None) when it is not only those
     (an "=" comparison, or two bounds on one side): the reference evaluates it then."""
@@ -207,6 +344,8 @@ def _within(value: float, low: Bound, high: Bound) -> bool:
 
 def canonical(value: Any) -> Any:
     """A hash key with JSON equality: 1 and 1.0 are one key, true and 1 and "1" are three."""
+    if type(value) is str:  # the most common, first
+        return value
     if isinstance(value, bool) or value is None:
         return ("literal", value)
     if isinstance(value, int | float):
@@ -235,6 +374,8 @@ class Matcher:
         self.owner: list[int] = []  # alternative -> its distinct pattern
         self.unanchored: list[int] = []
         self.paths: dict[tuple[str, ...], PathIndex] = {}
+        # (field, field) -> (value, value) -> alternatives: the two-value lookups (PAIR_FROM)
+        self.pairs: dict[tuple[str, str], dict[tuple[Any, Any], list[int]]] = {}
         conditions: list[list[tuple[tuple[str, ...], list[Key]]]] = []
         for position, pattern in enumerate(self.patterns):
             expanded = expand_or(pattern)
@@ -244,35 +385,47 @@ class Matcher:
                 self.owner.append(position)
                 conditions.append(list(_anchorable(alternative)))
         shared = Counter(key for options in conditions for _, keys in options for key in set(keys))
+        # each alternative's two-value keys, and how many alternatives share each (PAIR_FROM): an
+        # alternative is filed under them only if fewer alternatives share them than its anchor
+        pairs = [_pair(options, shared) for options in conditions]
+        pair_shared = Counter(key for pair in pairs if pair for key in pair)
         for number, options in enumerate(conditions):
             if not options:
                 self.unanchored.append(number)
                 continue
             path, keys = min(options, key=lambda option: _cost(option[1], shared))
+            pair = pairs[number]
+            if (
+                pair is not None
+                and _cost(keys, shared) >= PAIR_FROM
+                and sum(pair_shared[key] for key in pair) < sum(shared[key] for key in set(keys))
+            ):
+                for first, second, one, other in pair:
+                    self.pairs.setdefault((first, second), {}).setdefault((one, other), []).append(number)
+                continue
             index = self.paths.setdefault(path, PathIndex())
             for key in set(keys):
                 index.add(key, number)
-        # the indexed paths and every path leading to one: what a walk of an event goes into, as
-        # the keys to look up under each path walked
-        self.walked: dict[tuple[str, ...], set[str]] = {}
-        for path in self.paths:
-            for length in range(len(path)):
-                self.walked.setdefault(path[:length], set()).add(path[length])
+        for index in self.paths.values():
+            index.finish()
+        # the indexed paths as a tree: what a walk of an event goes into
+        self.tree: dict[str, Step] = {}
+        for path, index in self.paths.items():
+            steps = self.tree
+            for name in path[:-1]:
+                steps = steps.setdefault(name, Step()).children
+            steps.setdefault(path[-1], Step()).index = index
 
     def match(self, event: dict[str, Any]) -> list[int]:
         """Indices of the patterns that match, ascending."""
         candidates: set[int] = set(self.unanchored)
-        if len(self.paths) <= FEW_PATHS:
-            for path, index in self.paths.items():
-                for value in _values_at(event, path):
-                    index.candidates(value, candidates)
-        else:  # many indexed paths (rules that test many fields): walk the event's own paths once
-            for path, nodes in _nodes_by_path(event, self.walked).items():
-                found = self.paths.get(path)
-                if found is not None:
-                    for node in nodes:
-                        for value in leaves(node):
-                            found.candidates(value, candidates)
+        if isinstance(event, dict):
+            _walk(self.tree, event, candidates)
+            for (first, second), table in self.pairs.items():
+                if first in event and second in event:
+                    for one in _scalars(event[first]):
+                        for other in _scalars(event[second]):
+                            candidates.update(table.get((canonical(one), canonical(other)), ()))
         # Check whole patterns: an alternative only proposes its pattern (see expand_or).
         owners = {self.owner[n] for n in candidates}
         matched = [self.positions[n] for n in owners if self._check(n)(event)]
@@ -371,69 +524,83 @@ def _canonical(value: Any) -> Any:
 
 
 def wildcard_key(operand: str) -> Key | None:
-    """A wildcard's literal start (or, failing that, its literal end) as a prefix (or suffix) key:
-    every string the wildcard matches has it. Escapes are left unindexed, to stay exact."""
-    if "\\" in operand:
+    """What every string a wildcard matches has, as a key: the string itself when there is no star,
+    else its literal start as a prefix, or its literal end as a suffix, or its longest literal part
+    as a part it contains. None for a wildcard of stars only (it matches any string)."""
+    parts = wildcard_parts(operand)
+    if len(parts) == 1:
+        return ("=", parts[0])
+    if parts[0]:
+        return ("p", parts[0])
+    if parts[-1]:
+        return ("s", parts[-1])
+    longest = max(parts, key=len)
+    return ("c", longest) if longest else None
+
+
+PairKey = tuple[str, str, Any, Any]  # (field, field, value, value), the fields in order
+
+
+def _pair(options: list[tuple[tuple[str, ...], list[Key]]], shared: Counter[Key]) -> list[PairKey] | None:
+    """The two-value keys of the two top-level fields of plain values fewest alternatives share;
+    None when there are not two, or their values make more than PAIR_KEYS combinations."""
+    plain = [(path, keys) for path, keys in options if len(path) == 1 and all(key[0] == "=" for key in keys)]
+    if len(plain) < 2:
         return None
-    start, _, rest = operand.partition("*")
-    if not rest and not operand.endswith("*"):
-        return ("=", operand)  # no star: the wildcard is this very string
-    if start:
-        return ("p", start)
-    end = operand.rsplit("*", 1)[1]
-    return ("s", end) if end else None
+    first, second = sorted(sorted(plain, key=lambda option: _cost(option[1], shared))[:2])
+    combinations = list(itertools.product({key[1] for key in first[1]}, {key[1] for key in second[1]}))
+    if len(combinations) > PAIR_KEYS:
+        return None
+    return [(first[0][0], second[0][0], one, other) for one, other in combinations]
+
+
+def _scalars(value: Any) -> Iterator[Any]:
+    if isinstance(value, str | int | float):
+        yield value
+    else:
+        yield from leaves(value)
 
 
 def _cost(keys: list[Key], shared: Counter[Key]) -> float:
     # Exact values are the surest filter; a short prefix may let many events through; a matcher to
     # test costs a call per event; "a value is there" lets through every event that has one.
-    weight = {"=": 1, "i": 1, "t": 3, "e": 50}
+    weight = {"=": 1, "i": 1, "c": 3, "t": 3, "e": 50}
     return sum(shared[key] * weight.get(key[0], 2) for key in keys)
 
 
-def _nodes_by_path(
-    event: Any, walk: Mapping[tuple[str, ...], Collection[str]]
-) -> dict[tuple[str, ...], list[Any]]:
-    """The values found at each path that `walk` goes into (path -> the keys to look up there; a
-    path it does not hold is a leaf), arrays crushed out at every level, as _values_at walks one
-    path: {("context", "custom", "sku"): ["SKU-1"], ...}. An event's other keys are not looked at."""
-    found: dict[tuple[str, ...], list[Any]] = {}
-    frontier: list[tuple[tuple[str, ...], list[Any]]] = [((), [event])]
-    while frontier:
-        path, nodes = frontier.pop()
-        wanted = walk.get(path)
-        if not wanted:
-            continue
-        children: dict[str, list[Any]] = {}
-        for node in nodes:
-            for item in flatten(node) if isinstance(node, list) else (node,):
-                if not isinstance(item, dict):
-                    continue
-                # look up the fewer: the keys wanted here, or the keys the event has here
-                if len(wanted) < len(item):
-                    keys = [key for key in wanted if key in item]
-                else:
-                    keys = [key for key in item if key in wanted]
-                for key in keys:
-                    children.setdefault(key, []).append(item[key])
-        for key, values in children.items():
-            child = (*path, key)
-            found[child] = values
-            frontier.append((child, values))
-    return found
+@dataclass
+class Step:
+    """A key of the indexed paths: the index of the path ending here, if any, and the keys below."""
+
+    index: PathIndex | None = None
+    children: dict[str, Step] = field(default_factory=dict)
 
 
-def _values_at(event: Any, path: tuple[str, ...]) -> Iterator[Any]:
-    """The leaf values at a path, arrays crushed out at every level (as event-ruler does)."""
-    nodes = [event]
-    for key in path:
-        following = []
-        for node in nodes:
-            for item in flatten(node) if isinstance(node, list) else [node]:
-                if isinstance(item, dict) and key in item:
-                    following.append(item[key])
-        if not following:
-            return
-        nodes = following
-    for node in nodes:
-        yield from leaves(node)
+def _walk(steps: dict[str, Step], node: dict[str, Any], found: set[int]) -> None:
+    """Look up the event's values at every indexed path under `node`, arrays crushed out at every
+    level (as event-ruler does). Only the keys both the event and some path have are visited, found
+    from the fewer of the two."""
+    if len(steps) < len(node):
+        pairs = [(key, node[key]) for key in steps if key in node]
+    else:
+        pairs = [(key, value) for key, value in node.items() if key in steps]
+    for key, value in pairs:
+        step = steps[key]
+        if step.index is not None:
+            lookup = step.index.candidates
+            if isinstance(value, str | int | float):  # one value (most fields): no generator
+                lookup(value, found)
+            elif isinstance(value, list):
+                for item in value:
+                    if isinstance(item, str | int | float):
+                        lookup(item, found)
+                    else:
+                        for leaf in leaves(item):
+                            lookup(leaf, found)
+            else:
+                for leaf in leaves(value):
+                    lookup(leaf, found)
+        if step.children:
+            for item in flatten(value) if isinstance(value, list) else (value,):
+                if isinstance(item, dict):
+                    _walk(step.children, item, found)

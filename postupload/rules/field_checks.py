@@ -16,7 +16,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from postupload.core.matcher import wildcard_key
 from postupload.core.patterns import Pattern, value_matches
 from postupload.core.placeholders import PLACEHOLDER
 
@@ -63,32 +62,8 @@ def warnings(pattern: Pattern, actions: list[dict[str, Any]]) -> list[Warning]:
         return []
     definitions = [notification_schema()["$defs"][kind] for kind in kinds]
     found = list(_pattern_warnings(pattern, definitions, kinds, ("match",)))
-    found += _cost_warnings(pattern, ("match",))
     found += _placeholder_warnings(pattern, actions, definitions, kinds)
     return found
-
-
-def _cost_warnings(pattern: Pattern, at: Where) -> Iterator[Warning]:
-    """Wildcards the matcher cannot index: with no literal start or end (`*/hero-12/*`), or with an
-    escaped star, it is tested on every notification that reaches its rule, so such rules make every
-    match slower as they add up (each test stays linear in the value: patterns.wildcard_test)."""
-    for key, value in pattern.items():
-        if key == "$or":
-            for index, alternative in enumerate(value if isinstance(value, list) else []):
-                if isinstance(alternative, dict):
-                    yield from _cost_warnings(alternative, (*at, "$or", index))
-        elif isinstance(value, dict):
-            yield from _cost_warnings(value, (*at, key))
-        elif isinstance(value, list):
-            for index, matcher in enumerate(value):
-                wildcard = matcher.get("wildcard") if isinstance(matcher, dict) else None
-                if isinstance(wildcard, str) and wildcard_key(wildcard) is None:
-                    message = (
-                        f"wildcard {wildcard!r} has no literal start or end, so it is tested on every"
-                        " notification its rule sees: many such rules slow every match; start or end"
-                        " it with literal text where you can ('products/*/hero-12/*')"
-                    )
-                    yield ((*at, key, index), message, "W105")
 
 
 def _pattern_warnings(
