@@ -34,7 +34,8 @@ import requests
 
 from postupload.config import DEV_ACCOUNT, Account, Settings
 from postupload.local.redis_server import RedisServer, free_port
-from postupload.store.queue import connect, notification_queue, quiet
+from postupload.store.connection import connect
+from postupload.store.queue import notification_queue, quiet
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = """

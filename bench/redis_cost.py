@@ -21,7 +21,7 @@ from typing import Any
 import requests
 
 from bench.e2e import Run, scratch_stack, upload_all
-from postupload.store.queue import connect
+from postupload.store.connection import connect
 
 NO_KEY = frozenset({"PING", "CLIENT", "HELLO", "INFO", "SELECT", "SCRIPT", "MONITOR", "COMMAND", "TIME"})
 TRANSACTION = frozenset({"MULTI", "EXEC", "DISCARD", "UNWATCH"})

@@ -23,7 +23,8 @@ import requests
 
 from bench.e2e import DEV_ACCOUNT, Run, scratch_stack, upload_all
 from postupload.core.signature import sign_notification
-from postupload.store.queue import connect, quiet
+from postupload.store.connection import connect
+from postupload.store.queue import quiet
 
 # What each key keeps, by its name (the first pattern that matches).
 GROUPS = [

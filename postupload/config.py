@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from postupload.errors import ConfigError
+from postupload.redis_urls import check_url
 
 ALGORITHMS = frozenset({"sha1", "sha256"})
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -68,6 +69,7 @@ class Settings:
     account: Account | None = None  # CLOUDINARY_URL's: the one served at the bare webhook path
     accounts: tuple[Account, ...] = ()  # POSTUPLOAD_ACCOUNTS': each at /webhooks/cloudinary/<cloud_name>
     redis_url: str | None = None
+    redis_replicas: int = 0  # replicas that must confirm a notification before it is answered 200
     rules_dir: Path = Path("rules")
     rules_require_tests: bool = True
     signature_tolerance: int = 7200
@@ -111,6 +113,7 @@ class Settings:
             account=account,
             accounts=accounts,
             redis_url=_redis_url(env),
+            redis_replicas=number("redis_replicas", "POSTUPLOAD_REDIS_REPLICAS"),
             rules_dir=Path(env.get("POSTUPLOAD_RULES_DIR") or default["rules_dir"]),
             rules_require_tests=_flag(env, "POSTUPLOAD_RULES_REQUIRE_TESTS", default["rules_require_tests"]),
             signature_tolerance=number("signature_tolerance", "POSTUPLOAD_SIGNATURE_TOLERANCE"),
@@ -271,8 +274,9 @@ def _accounts(env: Mapping[str, str]) -> tuple[Account, ...]:
 
 def _redis_url(env: Mapping[str, str]) -> str | None:
     raw = env.get("REDIS_URL") or None
-    if raw is not None and urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError("REDIS_URL", "expected redis://[:password@]host:port/db (or rediss://, unix://)")
+    problem = None if raw is None else check_url(raw)
+    if problem is not None:
+        raise ConfigError("REDIS_URL", problem)
     return raw
 
 

@@ -15,9 +15,10 @@ from postupload.config import Account, Settings
 from postupload.rules.source import RuleSource
 from postupload.store.batches import TagBatches
 from postupload.store.budget import AdminBudget
+from postupload.store.connection import connect
 from postupload.store.last_good import LastGood
 from postupload.store.metrics import Counts
-from postupload.store.queue import connect, notification_queue
+from postupload.store.queue import notification_queue
 
 # Seconds between a long-running process's flushes of its counts to Redis (one transaction, not one
 # per notification). A command that ends soon (backfill) flushes as it goes.

@@ -342,8 +342,9 @@ class Stack:
     ) -> None:
         from postupload.web.app import create_app
 
+        from postupload.store.connection import connect
+
         self.processes = processes
-        self.redis = redis.Redis.from_url(redis_server.url)
         defaults = {
             "CLOUDINARY_URL": ACCOUNT.to_url(),
             "REDIS_URL": redis_server.url,
@@ -351,6 +352,7 @@ class Stack:
             "POSTUPLOAD_API_TIMEOUT": "2",
         }
         processes.env.update({**defaults, **env})
+        self.redis = connect(processes.env["REDIS_URL"])  # through sentinels, when env says so
         self.web = make_server("127.0.0.1", 0, create_app(Settings.from_env(processes.env)), threaded=True)
         threading.Thread(target=self.web.serve_forever, args=(0.05,), daemon=True).start()
         webhook = f"http://127.0.0.1:{self.web.server_port}/webhooks/cloudinary"

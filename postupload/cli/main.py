@@ -67,6 +67,6 @@ def main(ctx: click.Context) -> None:
 
 
 def redis_connection(settings: Settings) -> Any:
-    from postupload.store.queue import connect
+    from postupload.store.connection import connect
 
     return connect(settings.require_redis_url())

@@ -65,7 +65,7 @@ def web(settings: Settings, host: str, port: int, workers: int, worker_class: st
 @pass_settings
 def worker(settings: Settings, burst: bool, queues: str, concurrency: int | None) -> None:
     """The worker process: matches notifications against the rules and runs their actions."""
-    from postupload.store.queue import connect
+    from postupload.store.connection import connect
     from postupload.worker.loop import run_worker
 
     names = [name.strip() for name in queues.split(",") if name.strip()]

@@ -39,9 +39,10 @@ def free_port() -> int:
 class RedisServer:
     """Start with `start()` (or `with`), stop with `stop()`; data stays in `directory` across restarts."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, options: tuple[str, ...] = ()) -> None:
         self.directory = directory
         self.port = port or free_port()
+        self.options = options  # more redis-server options: ("--replicaof", host, port) for a replica
         self.process: subprocess.Popen[bytes] | None = None
         self._lock_file: IO[str] | None = None
 
@@ -69,6 +70,7 @@ class RedisServer:
             "",
             "--logfile",
             str(log_file.resolve()),
+            *self.options,
         ]
         self._lock()
         # Its own session: a Ctrl-C meant for our process must not stop Redis before its clients.

@@ -24,6 +24,7 @@ from postupload.errors import PostuploadError
 from postupload.local import run_env
 from postupload.local.redis_server import RedisServer, free_port
 from postupload.processes import die_with_parent
+from postupload.store.connection import connect
 
 EXAMPLE_NOTIFICATION = Path("examples/upload.json")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # a closed terminal stops it all too
@@ -119,7 +120,7 @@ def check_port(port: int) -> None:
 
 def _check_redis(url: str) -> None:
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
+        connect(url, socket_timeout=2).ping()
     except (redis.RedisError, ValueError) as error:
         raise PostuploadError(f"REDIS_URL {_masked(url)} does not answer: {error}") from None
 

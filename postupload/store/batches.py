@@ -36,8 +36,9 @@ from postupload.core.client import Client
 from postupload.errors import ActionError
 from postupload.logs import printable
 from postupload.store import history, keys
+from postupload.store.connection import waiting
 from postupload.store.metrics import Counts
-from postupload.store.queue import retry_policy, waiting
+from postupload.store.queue import retry_policy
 
 log = logging.getLogger(__name__)
 

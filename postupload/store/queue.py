@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -26,19 +27,6 @@ JOB_FUNCTION = "postupload.worker.process_notification"
 STUCK_AFTER = 10
 
 log = logging.getLogger(__name__)
-
-
-def connect(url: str) -> redis.Redis:
-    """A client that fails fast: the web answers 503 rather than hang when Redis is away."""
-    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30)
-
-
-def waiting(connection: redis.Redis, seconds: float) -> redis.Redis:
-    """A client of the same Redis for commands that block up to `seconds` (BLPOP, BLMOVE), on a pool
-    of its own: connections already made by `connect` give up after 5 s."""
-    pool = connection.connection_pool
-    settings = {**pool.connection_kwargs, "socket_timeout": seconds + 10}
-    return redis.Redis(connection_pool=redis.ConnectionPool(pool.connection_class, **settings))
 
 
 class TakenJobs(IntermediateQueue):
@@ -111,13 +99,19 @@ _STORE_UNLESS_SEEN_SHA = hashlib.sha1(_STORE_UNLESS_SEEN.encode()).hexdigest()
 
 
 def enqueue_notification(
-    queue: Queue, envelope: Envelope, retries: int = 6, keep: kept_notifications.Keep | None = None
+    queue: Queue,
+    envelope: Envelope,
+    retries: int = 6,
+    keep: kept_notifications.Keep | None = None,
+    replicas: int = 0,
 ) -> bool:
     """Store the notification as a job unless an identical body was stored before; True if queued.
 
     The dedupe mark, the job and (with `keep`) the copy kept for previews are written by one script
     in one round trip (three before: WATCH, EXISTS, MULTI/EXEC): a failure leaves none of them, so
-    Cloudinary's retry is not mistaken for a duplicate.
+    Cloudinary's retry is not mistaken for a duplicate. With `replicas`, that many replicas must
+    have the writes too (NotReplicated otherwise): a primary that fails over cannot take a
+    notification answered 200 with it.
     """
     key = keys.dedupe(envelope.id)
     with queue.connection.pipeline() as writes:  # only records the commands: never executed
@@ -139,7 +133,7 @@ def enqueue_notification(
         for command, _options in writes.command_stack:
             words += [len(command), *command]
         writes.reset()
-    if not _store_unless_seen(queue.connection, key, words):
+    if not _store_unless_seen(queue.connection, key, words, replicas):
         return False
     if trim_to_memory and keep is not None:
         try:
@@ -149,11 +143,44 @@ def enqueue_notification(
     return True
 
 
-def _store_unless_seen(connection: redis.Redis, key: str, words: list[Any]) -> bool:
+class NotReplicated(redis.RedisError):
+    """Fewer replicas than asked for confirmed a notification's writes in REPLICA_WAIT_MS."""
+
+
+REPLICA_WAIT_MS = 2000  # a replica on a network confirms in a millisecond or two; it is gone by then
+
+
+def _store_unless_seen(connection: redis.Redis, key: str, words: list[Any], replicas: int = 0) -> bool:
+    """Run the script; with `replicas`, WAIT for them in the same round trip (a pipeline)."""
     try:
-        return bool(connection.evalsha(_STORE_UNLESS_SEEN_SHA, 1, key, *words))
+        answers = _script_and_wait(connection, replicas, _STORE_UNLESS_SEEN_SHA, key, words)
     except redis.exceptions.NoScriptError:  # a Redis started since the last call: this loads it
-        return bool(connection.eval(_STORE_UNLESS_SEEN, 1, key, *words))
+        answers = _script_and_wait(connection, replicas, None, key, words)
+    stored = bool(answers[0])
+    if replicas and answers[1] < replicas:
+        if stored:  # Cloudinary's retry must store it again, not be taken for a duplicate
+            with contextlib.suppress(redis.RedisError):
+                connection.delete(key)
+        raise NotReplicated(
+            f"{answers[1]} of {replicas} replicas confirmed the notification in {REPLICA_WAIT_MS} ms"
+        )
+    return stored
+
+
+def _script_and_wait(
+    connection: redis.Redis, replicas: int, sha: str | None, key: str, words: list[Any]
+) -> list[Any]:
+    if not replicas:  # the script alone: no pipeline to make
+        if sha is not None:
+            return [connection.evalsha(sha, 1, key, *words)]
+        return [connection.eval(_STORE_UNLESS_SEEN, 1, key, *words)]
+    with connection.pipeline(transaction=False) as pipe:
+        if sha is not None:
+            pipe.evalsha(sha, 1, key, *words)
+        else:
+            pipe.eval(_STORE_UNLESS_SEEN, 1, key, *words)
+        pipe.wait(replicas, REPLICA_WAIT_MS)
+        return pipe.execute()
 
 
 _DEFERRAL = re.compile(r"-at-\d+$")

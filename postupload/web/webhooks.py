@@ -60,7 +60,7 @@ def receive(cloud_name: str | None = None) -> tuple[Response, int]:
     kind = envelope.notification_type
     g.notification_type = kind if kind in WHERE_ASSETS else "other"  # label values stay few
     try:
-        queued = enqueue_notification(queue, envelope, settings.retries, shared.keep)
+        queued = enqueue_notification(queue, envelope, settings.retries, shared.keep, settings.redis_replicas)
     except redis.RedisError as error:
         log.error("notification %s not stored: %s", envelope.id, error)
         g.answer = "store_unavailable"

@@ -15,7 +15,8 @@ from postupload import backoff
 from postupload.cloudinary_api import widen_http_pools
 from postupload.config import Settings
 from postupload.store.batches import Flusher
-from postupload.store.queue import notification_queue, waiting
+from postupload.store.connection import waiting
+from postupload.store.queue import notification_queue
 from postupload.worker import jobs, rq_adapter
 from postupload.worker.jobs import Runtime, no_retry_when_permanent, note_failure
 from postupload.worker.rq_adapter import Worker

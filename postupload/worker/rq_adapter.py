@@ -48,6 +48,7 @@ from rq.utils import now as utcnow
 
 from postupload.errors import PostuploadError
 from postupload.processes import die_with_parent
+from postupload.store.connection import same_redis
 
 log = logging.getLogger(__name__)
 
@@ -350,6 +351,15 @@ class Scheduler(RQScheduler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._stopping = threading.Event()
+        self._origin: redis.Redis = kwargs["connection"]
+
+    @property
+    def connection(self) -> Any:  # as RQ types it
+        """A client of its worker's Redis, made again in the forked process. RQ makes it from the
+        pool's class and settings, which cannot make a pool that follows Redis Sentinels."""
+        if self._connection is None:
+            self._connection = cast(Any, same_redis(self._origin))
+        return self._connection
 
     def enqueue_scheduled_jobs(self) -> None:
         super().enqueue_scheduled_jobs()
