@@ -25,8 +25,8 @@ from bench.e2e import RULES
 from postupload.config import DEV_ACCOUNT, Account, Settings
 from postupload.core.envelope import Envelope
 from postupload.local.redis_server import RedisServer, free_port
-from postupload.store.metrics import Counts
 from postupload.store.connection import connect
+from postupload.store.metrics import Counts
 from postupload.worker.jobs import Runtime
 
 

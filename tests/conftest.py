@@ -340,9 +340,8 @@ class Stack:
         env: dict[str, str],
         **emulator_options: Any,
     ) -> None:
-        from postupload.web.app import create_app
-
         from postupload.store.connection import connect
+        from postupload.web.app import create_app
 
         self.processes = processes
         defaults = {
