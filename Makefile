@@ -50,6 +50,7 @@ screenshots: $(VENV)/.installed-test
 
 chaos: $(VENV)/.installed-test
 	$(BIN)/python bench/chaos.py
+	$(BIN)/python bench/chaos.py --failover --seeds 1
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -3,7 +3,8 @@
 Run with `make chaos` or `.venv/bin/python bench/chaos.py [--uploads 2000] [--seed 1]`.
 The emulator answers with errors, lost answers (the effect is applied, the answer never comes) and
 duplicated notifications, reproducibly from the seed. While the uploads arrive, a worker is
-SIGKILLed, Redis is restarted, and the web is SIGKILLed and started again (as a platform would).
+SIGKILLed, Redis is restarted (with `--failover`: Redis Sentinels fail the primary over to its
+replica instead), and the web is SIGKILLed and started again (as a platform would).
 The emulator redelivers every notification not answered 200, as Cloudinary does. Killed processes
 are started again a second later, as a platform's process manager would.
 
@@ -42,7 +43,9 @@ from rq.serializers import JSONSerializer
 
 from postupload.config import DEV_ACCOUNT, Account
 from postupload.local.redis_server import RedisServer, free_port
+from postupload.local.sentinels import Sentinels
 from postupload.processes import die_with_parent
+from postupload.store.connection import connect
 from postupload.store.queue import notification_queue, quiet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,9 +97,11 @@ class Report:
 class Deployment:
     """Emulator, web and workers as processes on one Redis, each restartable by the chaos run."""
 
-    def __init__(self, scratch: Path, seed: int, workers: int, error_rate: float) -> None:
+    def __init__(self, scratch: Path, seed: int, workers: int, error_rate: float, failover: bool) -> None:
         self.scratch = scratch
-        self.redis = RedisServer(scratch / "redis").start()
+        self.sentinels = Sentinels(scratch / "sentinels").start() if failover else None
+        self.redis = self.sentinels.primary if self.sentinels else RedisServer(scratch / "redis").start()
+        self.redis_url = self.sentinels.url if self.sentinels else self.redis.url
         self.emulator_port, self.web_port = free_port(), free_port()
         self.emulator = f"http://127.0.0.1:{self.emulator_port}"
         rules = scratch / "rules"
@@ -106,7 +111,8 @@ class Deployment:
         self.env = {
             **os.environ,
             "CLOUDINARY_URL": account.to_url(),
-            "REDIS_URL": self.redis.url,
+            "REDIS_URL": self.redis_url,
+            "POSTUPLOAD_REDIS_REPLICAS": "1" if failover else "0",
             "POSTUPLOAD_RULES_DIR": str(rules),
             "POSTUPLOAD_API_TIMEOUT": str(API_TIMEOUT),
             "POSTUPLOAD_ASSET_ACTION_CAP": "0",
@@ -159,7 +165,7 @@ class Deployment:
         raise RuntimeError(f"{url} did not answer within 30 s")
 
     def connection(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis.url, socket_timeout=5)
+        return connect(self.redis_url)
 
     def stop(self) -> None:
         for process in [*self.workers, self.web, self.emulator_process]:
@@ -170,7 +176,10 @@ class Deployment:
                 process.wait(20)
             except subprocess.TimeoutExpired:
                 process.kill()
-        self.redis.stop()
+        if self.sentinels:
+            self.sentinels.stop()
+        else:
+            self.redis.stop()
 
 
 def idle(connection: redis.Redis) -> bool:
@@ -201,11 +210,12 @@ def run(
     error_rate: float = 0.05,
     quiet_within: float = 900,
     logs: Path | None = None,
+    failover: bool = False,
 ) -> Report:
     """The whole chaos run; returns what it found. The processes' logs go to `logs` when given."""
     with tempfile.TemporaryDirectory() as temporary:
         scratch = logs or Path(temporary)
-        deployment = Deployment(scratch, seed, workers, error_rate)
+        deployment = Deployment(scratch, seed, workers, error_rate, failover)
         events: list[str] = []
         lapses: list[Lapse] = []
         try:
@@ -284,11 +294,19 @@ def _disrupt(deployment: Deployment, uploads: int, events: list[str], lapses: li
     )
     uploaded_at_least(0.45)
     began = time.time()
-    deployment.redis.stop()
-    time.sleep(2)
-    deployment.redis.start(timeout=60)
-    lapses.append(Lapse("Redis away", began, time.time()))
-    events.append(f"Redis restarted ({began:.3f} to {time.time():.3f})")
+    if deployment.sentinels:
+        first = deployment.sentinels.primary_port()
+        deployment.sentinels.fail_over()
+        while deployment.sentinels.primary_port() == first or not _writable(connection):
+            time.sleep(0.05)
+        lapses.append(Lapse("Redis failing over", began, time.time()))
+        events.append(f"Redis failed over to its replica ({began:.3f} to {time.time():.3f})")
+    else:
+        deployment.redis.stop()
+        time.sleep(2)
+        deployment.redis.start(timeout=60)
+        lapses.append(Lapse("Redis away", began, time.time()))
+        events.append(f"Redis restarted ({began:.3f} to {time.time():.3f})")
     uploaded_at_least(0.7)
     began = time.time()
     deployment.web.kill()
@@ -297,6 +315,13 @@ def _disrupt(deployment: Deployment, uploads: int, events: list[str], lapses: li
     deployment.web = deployment._start("web", "--port", str(deployment.web_port))
     deployment._wait(f"http://127.0.0.1:{deployment.web_port}/healthz")
     events.append(f"web SIGKILLed and started again ({time.time() - began:.1f} s away)")
+
+
+def _writable(connection: redis.Redis) -> bool:
+    try:
+        return bool(connection.set("chaos:probe", 1))
+    except redis.RedisError:
+        return False
 
 
 def _notifications_seen(connection: redis.Redis) -> int:
@@ -411,12 +436,17 @@ def main() -> None:
     parser.add_argument("--uploads", type=int, default=2000)
     parser.add_argument("--seeds", default="1,2,3", help="one run per seed")
     parser.add_argument("--logs", type=Path, help="keep the processes' logs (and Redis) in this directory")
+    parser.add_argument(
+        "--failover",
+        action="store_true",
+        help="Redis behind three sentinels: fail it over instead of a restart",
+    )
     options = parser.parse_args()
     for seed in options.seeds.split(","):
         logs = options.logs / f"seed-{seed}" if options.logs else None
         if logs:
             logs.mkdir(parents=True, exist_ok=True)
-        report = run(options.uploads, int(seed), logs=logs)
+        report = run(options.uploads, int(seed), logs=logs, failover=options.failover)
         print(f"seed {seed}:")
         for line in report.lines():
             print(f"  {line}", flush=True)

@@ -71,7 +71,10 @@ def test_a_worker_started_while_redis_is_down_waits_for_it(
     stack = outage_stack
     own_redis.stop()
     stack.start_workers(1)
-    time.sleep(2)
+    # Redis comes back only once the worker has met it away (a loaded machine may take seconds to
+    # start a worker: a fixed sleep let Redis come back first, and the test saw no wait).
+    assert wait_until(lambda: "waiting for it" in stack.processes.output(), 60), stack.processes.output()
+    time.sleep(1)  # and tried again while it is still away
     assert stack.workers[0].poll() is None, stack.processes.output()
     own_redis.start()
     stack.upload(public_id="late-redis")
