@@ -161,3 +161,25 @@ def test_rqs_routine_lines_are_logged_at_debug() -> None:
     stopping = record("Worker %s: stopping on request", "w")
     assert RoutineAtDebug().filter(started) and RoutineAtDebug().filter(stopping)
     assert started.levelname == stopping.levelname == "INFO"
+
+
+def test_a_retry_writes_the_jobs_status_in_its_transaction_only(redis_conn: redis.Redis) -> None:
+    """A job's retry whose transaction Redis never ran (it went away just then) leaves the job as it
+    was, "started", for the started registry's cleanup to take back as abandoned. RQ 3.0's own retry
+    writes "scheduled" at once, apart: the cleanup then skipped the job as not abandoned, and it was
+    in no schedule either (a notification the chaos test lost). When RQ's own stops doing so, the
+    second half fails: store.queue.NotificationJob can go."""
+    from rq import Retry
+    from rq.job import Job, JobStatus
+
+    queue = notification_queue(redis_conn, name="contract-retry")
+    for retry in (queue.job_class.retry, Job.retry):  # ours, then RQ's
+        job = queue.enqueue_call("postupload.worker.process_notification", args=({},), retry=Retry(3, [5]))
+        job.set_status(JobStatus.STARTED)
+        with redis_conn.pipeline() as transaction:
+            retry(job, queue, transaction)
+            transaction.reset()  # never executed: Redis went away
+        status = queue.job_class.fetch(
+            job.id, connection=redis_conn, serializer=queue.serializer
+        ).get_status()
+        assert status == (JobStatus.STARTED if retry is queue.job_class.retry else JobStatus.SCHEDULED)

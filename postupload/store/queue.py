@@ -6,13 +6,13 @@ import contextlib
 import hashlib
 import logging
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
 from rq import Queue, Retry
 from rq.intermediate_queue import IntermediateQueue
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from postupload import backoff
@@ -39,10 +39,36 @@ class TakenJobs(IntermediateQueue):
         return first_seen is not None and (datetime.now(UTC) - first_seen).total_seconds() > STUCK_AFTER
 
 
+class NotificationJob(Job):
+    """RQ's job, whose retry writes the job's new status in the retry's own transaction.
+
+    RQ 3.0's `Job.retry` writes "scheduled" at once, apart from the transaction that takes the job
+    out of the started registry and schedules it. When Redis went away in between (a restart, a
+    failover), the job was left "scheduled" in no schedule, and the started registry's cleanup,
+    which takes back only "started" jobs as abandoned, dropped it: a notification answered 200,
+    never done (the chaos test lost one this way). Written in the transaction, the status stays
+    "started" until the job is scheduled, and a lost transaction leaves a job the cleanup retries.
+    """
+
+    def retry(self, queue: Queue, pipeline: Any) -> None:
+        interval = self.get_retry_interval()
+        if not interval:  # enqueued again at once: RQ writes all of it in the transaction
+            super().retry(queue, pipeline)
+            return
+        assert self.retries_left
+        self.retries_left -= 1
+        when = datetime.now(UTC) + timedelta(seconds=interval)
+        self.set_status(JobStatus.SCHEDULED, pipeline=pipeline)
+        queue.schedule_job(self, when, pipeline=pipeline)
+        log.debug("job %s: scheduled for retry at %s, %s remaining", self.id, when, self.retries_left)
+
+
 class NotificationQueue(Queue):
     """RQ's queue, whose registry-cleaning lock lapses in CLEANING_LOCK_TTL s instead of RQ's 899: a
     worker killed while it cleans would otherwise keep every worker from cleaning, and so from
     bringing back dead workers' jobs, for 15 minutes. Its taken jobs are `TakenJobs`."""
+
+    job_class = NotificationJob
 
     def acquire_maintenance_lock(self) -> bool:
         return bool(self.connection.set(self.registry_cleaning_key, 1, nx=True, ex=keys.CLEANING_LOCK_TTL))

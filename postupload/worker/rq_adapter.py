@@ -49,6 +49,7 @@ from rq.utils import now as utcnow
 from postupload.errors import PostuploadError
 from postupload.processes import die_with_parent
 from postupload.store.connection import same_redis
+from postupload.store.queue import NotificationJob
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class Worker(SimpleWorker):
     stopping: threading.Event | None = None  # set on SIGTERM/SIGINT, for whoever runs this worker
     on_failure: Callable[[Job, BaseException | None], None] | None = None  # after RQ's handlers
     death_penalty_class = TimerDeathPenalty  # a job's timeout: SIGALRM would reach only the main thread
+    job_class = NotificationJob  # its retry is written in one transaction (store/queue.py)
 
     def __init__(self, *args: Any, concurrency: int = 1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
