@@ -145,7 +145,7 @@ def replay(connection: redis.Redis, ids: list[str], retries: int) -> list[str]:
         raise KeyError(", ".join(unknown))
     queue = notification_queue(connection)
     for job_id in ids:
-        job = Job.fetch(job_id, connection=connection, serializer=queue.serializer)
+        job = queue.job_class.fetch(job_id, connection=connection, serializer=queue.serializer)
         policy = retry_policy(retries)
         job.retries_left = policy.max if policy else None
         job.retry_intervals = policy.intervals if policy else None
