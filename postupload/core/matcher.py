@@ -55,6 +55,9 @@ Key = tuple[str, Any]
 
 @dataclass
 class PathIndex:
+    """The alternatives filed under one path, by the kind of their condition there (Key); add()
+    them all, then finish() makes `candidates`, the one lookup a value at this path goes through."""
+
     exact: dict[Any, list[int]] = field(default_factory=lambda: defaultdict(list))
     folded: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     # by kind ("p", "pi", "s", "si"): the prefixes (or suffixes) and the lengths they come in
