@@ -48,6 +48,7 @@ MAX_ALTERNATIVES = 256  # a pattern whose $or expand past this is checked whole,
 # at once when it has two top-level fields of plain values (at most PAIR_KEYS combinations).
 PAIR_FROM = 3
 PAIR_KEYS = 16
+SCALAR = (str, int, float)  # a tuple: isinstance takes it faster than a union (most values are these)
 # (kind, value): kind is "=", "i", "p", "pi", "s", "si", "c" (contains: a wildcard's literal part),
 # "e" (any value) or "t" (a matcher to test, as canonical JSON)
 Key = tuple[str, Any]
@@ -118,7 +119,11 @@ class PathIndex:
             lookups.append(self._tests)
         if self.exact:
             exact = dict(self.exact)
-            lookups.append(lambda value, found: found.update(exact.get(canonical(value), ())))
+            lookups.append(
+                lambda value, found: found.update(
+                    exact.get(value if type(value) is str else canonical(value), ())  # str: its own key
+                )
+            )
         if self.contained:
             self.automaton = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
             for text, alternatives in self.contained.items():
@@ -256,7 +261,7 @@ def _object_test(pattern: Pattern) -> Callable[[dict[str, Any]], bool]:
     def fits(event: dict[str, Any]) -> bool:
         for key, test, exists in fields:
             value = event.get(key, ABSENT)
-            if isinstance(value, str | int | float):  # one value (most fields): no list to make
+            if isinstance(value, SCALAR):  # one value (most fields): no list to make
                 if not (test(value) or True in exists):
                     return False
                 continue
@@ -417,7 +422,7 @@ class Matcher:
             steps = self.tree
             for name in path[:-1]:
                 steps = steps.setdefault(name, Step()).children
-            steps.setdefault(path[-1], Step()).index = index
+            steps.setdefault(path[-1], Step()).lookup = index.candidates
 
     def match(self, event: dict[str, Any]) -> list[int]:
         """Indices of the patterns that match, ascending."""
@@ -558,7 +563,7 @@ def _pair(options: list[tuple[tuple[str, ...], list[Key]]], shared: Counter[Key]
 
 
 def _scalars(value: Any) -> Iterator[Any]:
-    if isinstance(value, str | int | float):
+    if isinstance(value, SCALAR):
         yield value
     else:
         yield from leaves(value)
@@ -573,9 +578,10 @@ def _cost(keys: list[Key], shared: Counter[Key]) -> float:
 
 @dataclass
 class Step:
-    """A key of the indexed paths: the index of the path ending here, if any, and the keys below."""
+    """A key of the indexed paths: the lookup of the path ending here (None if none does), and the
+    keys below (empty if none)."""
 
-    index: PathIndex | None = None
+    lookup: Callable[[Any, set[int]], None] | None = None
     children: dict[str, Step] = field(default_factory=dict)
 
 
@@ -584,18 +590,17 @@ def _walk(steps: dict[str, Step], node: dict[str, Any], found: set[int]) -> None
     level (as event-ruler does). Only the keys both the event and some path have are visited, found
     from the fewer of the two."""
     if len(steps) < len(node):
-        pairs = [(key, node[key]) for key in steps if key in node]
+        pairs = [(step, node[key]) for key, step in steps.items() if key in node]
     else:
-        pairs = [(key, value) for key, value in node.items() if key in steps]
-    for key, value in pairs:
-        step = steps[key]
-        if step.index is not None:
-            lookup = step.index.candidates
-            if isinstance(value, str | int | float):  # one value (most fields): no generator
+        pairs = [(steps[key], value) for key, value in node.items() if key in steps]
+    for step, value in pairs:
+        lookup = step.lookup
+        if lookup is not None:
+            if isinstance(value, SCALAR):  # one value (most fields): no generator
                 lookup(value, found)
             elif isinstance(value, list):
                 for item in value:
-                    if isinstance(item, str | int | float):
+                    if isinstance(item, SCALAR):
                         lookup(item, found)
                     else:
                         for leaf in leaves(item):
