@@ -182,6 +182,18 @@ def test_rules_diff_on_what_the_web_received(
     assert code == 2 and report["notifications"] == 2  # the latest two: other/2 and other/1
     assert [(c["change"], c["endpoint"]) for c in report["calls"]] == [("removed", "tags")]
     assert rules_diff(str(live_dir), "--against", str(live_dir))[0] == 0
+    # --format github: each rule whose matches or calls change, at its line in the candidate
+    result = CliRunner().invoke(
+        main, ["rules", "diff", str(candidate_dir), "--against", str(live_dir), "--format", "github"], env=env
+    )
+    assert result.exit_code == 2
+    annotations = result.stdout.splitlines()
+    assert [line.split("::")[1] for line in annotations] == [
+        f"warning file={candidate_dir}/rules.yaml,line=2,title=rules diff",  # thumbs: its eager changed
+        "warning title=rules diff",  # sku: removed, so on no line of the candidate
+        f"warning file={candidate_dir}/rules.yaml,line=6,title=rules diff",  # banners: added
+    ]
+    assert "rule banners (added): matches 0 -> " in annotations[2]
     (candidate_dir / "rules.yaml").write_text(CANDIDATE.replace("prefix", "prefx"))
     code, output = rules_diff(str(candidate_dir), "--against", str(live_dir))
     assert code == 1 and "unknown operator 'prefx'" in output

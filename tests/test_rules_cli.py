@@ -309,3 +309,51 @@ def test_history_asks_which_environment_when_several_know_the_asset(
     assert blog.exit_code == 0 and "n-blog-prod" in blog.output and "n-shop-prod" not in blog.output
     shorthand = runner.invoke(main, ["history", "blog-prod/look"], env=environ)
     assert shorthand.exit_code == 1 and "nothing recorded for 'blog-prod/look'" in shorthand.output
+
+
+def test_github_format_puts_each_problem_warning_and_failed_test_on_its_line(tmp_path: Path) -> None:
+    """`--format github`: GitHub Actions workflow commands, one per finding, at its file, line and
+    column, titled with its code; a pull request shows each on its line. Exit codes stay."""
+    rules = tmp_path / "rules"
+    (rules / "tests").mkdir(parents=True)
+    (rules / "a.yaml").write_text(
+        "rules:\n  - name: one\n    match:\n      public_id: [{prefx: a}]\n    actions:\n"
+        "      - tags: {add: [x]}\n"
+    )
+    result = CliRunner().invoke(main, ["rules", "check", str(rules), "--format", "github"])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        f"::error file={rules}/a.yaml,line=4,col=20,title=E301::rule one: match.public_id[0].prefx:"
+        " unknown operator 'prefx' (did you mean 'prefix'?); use one of: prefix, suffix,"
+        " equals-ignore-case, wildcard, cidr, anything-but, numeric, exists"
+    ]
+
+    (rules / "a.yaml").write_text(
+        "rules:\n  - name: one\n    match:\n      widht: [100]\n    actions:\n      - tags: {add: [x]}\n"
+    )
+    (rules / "tests" / "one.yaml").write_text(
+        "tests:\n  - name: tagged\n    notification: {notification_type: upload, public_id: a, widht: 5}\n"
+        "    expect:\n      rules: [one]\n"
+    )
+    result = CliRunner().invoke(main, ["rules", "check", str(rules), "--format", "github"])
+    assert result.exit_code == 0  # a warning
+    assert result.stdout.startswith(f"::warning file={rules}/a.yaml,line=4,col=7,title=W101::rule one:")
+    strict = CliRunner().invoke(main, ["rules", "check", str(rules), "--format", "github", "--strict"])
+    assert strict.exit_code == 1 and strict.stdout.startswith("::error ")
+
+    result = CliRunner().invoke(main, ["rules", "test", str(rules), "--format", "github"])
+    assert result.exit_code == 1
+    assert result.stdout.startswith(
+        f"::error file={rules}/tests/one.yaml,line=2,title=T100 rule test fails::tagged%0A"
+    )  # the failing test's line; what differs follows, on more lines of the annotation
+    assert len(result.stdout.splitlines()) == 1  # one annotation: its lines are escaped into it
+
+
+def test_github_annotations_escape_what_would_end_them() -> None:
+    from postupload.rules.annotations import command
+
+    assert command("error", "50% off\nnow", "r/a,b:c.yaml", 3, 7, "E1") == (
+        "::error file=r/a%2Cb%3Ac.yaml,line=3,col=7,title=E1::50%25 off%0Anow"
+    )
+    assert command("warning", "x: y, z") == "::warning::x: y, z"  # a message keeps : and ,
+    assert command("notice", "m", "f.yaml", 0, 5) == "::notice file=f.yaml::m"  # no line: no column

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,15 +21,28 @@ def rules() -> None:
     """Check, test and explain rule files."""
 
 
+def output_format(*formats: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--format, as `output`; github: GitHub Actions annotations, each finding on its line."""
+    help_text = (
+        "github: GitHub Actions annotations, each on its line in a pull request."
+        if "github" in formats
+        else None
+    )
+    return click.option(
+        "--format", "output", type=click.Choice(formats), default="text", show_default=True, help=help_text
+    )
+
+
 @rules.command()
 @click.argument("directory", required=False, type=click.Path(path_type=Path))
-@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@output_format("text", "json", "github")
 @click.option("--strict", is_flag=True, help="Warnings (W codes) fail too.")
 @pass_settings
 def check(settings: Settings, directory: Path | None, output: str, strict: bool) -> None:
     """Validate every rule file of DIRECTORY (default POSTUPLOAD_RULES_DIR); exit 1 on any problem.
     Warnings (conditions no notification can meet, placeholders the match does not guarantee) are
     shown and fail only with --strict."""
+    from postupload.rules import annotations
     from postupload.rules.loading import load_ruleset
 
     directory = directory or settings.rules_dir
@@ -38,9 +52,17 @@ def check(settings: Settings, directory: Path | None, output: str, strict: bool)
         if output == "json":
             click.echo(json.dumps({"ok": False, "problems": [asdict(p) for p in error.problems]}, indent=2))
             raise SystemExit(1) from None
+        if output == "github":
+            _echo_lines(annotations.problems(error.problems))
+            _echo_lines(annotations.problems(error.hints, "notice"))
+            click.echo(f"{directory}: {len(error.problems)} problems", err=True)
+            raise SystemExit(1) from None
         raise
     warned = [asdict(problem) for problem in ruleset.warnings]
-    if output == "json":
+    if output == "github":
+        _echo_lines(annotations.problems(ruleset.warnings, "error" if strict else "warning"))
+        click.echo(f"{directory}: {len(ruleset.rules)} rules, all valid, {len(warned)} warnings", err=True)
+    elif output == "json":
         summary = {"ok": not (strict and warned), "rules": len(ruleset.rules), "files": ruleset.files}
         click.echo(json.dumps({**summary, "warnings": warned}, indent=2))
     else:
@@ -59,14 +81,22 @@ def check(settings: Settings, directory: Path | None, output: str, strict: bool)
     is_flag=True,
     help="Rewrite the failing tests' rules, actions and calls to what the rules do now (review the diff).",
 )
+@output_format("text", "github")
 @pass_settings
-def test_rules(settings: Settings, directory: Path | None, update: bool) -> None:
+def test_rules(settings: Settings, directory: Path | None, update: bool, output: str) -> None:
     """Run the rule tests in DIRECTORY/tests against DIRECTORY's rules; exit 1 on any failure."""
+    from postupload.rules import annotations
     from postupload.rules.loading import load_ruleset
     from postupload.rules.rule_tests import rule_test_files, run_file, update_file
 
     directory = directory or settings.rules_dir
-    ruleset = load_ruleset(directory)
+    try:
+        ruleset = load_ruleset(directory)
+    except RuleSetError as error:
+        if output != "github":
+            raise
+        _echo_lines(annotations.problems(error.problems))
+        raise SystemExit(1) from None
     files = rule_test_files(directory)
     if not files:
         raise PostuploadError(f"no rule tests in {directory / 'tests'}; add *.yaml files with `tests:`")
@@ -81,7 +111,10 @@ def test_rules(settings: Settings, directory: Path | None, update: bool) -> None
     passed = failed = 0
     for path in files:
         outcomes, problems = run_file(path, ruleset)
-        for problem in problems:
+        if output == "github":
+            _echo_lines(annotations.problems(problems))
+            _echo_lines(annotations.failed_tests(outcomes))
+        for problem in problems if output == "text" else []:
             click.echo(str(problem), err=True)
         failed += len(problems)
         for outcome in outcomes:
@@ -89,9 +122,10 @@ def test_rules(settings: Settings, directory: Path | None, update: bool) -> None
                 passed += 1
                 continue
             failed += 1
-            click.echo(f"FAIL {outcome.file}:{outcome.line}: {outcome.name}")
-            click.echo("\n".join(outcome.differences))
-    click.echo(f"{passed} passed, {failed} failed")
+            if output == "text":
+                click.echo(f"FAIL {outcome.file}:{outcome.line}: {outcome.name}")
+                click.echo("\n".join(outcome.differences))
+    click.echo(f"{passed} passed, {failed} failed", err=output == "github")
     if failed:
         raise SystemExit(1)
 
@@ -99,9 +133,7 @@ def test_rules(settings: Settings, directory: Path | None, update: bool) -> None
 @rules.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--rules", "directory", type=click.Path(path_type=Path), help="Rule directory (default: env).")
-@click.option(
-    "--format", "output", type=click.Choice(["text", "json", "test"]), default="text", show_default=True
-)
+@output_format("text", "json", "test")
 @click.option("--name", help="--format test: the test's name (default: the file's name).")
 @click.option(
     "--cloud",
@@ -175,7 +207,7 @@ def match_rules(settings: Settings, directory: Path | None) -> None:
     "--against", type=click.Path(path_type=Path), help="The live rules (default: POSTUPLOAD_RULES_DIR)."
 )
 @click.option("--recent", type=click.IntRange(min=1), help="Only the latest N recorded notifications.")
-@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@output_format("text", "json", "github")
 @pass_local_settings
 def diff_rules(
     settings: Settings, candidate: Path, against: Path | None, recent: int | None, output: str
@@ -196,7 +228,12 @@ def diff_rules(
             err=True,
         )
     report = diff(live, proposed, envelopes)
-    if output == "json":
+    if output == "github":
+        from postupload.rules import annotations
+
+        _echo_lines(annotations.diff(report, proposed))
+        click.echo("\n".join(render(report)), err=True)
+    elif output == "json":
         click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
     else:
         click.echo("\n".join(render(report)))
@@ -209,3 +246,8 @@ def schema() -> None:
     from postupload.rules.schema import rules_schema
 
     click.echo(json.dumps(rules_schema(), indent=2, ensure_ascii=False))
+
+
+def _echo_lines(lines: Iterable[str]) -> None:
+    for line in lines:
+        click.echo(line)
