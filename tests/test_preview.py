@@ -194,6 +194,29 @@ def test_rules_diff_on_what_the_web_received(
         f"warning file={candidate_dir}/rules.yaml,line=6,title=rules diff",  # banners: added
     ]
     assert "rule banners (added): matches 0 -> " in annotations[2]
+    # The same diff in a rules repository's CI, on notifications exported from production: no Redis
+    exported = CliRunner().invoke(main, ["notifications", "export"], env=env)
+    assert exported.exit_code == 0 and len(exported.stdout.splitlines()) == len(SAMPLE)
+    recorded = tmp_path / "recorded.jsonl"
+    recorded.write_text(exported.stdout)
+    away = {**env, "REDIS_URL": "redis://127.0.0.1:1/0"}  # nothing answers there: never asked
+    from_file = CliRunner().invoke(
+        main,
+        ["rules", "diff", str(candidate_dir), "--against", str(live_dir), "--notifications", str(recorded)],
+        env=away,
+    )
+    assert (from_file.exit_code, from_file.stdout) == rules_diff(
+        str(candidate_dir), "--against", str(live_dir)
+    )
+    recorded.write_text(exported.stdout + "not json\n")
+    broken = CliRunner().invoke(
+        main, ["rules", "diff", str(candidate_dir), "--notifications", str(recorded)], env=away
+    )
+    assert broken.exit_code == 1
+    assert (
+        f"{recorded}:{len(SAMPLE) + 1}: not a notification of `postupload notifications export`"
+        in broken.output
+    )
     (candidate_dir / "rules.yaml").write_text(CANDIDATE.replace("prefix", "prefx"))
     code, output = rules_diff(str(candidate_dir), "--against", str(live_dir))
     assert code == 1 and "unknown operator 'prefx'" in output

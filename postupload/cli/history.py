@@ -1,4 +1,5 @@
-"""What happened: `history` of an asset, `jobs` in hand, and `failed` jobs (list, replay)."""
+"""What happened: `history` of an asset, `jobs` in hand, `failed` jobs (list, replay), and the
+notifications received (`notifications export`)."""
 
 from __future__ import annotations
 
@@ -137,3 +138,21 @@ def failed_replay(settings: Settings, ids: tuple[str, ...], replay_all: bool) ->
             f"not a failed job: {error.args[0]} (see `postupload failed list`)"
         ) from None
     click.echo(f"{len(chosen)} job{'s' if len(chosen) != 1 else ''} queued again")
+
+
+@main.group()
+def notifications() -> None:
+    """The notifications kept for previews (the latest POSTUPLOAD_PREVIEW_KEEP received)."""
+
+
+@notifications.command("export")
+@click.option("--recent", type=click.IntRange(min=1), help="Only the latest N.")
+@pass_local_settings
+def export_notifications(settings: Settings, recent: int | None) -> None:
+    """Print the kept notifications as JSON lines, newest first: for `rules diff --notifications`
+    where this Redis cannot be reached (a rules repository's CI, against production's traffic).
+    They are the bodies Cloudinary sent, as received: keep the file as you keep those."""
+    from postupload.store.kept_notifications import export_line, latest
+
+    for envelope in latest(redis_connection(settings), recent):
+        click.echo(export_line(envelope))

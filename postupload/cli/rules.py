@@ -207,21 +207,37 @@ def match_rules(settings: Settings, directory: Path | None) -> None:
     "--against", type=click.Path(path_type=Path), help="The live rules (default: POSTUPLOAD_RULES_DIR)."
 )
 @click.option("--recent", type=click.IntRange(min=1), help="Only the latest N recorded notifications.")
+@click.option(
+    "--notifications",
+    "exported",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Notifications from `postupload notifications export` (JSON lines) instead of this Redis's.",
+)
 @output_format("text", "json", "github")
 @pass_local_settings
 def diff_rules(
-    settings: Settings, candidate: Path, against: Path | None, recent: int | None, output: str
+    settings: Settings,
+    candidate: Path,
+    against: Path | None,
+    recent: int | None,
+    exported: Path | None,
+    output: str,
 ) -> None:
     """What the rules in CANDIDATE would do differently from the live rules, on the notifications
-    recorded lately: matches per rule, and calls added, removed or changed (with examples). Exit 0
-    when nothing changes, 2 when something does, 1 when a rule set is invalid."""
+    recorded lately (or exported from production: --notifications): matches per rule, and calls
+    added, removed or changed (with examples). Exit 0 when nothing changes, 2 when something does,
+    1 when a rule set is invalid."""
     from postupload.rules.loading import load_ruleset
     from postupload.rules.preview import diff, render
-    from postupload.store.kept_notifications import latest
+    from postupload.store.kept_notifications import latest, read_exported
 
     live = load_ruleset(against or settings.rules_dir)
     proposed = load_ruleset(candidate)
-    envelopes = latest(redis_connection(settings), recent)
+    if exported is not None:
+        with exported.open(encoding="utf-8") as lines:
+            envelopes = read_exported(lines, str(exported))[:recent]
+    else:
+        envelopes = latest(redis_connection(settings), recent)
     if not envelopes:
         click.echo(
             "no notifications are recorded yet: the web keeps the latest POSTUPLOAD_PREVIEW_KEEP it receives",

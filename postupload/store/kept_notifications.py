@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import cast
 
 import redis
 
 from postupload.core.envelope import Envelope
-from postupload.errors import BadNotification
+from postupload.errors import BadNotification, PostuploadError
 from postupload.store import keys
 
 AGE_TRIM_EVERY = 60.0  # seconds between two trims by age in one process
@@ -75,4 +76,25 @@ def latest(connection: redis.Redis, count: int | None = None) -> list[Envelope]:
             found.append(Envelope.from_job(json.loads(fields[b"envelope"])))
         except (KeyError, ValueError, TypeError, BadNotification):
             continue  # not ours
+    return found
+
+
+def export_line(envelope: Envelope) -> str:
+    """A kept notification as one JSON line of `postupload notifications export`."""
+    return json.dumps(envelope.to_job(), separators=(",", ":"), ensure_ascii=False)
+
+
+def read_exported(lines: Iterable[str], where: str) -> list[Envelope]:
+    """The notifications of an export, in its order (newest first); a line that is not one is a
+    PostuploadError naming `where` and the line."""
+    found = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            found.append(Envelope.from_job(json.loads(line)))
+        except (KeyError, ValueError, TypeError, BadNotification) as error:
+            raise PostuploadError(
+                f"{where}:{number}: not a notification of `postupload notifications export` ({error})"
+            ) from None
     return found
