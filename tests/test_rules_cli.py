@@ -357,3 +357,104 @@ def test_github_annotations_escape_what_would_end_them() -> None:
     )
     assert command("warning", "x: y, z") == "::warning::x: y, z"  # a message keeps : and ,
     assert command("notice", "m", "f.yaml", 0, 5) == "::notice file=f.yaml::m"  # no line: no column
+
+
+COVERED = """rules:
+  - name: thumbs
+    match: {public_id: [{prefix: products/}]}
+    actions:
+      - explicit: {eager: "c_scale,w_200"}
+  - name: banners
+    match: {public_id: [{prefix: banners/}]}
+    actions:
+      - tags: {add: [banner]}
+  - name: mistyped
+    match: {public_id: [{prefix: prodcts/}]}
+    actions:
+      - tags: {add: [x]}
+  - name: old
+    enabled: false
+    match: {tags: [old]}
+    actions:
+      - tags: {add: [y]}
+"""
+COVERING_TESTS = """tests:
+  - name: a product
+    notification: {notification_type: upload, public_id: products/a, resource_type: image, type: upload}
+    expect: {rules: [thumbs]}
+  - name: a mistyped folder
+    notification: {notification_type: upload, public_id: prodcts/a, resource_type: image, type: upload}
+    expect: {rules: [mistyped]}
+"""
+
+
+def exported(tmp_path: Path, public_ids: list[str]) -> Path:
+    """Notifications as `postupload notifications export` writes them."""
+    from postupload.core.envelope import Envelope
+    from postupload.store.kept_notifications import export_line
+
+    lines = []
+    for public_id in public_ids:
+        body = {
+            "notification_type": "upload",
+            "public_id": public_id,
+            "resource_type": "image",
+            "type": "upload",
+        }
+        lines.append(export_line(Envelope.of(json.dumps(body).encode(), body, "test-cloud")))
+    path = tmp_path / "recorded.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_coverage_counts_each_rules_matches_and_tests_and_holds_an_exact_threshold(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    (rules / "tests").mkdir(parents=True)
+    (rules / "rules.yaml").write_text(COVERED)
+    (rules / "tests" / "t.yaml").write_text(COVERING_TESTS)
+    recorded = exported(tmp_path, ["products/1", "products/2", "banners/1", "other/1"])
+
+    code, output = run("rules", "coverage", str(rules), "--notifications", str(recorded))
+    assert code == 0, output
+    lines = output.splitlines()
+    assert lines[0] == "3 rules on, 4 recorded notifications"
+    assert lines[1].split()[:4] == ["thumbs", "2", "50.0%", "tested"]
+    assert lines[2].split()[:4] == ["banners", "1", "25.0%", "UNTESTED"]
+    assert lines[3].split()[:4] == ["mistyped", "0", "0.0%", "tested"]
+    assert "matched none of the 4 notifications: mistyped" in output  # dead, or mistyped
+    assert "no rule test makes these match: banners" in output
+    assert "switched off (enabled: false), not counted: old" in output
+    assert output.rstrip().endswith("tests make 2 of 3 rules match: 66.6%")  # cut, not rounded up
+
+    # 2 of 3 is 66.66...%: under 66.67, not under 66.66 (no rounding either way)
+    assert (
+        run("rules", "coverage", str(rules), "--notifications", str(recorded), "--fail-under", "66.67")[0]
+        == 1
+    )
+    assert (
+        run("rules", "coverage", str(rules), "--notifications", str(recorded), "--fail-under", "66.66")[0]
+        == 0
+    )
+
+    code, output = run("rules", "coverage", str(rules), "--notifications", str(recorded), "--format", "json")
+    report = json.loads(output)
+    assert report["format_version"] == 1 and report["notifications"] == 4
+    assert (report["dead"], report["untested"], report["off"]) == (["mistyped"], ["banners"], ["old"])
+    assert report["rules"][0] == {
+        "rule": "thumbs",
+        "file": f"{rules}/rules.yaml",
+        "line": 2,
+        "matches": 2,
+        "tested": True,
+        "share": 0.5,
+    }
+
+
+def test_coverage_never_rounds_a_miss_away() -> None:
+    from decimal import Decimal
+
+    from postupload.rules.coverage import Coverage, RuleCoverage
+
+    report = Coverage(0, [RuleCoverage(f"r{n}", "f", 1, 0, n != 0) for n in range(1000)])
+    assert report.percent() == "99.9%"  # 999 of 1,000: never shown as 100%
+    assert report.below(Decimal(100)) and not report.below(Decimal("99.9"))

@@ -21,6 +21,19 @@ def rules() -> None:
     """Check, test and explain rule files."""
 
 
+def recorded_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--recent and --notifications: which notifications received a command runs on (_recorded)."""
+    command = click.option(
+        "--notifications",
+        "exported",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Notifications from `postupload notifications export` (JSON lines) instead of this Redis's.",
+    )(command)
+    return click.option(
+        "--recent", type=click.IntRange(min=1), help="Only the latest N recorded notifications."
+    )(command)
+
+
 def output_format(*formats: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--format, as `output`; github: GitHub Actions annotations, each finding on its line."""
     help_text = (
@@ -206,13 +219,7 @@ def match_rules(settings: Settings, directory: Path | None) -> None:
 @click.option(
     "--against", type=click.Path(path_type=Path), help="The live rules (default: POSTUPLOAD_RULES_DIR)."
 )
-@click.option("--recent", type=click.IntRange(min=1), help="Only the latest N recorded notifications.")
-@click.option(
-    "--notifications",
-    "exported",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Notifications from `postupload notifications export` (JSON lines) instead of this Redis's.",
-)
+@recorded_options
 @output_format("text", "json", "github")
 @pass_local_settings
 def diff_rules(
@@ -229,15 +236,10 @@ def diff_rules(
     1 when a rule set is invalid."""
     from postupload.rules.loading import load_ruleset
     from postupload.rules.preview import diff, render
-    from postupload.store.kept_notifications import latest, read_exported
 
     live = load_ruleset(against or settings.rules_dir)
     proposed = load_ruleset(candidate)
-    if exported is not None:
-        with exported.open(encoding="utf-8") as lines:
-            envelopes = read_exported(lines, str(exported))[:recent]
-    else:
-        envelopes = latest(redis_connection(settings), recent)
+    envelopes = _recorded(settings, exported, recent)
     if not envelopes:
         click.echo(
             "no notifications are recorded yet: the web keeps the latest POSTUPLOAD_PREVIEW_KEEP it receives",
@@ -254,6 +256,74 @@ def diff_rules(
     else:
         click.echo("\n".join(render(report)))
     raise SystemExit(2 if report.differs else 0)
+
+
+@rules.command("coverage")
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@recorded_options
+@click.option(
+    "--fail-under",
+    type=click.FloatRange(0, 100),
+    help="Exit 1 when the tests make fewer than PCT% of the rules match (compared exactly).",
+)
+@output_format("text", "json")
+@pass_local_settings
+def coverage_of_rules(
+    settings: Settings,
+    directory: Path | None,
+    recent: int | None,
+    exported: Path | None,
+    fail_under: float | None,
+    output: str,
+) -> None:
+    """Each rule of DIRECTORY: how many of the notifications received it matched (rules that
+    matched none are dead, or mistyped), and whether a rule test makes it match."""
+    from decimal import Decimal
+
+    from postupload.rules.coverage import coverage
+    from postupload.rules.loading import load_ruleset
+    from postupload.rules.rule_tests import rule_test_files, run_file
+
+    directory = directory or settings.rules_dir
+    ruleset = load_ruleset(directory)
+    tested = [
+        name
+        for path in rule_test_files(directory)
+        for outcome in run_file(path, ruleset)[0]
+        for name in outcome.matched
+    ]
+    report = coverage(ruleset, _recorded(settings, exported, recent), tested)
+    if output == "json":
+        click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        total = report.notifications
+        click.echo(f"{len(report.rules)} rules on, {total} recorded notifications")
+        width = max((len(entry.rule) for entry in report.rules), default=4)
+        for entry in report.rules:
+            share = f"{entry.matches / total:7.1%}" if total else "      -"
+            mark = "tested" if entry.tested else "UNTESTED"
+            where = f"{entry.file}:{entry.line}"
+            click.echo(f"  {entry.rule:<{width}}  {entry.matches:>7} {share}  {mark:<8}  {where}")
+        if report.dead and total:
+            click.echo(f"matched none of the {total} notifications: {', '.join(report.dead)}")
+        if report.untested:
+            click.echo(f"no rule test makes these match: {', '.join(report.untested)}")
+        if report.off:
+            click.echo(f"switched off (enabled: false), not counted: {', '.join(report.off)}")
+        click.echo(f"tests make {report.tested} of {len(report.rules)} rules match: {report.percent()}")
+    if fail_under is not None and report.below(Decimal(str(fail_under))):
+        click.echo(f"coverage {report.percent()} is under --fail-under {fail_under:g}%", err=True)
+        raise SystemExit(1)
+
+
+def _recorded(settings: Settings, exported: Path | None, recent: int | None) -> list[Any]:
+    """The notifications received: an export's, or those this deployment's Redis keeps."""
+    from postupload.store.kept_notifications import latest, read_exported
+
+    if exported is not None:
+        with exported.open(encoding="utf-8") as lines:
+            return read_exported(lines, str(exported))[:recent]
+    return latest(redis_connection(settings), recent)
 
 
 @rules.command()

@@ -30,6 +30,7 @@ class Outcome:
     name: str
     differences: list[str] = field(default_factory=list)  # for people: expected and got, side by side
     summary: list[str] = field(default_factory=list)  # one line per part that differs
+    matched: list[str] = field(default_factory=list)  # the rules the test's notification matched
 
     @property
     def passed(self) -> bool:
@@ -137,6 +138,7 @@ def _compare(
 ) -> None:
     planned = _decide(ruleset, notification)
     names = list(planned.rules)
+    outcome.matched = names
     if "rules" in expect and names != expect["rules"]:
         outcome.differences += aligned("rules", expect["rules"], names)
         outcome.summary.append(f"rules: expected {json.dumps(expect['rules'])}, got {json.dumps(names)}")
