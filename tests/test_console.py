@@ -168,6 +168,16 @@ def test_log_in_look_around_and_replay_a_failed_job_in_chromium(
     follow(browser.find_element(By.LINK_TEXT, "Rules"))
     row = find("#rules tr:nth-child(2)")
     assert "thumbnails" in row.text and "rules.yaml:3" in row.text
+    # ...each as written in its file, with its line numbers, never broken mid-token, and whether a
+    # rule test makes it match (this set has no tests)
+    written = find("#rules tr:nth-child(2) pre.written")
+    assert written.text.splitlines()[:2] == [
+        "   3    - name: thumbnails",
+        "   4      match: {resource_type: [image]}",
+    ]
+    assert browser.execute_script("return getComputedStyle(arguments[0]).whiteSpace", written) == "pre"
+    assert find("#rules tr:nth-child(2) .tested").text == "untested"
+    assert "Rule tests make 0 of 1 rules match: 0.0%." in find("#coverage").text
 
     def matches() -> str:  # a worker adds its counts within a second
         browser.refresh()

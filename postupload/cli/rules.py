@@ -282,17 +282,11 @@ def coverage_of_rules(
 
     from postupload.rules.coverage import coverage
     from postupload.rules.loading import load_ruleset
-    from postupload.rules.rule_tests import rule_test_files, run_file
+    from postupload.rules.rule_tests import rules_tested
 
     directory = directory or settings.rules_dir
     ruleset = load_ruleset(directory)
-    tested = [
-        name
-        for path in rule_test_files(directory)
-        for outcome in run_file(path, ruleset)[0]
-        for name in outcome.matched
-    ]
-    report = coverage(ruleset, _recorded(settings, exported, recent), tested)
+    report = coverage(ruleset, _recorded(settings, exported, recent), rules_tested(directory, ruleset))
     if output == "json":
         click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
     else:

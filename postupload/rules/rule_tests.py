@@ -44,6 +44,16 @@ def rule_test_files(directory: Path) -> list[Path]:
     )
 
 
+def rules_tested(directory: Path, ruleset: RuleSet) -> list[str]:
+    """The rules some rule test of `directory` makes match (whether the test passes or not)."""
+    return [
+        name
+        for path in rule_test_files(directory)
+        for outcome in run_file(path, ruleset)[0]
+        for name in outcome.matched
+    ]
+
+
 def failing_tests(directory: Path, ruleset: RuleSet) -> list[Problem]:
     """The test gate: a problem for every rule test of `directory` that fails or cannot be read."""
     problems = []

@@ -3,10 +3,13 @@ advice for the syntax slips PyYAML reports in its own words."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 import yamlcore
+
+if TYPE_CHECKING:  # the type only
+    from postupload.core.ruleset import RuleSet
 
 Position = tuple[int, int]
 KEY = "\0key"  # positions[(*path, KEY)]: where the key of the value at `path` is written
@@ -125,3 +128,23 @@ def character_at(text: str, line: int, column: int) -> str:
     """The character at a parser's mark (0-based line and column), or '' past the text."""
     lines = text.splitlines()
     return lines[line][column : column + 1] if line < len(lines) else ""
+
+
+def rule_texts(ruleset: RuleSet) -> dict[str, list[tuple[int, str]]]:
+    """Each rule as written in its file, by name: its lines, numbered, from its `- name:` item to
+    the next rule's (or the file's end), blank lines at the end left out. The console shows these,
+    not the rule re-serialized: what ops will find when they open the file."""
+    texts: dict[str, list[tuple[int, str]]] = {}
+    by_file: dict[str, list[Any]] = {}
+    for rule in ruleset.rules:
+        by_file.setdefault(rule.file, []).append(rule)
+    for file, rules in by_file.items():
+        lines = ruleset.sources.get(file, "").splitlines()
+        starts = sorted(rules, key=lambda rule: rule.line)
+        for rule, following in zip(starts, [*starts[1:], None], strict=True):
+            end = following.line - 1 if following is not None else len(lines)
+            numbered = [(number, lines[number - 1]) for number in range(rule.line, end + 1) if rule.line > 0]
+            while numbered and not numbered[-1][1].strip():
+                numbered.pop()
+            texts[rule.name] = numbered
+    return texts

@@ -54,14 +54,27 @@ def home() -> str:
 
 @console.get("/rules")
 def rule_list() -> str:
+    """Each rule as written in its file, with its matches in the last day and among the notifications
+    kept for previews (`rules coverage`), and whether a rule test makes it match."""
+    from postupload.rules.coverage import coverage
+    from postupload.rules.rule_tests import rules_tested
+    from postupload.rules.yaml_source import rule_texts
+    from postupload.store.kept_notifications import latest
+
     connection = web().parts.connection
     rules = web().parts.rules
     ruleset = rules.current()
+    covered = None
+    if ruleset is not None:
+        covered = coverage(ruleset, latest(connection), rules_tested(rules.directory, ruleset))
     return render_template(
         "rules.html",
         ruleset=ruleset,
         rules_error=rules.error,
         matches=matches_last_day(connection),
+        written=rule_texts(ruleset) if ruleset is not None else {},
+        coverage=covered,
+        coverage_of={entry.rule: entry for entry in covered.rules} if covered else {},
     )
 
 
