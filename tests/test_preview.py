@@ -180,6 +180,7 @@ def test_rules_diff_on_what_the_web_received(
     )
     report = json.loads(output)
     assert code == 2 and report["notifications"] == 2  # the latest two: other/2 and other/1
+    assert report["format_version"] == 1 and report["cost"]["admin_budget_per_hour"] == 2000
     assert [(c["change"], c["endpoint"]) for c in report["calls"]] == [("removed", "tags")]
     assert rules_diff(str(live_dir), "--against", str(live_dir))[0] == 0
     # --format github: each rule whose matches or calls change, at its line in the candidate
@@ -192,6 +193,7 @@ def test_rules_diff_on_what_the_web_received(
         f"warning file={candidate_dir}/rules.yaml,line=2,title=rules diff",  # thumbs: its eager changed
         "warning title=rules diff",  # sku: removed, so on no line of the candidate
         f"warning file={candidate_dir}/rules.yaml,line=6,title=rules diff",  # banners: added
+        "notice title=rules diff cost",  # what the change spends (sent within a minute: no hourly rate)
     ]
     assert "rule banners (added): matches 0 -> " in annotations[2]
     # The same diff in a rules repository's CI, on notifications exported from production: no Redis
@@ -255,3 +257,56 @@ def test_the_console_previews_the_rules_on_disk_against_the_running_set(
     (directory / "rules.yaml").write_text("rules: [")
     page = client.get("/console/preview", headers=bearer).get_data(as_text=True)
     assert "are not a valid rule set" in page
+
+
+def test_the_cost_of_a_change_at_the_recorded_rate_against_the_admin_budget(tmp_path: Path) -> None:
+    """120 uploads over two hours; the candidate adds a moderation call (Admin API), an add-on of two
+    taggers and a second eager transformation per upload: +60 Admin API calls an hour (3% of 2,000),
+    +120 add-on uses, +60 eager transformations; with a budget of 50 the candidate would spend it."""
+    from dataclasses import replace as changed
+
+    from postupload.core.envelope import Envelope
+    from postupload.rules.cost import cost, render
+    from postupload.rules.loading import load_ruleset
+
+    live = load_ruleset(ruleset(tmp_path, "live", LIVE))
+    candidate = load_ruleset(
+        ruleset(
+            tmp_path,
+            "candidate",
+            LIVE.replace('"c_scale,w_200"', '"c_scale,w_200|c_scale,w_400"')
+            + "  - name: review\n    match: {public_id: [{prefix: products/}]}\n    actions:\n"
+            + "      - moderation: {status: approved}\n"
+            + "      - addon: {categorization: 'google_tagging,imagga_tagging'}\n",
+        )
+    )
+    envelopes = []
+    for number in range(120):
+        body = {
+            "notification_type": "upload",
+            "public_id": f"products/{number}",
+            "resource_type": "image",
+            "type": "upload",
+            "asset_id": f"{number:032x}",
+        }
+        envelope = Envelope.of(json.dumps(body).encode(), body, "test-cloud")
+        envelopes.append(changed(envelope, received_at=1_700_000_000 + number * 60.5))  # 2 hours
+
+    report = cost(live, candidate, envelopes, budget=2000)
+    (entry,) = report.environments
+    assert (entry.before.admin, entry.after.admin) == (0, 120)
+    assert (entry.before.eager, entry.after.eager) == (120, 240)
+    assert (entry.before.addons, entry.after.addons) == (0, 240)
+    lines = render(report)
+    assert lines[0] == "Cost at the recorded rate (120 notifications in 2.0 h):"
+    assert "+60 Admin API calls an hour: 3% of the 2,000 budget" in lines[1]
+    assert (
+        "+60 eager transformations (billed) an hour" in lines[1]
+        and "+120 add-on uses (billed) an hour" in lines[1]
+    )
+    assert report.over_budget() == []
+    tight = cost(live, candidate, envelopes, budget=50)
+    assert tight.over_budget() == ["test-cloud"]
+    assert render(tight)[-1].startswith(
+        "warning: test-cloud: the candidate would spend 60 Admin API calls an hour"
+    )

@@ -21,6 +21,10 @@ def rules() -> None:
     """Check, test and explain rule files."""
 
 
+# `rules diff --format json`: its version, raised when a field changes meaning or goes (docs/cli.md)
+DIFF_FORMAT_VERSION = 1
+
+
 def recorded_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--recent and --notifications: which notifications received a command runs on (_recorded)."""
     command = click.option(
@@ -220,6 +224,13 @@ def match_rules(settings: Settings, directory: Path | None) -> None:
     "--against", type=click.Path(path_type=Path), help="The live rules (default: POSTUPLOAD_RULES_DIR)."
 )
 @recorded_options
+@click.option(
+    "--admin-budget",
+    type=click.IntRange(min=1),
+    default=2000,
+    show_default=True,
+    help="Admin API calls an hour per product environment (Cloudinary: 500 on free plans, 2,000 on paid).",
+)
 @output_format("text", "json", "github")
 @pass_local_settings
 def diff_rules(
@@ -228,12 +239,15 @@ def diff_rules(
     against: Path | None,
     recent: int | None,
     exported: Path | None,
+    admin_budget: int,
     output: str,
 ) -> None:
     """What the rules in CANDIDATE would do differently from the live rules, on the notifications
     recorded lately (or exported from production: --notifications): matches per rule, and calls
     added, removed or changed (with examples). Exit 0 when nothing changes, 2 when something does,
     1 when a rule set is invalid."""
+    from postupload.rules.cost import cost
+    from postupload.rules.cost import render as render_cost
     from postupload.rules.loading import load_ruleset
     from postupload.rules.preview import diff, render
 
@@ -246,15 +260,18 @@ def diff_rules(
             err=True,
         )
     report = diff(live, proposed, envelopes)
+    spent = cost(live, proposed, envelopes, admin_budget)
     if output == "github":
         from postupload.rules import annotations
 
         _echo_lines(annotations.diff(report, proposed))
-        click.echo("\n".join(render(report)), err=True)
+        _echo_lines(annotations.cost(render_cost(spent)))
+        click.echo("\n".join([*render(report), *render_cost(spent)]), err=True)
     elif output == "json":
-        click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+        answer = {"format_version": DIFF_FORMAT_VERSION, **report.as_dict(), "cost": spent.as_dict()}
+        click.echo(json.dumps(answer, indent=2, ensure_ascii=False))
     else:
-        click.echo("\n".join(render(report)))
+        click.echo("\n".join([*render(report), *render_cost(spent)]))
     raise SystemExit(2 if report.differs else 0)
 
 

@@ -95,3 +95,13 @@ def diff(report: Diff, candidate: RuleSet) -> Iterator[str]:
             rule.line if rule else 0,
             title="rules diff",
         )
+
+
+def cost(lines: list[str]) -> Iterator[str]:
+    """The cost of a change (rules.cost.render's lines): a notice for each environment whose spend
+    changes, and a warning for a budget the candidate would spend."""
+    for line in lines[1:]:
+        if line.startswith("warning: "):
+            yield command("warning", line.removeprefix("warning: "), title="rules diff cost")
+        elif not line.endswith(": no change"):
+            yield command("notice", f"{lines[0]}\n{line.strip()}", title="rules diff cost")
