@@ -407,3 +407,10 @@ def test_a_notification_checks_only_the_rules_its_values_may_meet(shape: str) ->
     assert found == [index for index, pattern in enumerate(patterns) if matches(pattern, event)] != []
     assert sum(check is not None for check in matcher.checks) <= most
     assert tested <= 4 * most  # a candidate's fields: not a test per rule (1,000)
+
+
+def test_ranges_sharing_a_lower_bound_with_and_without_an_upper_one() -> None:
+    """Found by the property test: sorting the bounds compared a range's missing upper bound."""
+    patterns = [{"a": [{"numeric": [">", 1, "<=", 3]}]}, {"a": [{"numeric": [">", 1]}]}]
+    matcher = Matcher(patterns)
+    assert [matcher.match({"a": value}) for value in (1, 2, 5)] == [[], [0, 1], [1]]

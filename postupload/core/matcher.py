@@ -203,7 +203,10 @@ class Ranges:
         # inclusive ranked 0 and exclusive 1, exactly the pairs up to (v, 0). An upper bound
         # (h, inclusive) passes when h > v, or h == v and inclusive: ranked 1 and 0, the pairs
         # from (v, 1) on.
-        lower = sorted((low[0], 0 if low[1] else 1, high, n) for low, high, n in self.entries if low)
+        lower = sorted(  # by bound (and alternative): never by the upper bound, which may be None
+            ((low[0], 0 if low[1] else 1, high, n) for low, high, n in self.entries if low),
+            key=lambda entry: (entry[0], entry[1], entry[3]),
+        )
         upper = sorted((high[0], 1 if high[1] else 0, n) for low, high, n in self.entries if high and not low)
         self.lower = ([(limit, rank) for limit, rank, high, _ in lower if not high], [])
         self.lower[1].extend(n for _, _, high, n in lower if not high)
