@@ -254,6 +254,9 @@ def test_the_console_previews_the_rules_on_disk_against_the_running_set(
     assert "Kept out:" in page and "rule test &#39;sku tagged&#39; fails" in page
     assert "<strong>9</strong> recorded notifications; <strong>8</strong> would cause different calls" in page
     assert "explicit</code> (rule thumbs)" in page and "c_scale,w_300" in page
+    # ...and what it would cost (the notifications came within a minute: counts, not an hourly rate)
+    assert "Cost over these 9 notifications" in page and "test-cloud: " in page
+    assert "-2 tag changes (batched" in page and "+2 Upload API calls" in page  # sku out, banners in
     (directory / "rules.yaml").write_text("rules: [")
     page = client.get("/console/preview", headers=bearer).get_data(as_text=True)
     assert "are not a valid rule set" in page

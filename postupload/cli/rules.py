@@ -227,7 +227,7 @@ def match_rules(settings: Settings, directory: Path | None) -> None:
 @click.option(
     "--admin-budget",
     type=click.IntRange(min=1),
-    default=2000,
+    default=2000,  # rules.cost.ADMIN_BUDGET (the CLI loads its modules only when a command runs)
     show_default=True,
     help="Admin API calls an hour per product environment (Cloudinary: 500 on free plans, 2,000 on paid).",
 )

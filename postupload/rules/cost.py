@@ -34,6 +34,7 @@ ADDONS = {
     "raw_convert": lambda value: 1,
     "moderation": lambda value: sum(1 for kind in str(value).split("|") if kind != "manual"),
 }
+ADMIN_BUDGET = 2000  # Admin API calls an hour, per product environment, on Cloudinary's paid plans
 SHORTEST_SPAN = 60.0  # seconds: a shorter span of recorded notifications gives no hourly rate
 
 

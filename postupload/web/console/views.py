@@ -14,6 +14,8 @@ from postupload.core.decision import decide
 from postupload.core.envelope import Envelope
 from postupload.core.notification import load_json
 from postupload.errors import BadNotification, RuleSetError
+from postupload.rules.cost import ADMIN_BUDGET, cost
+from postupload.rules.cost import render as render_cost
 from postupload.rules.explain import decisions
 from postupload.rules.loading import load_ruleset
 from postupload.rules.preview import diff
@@ -124,10 +126,12 @@ def preview() -> str:
         on_disk, problems = load_ruleset(rules.directory), []
     except RuleSetError as error:
         on_disk, problems = None, error.problems
-    report = None
+    report, spent = None, None
     if running is not None and on_disk is not None:
         envelopes = latest(connection, max(1, min(recent, settings.preview_keep or 1)))
         report = diff(running, on_disk, envelopes)
+        budget = request.args.get("admin_budget", ADMIN_BUDGET, type=int) or ADMIN_BUDGET
+        spent = render_cost(cost(running, on_disk, envelopes, budget))
     return render_template(
         "preview.html",
         running=running,
@@ -135,6 +139,7 @@ def preview() -> str:
         problems=problems,
         gate=rules.error if on_disk is not None else None,
         report=report,
+        cost=spent,
         recent=recent,
     )
 
