@@ -25,12 +25,14 @@ import re
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import redis
 import requests
 
 from bench.e2e import Run, scratch_stack, upload_all
+from postupload.local.redis_server import RedisServer
 from postupload.store.connection import connect
 
 BATCH = 20  # commands a round trip in the replay (--batch)
@@ -96,11 +98,10 @@ def per_notification(uploads: int) -> dict[str, float]:
     }
 
 
-def record(uploads: int) -> tuple[list[list[bytes]], int, str, Any]:
-    """Run the stack once, watching Redis. Returns the commands in order, the notifications they
-    carried, and the Redis (still running: the replay uses it, its scripts loaded)."""
-    stack = scratch_stack()
-    rules_dir, server = stack.__enter__()
+def record(uploads: int, scratch: tuple[Path, RedisServer]) -> tuple[list[list[bytes]], int, str]:
+    """Run the stack once on `scratch`'s Redis, watching it. Returns the commands in order, the
+    notifications they carried, and that Redis's URL (the replay uses it: its scripts are loaded)."""
+    rules_dir, server = scratch
     connection = connect(server.url)
     run = Run(server.url, rules_dir, 0.0, 1, "postupload")
     lines: list[bytes] = []
@@ -134,7 +135,7 @@ def record(uploads: int) -> tuple[list[list[bytes]], int, str, Any]:
     watcher.close()
     parsed = [found for line in lines if (found := parse_monitor_line(line)) is not None]
     stream = [command for _, arguments in parsed if (command := replayable(arguments))]
-    return stream, len(sent), server.url, stack
+    return stream, len(sent), server.url
 
 
 def replay(
@@ -205,8 +206,8 @@ def main() -> None:
         f" {figures['cpu_ms']:.3f} ms of Redis CPU -> one Redis core at {1000 / figures['cpu_ms']:,.0f}"
         " notifications/s"
     )
-    stream, notifications, url, stack = record(options.uploads)
-    try:
+    with scratch_stack() as scratch:
+        stream, notifications, url = record(options.uploads, scratch)
         print(
             f"  replayed: {len(stream) / notifications:.1f} commands a notification,"
             f" {options.batch} a round trip"
@@ -219,8 +220,6 @@ def main() -> None:
                 f"  replay, {clients} client processes: {rate:,.0f} notifications/s ({rate / base:.2f}x one),"
                 f" Redis busy {busy:.0%} of a core"
             )
-    finally:
-        stack.__exit__(None, None, None)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,8 @@ import sys
 from pathlib import Path
 
 from tests.conftest import ROOT
+from tests.test_rules_cli import GOOD as RULES
 
-RULES = """rules:
-  - name: thumbs
-    match:
-      public_id: [{prefix: products/}]
-    actions:
-      - explicit: {eager: "c_scale,w_200"}
-"""
 TESTS = """tests:
   - name: a product gets its thumbnail
     notification: {notification_type: upload, public_id: products/shoe, resource_type: image, type: upload}

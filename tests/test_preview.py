@@ -269,7 +269,7 @@ def test_the_cost_of_a_change_at_the_recorded_rate_against_the_admin_budget(tmp_
     from dataclasses import replace as changed
 
     from postupload.core.envelope import Envelope
-    from postupload.rules.cost import cost, render
+    from postupload.rules.cost import render as render_cost
     from postupload.rules.loading import load_ruleset
 
     live = load_ruleset(ruleset(tmp_path, "live", LIVE))
@@ -295,12 +295,12 @@ def test_the_cost_of_a_change_at_the_recorded_rate_against_the_admin_budget(tmp_
         envelope = Envelope.of(json.dumps(body).encode(), body, "test-cloud")
         envelopes.append(changed(envelope, received_at=1_700_000_000 + number * 60.5))  # 2 hours
 
-    report = cost(live, candidate, envelopes, budget=2000)
+    report = diff(live, candidate, envelopes, admin_budget=2000).cost
     (entry,) = report.environments
     assert (entry.before.admin, entry.after.admin) == (0, 120)
     assert (entry.before.eager, entry.after.eager) == (120, 240)
     assert (entry.before.addons, entry.after.addons) == (0, 240)
-    lines = render(report)
+    lines = render_cost(report)
     assert lines[0] == "Cost at the recorded rate (120 notifications in 2.0 h):"
     assert "+60 Admin API calls an hour: 3% of the 2,000 budget" in lines[1]
     assert (
@@ -308,8 +308,8 @@ def test_the_cost_of_a_change_at_the_recorded_rate_against_the_admin_budget(tmp_
         and "+120 add-on uses (billed) an hour" in lines[1]
     )
     assert report.over_budget() == []
-    tight = cost(live, candidate, envelopes, budget=50)
+    tight = diff(live, candidate, envelopes, admin_budget=50).cost
     assert tight.over_budget() == ["test-cloud"]
-    assert render(tight)[-1].startswith(
+    assert render_cost(tight)[-1].startswith(
         "warning: test-cloud: the candidate would spend 60 Admin API calls an hour"
     )

@@ -246,7 +246,6 @@ def diff_rules(
     recorded lately (or exported from production: --notifications): matches per rule, and calls
     added, removed or changed (with examples). Exit 0 when nothing changes, 2 when something does,
     1 when a rule set is invalid."""
-    from postupload.rules.cost import cost
     from postupload.rules.cost import render as render_cost
     from postupload.rules.loading import load_ruleset
     from postupload.rules.preview import diff, render
@@ -259,8 +258,8 @@ def diff_rules(
             "no notifications are recorded yet: the web keeps the latest POSTUPLOAD_PREVIEW_KEEP it receives",
             err=True,
         )
-    report = diff(live, proposed, envelopes)
-    spent = cost(live, proposed, envelopes, admin_budget)
+    report = diff(live, proposed, envelopes, admin_budget)
+    spent = report.cost
     if output == "github":
         from postupload.rules import annotations
 

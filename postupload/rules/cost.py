@@ -1,7 +1,7 @@
 """What a rule change costs in API use, at the rate notifications were received. Pure.
 
-Each recorded notification is decided by both rule sets, as the worker decides it; the calls are
-counted by what they spend, per product environment:
+`rules.preview.diff` decides each recorded notification by both rule sets, as the worker decides
+it, and counts the calls here by what they spend, per product environment:
 
 - Upload API calls made at once (explicit, context, metadata, a tag replace): not rate limited;
 - tag changes joined into batches (one call carries up to 1,000 assets): counted as changes;
@@ -14,16 +14,13 @@ The hourly rate is the count over the recorded notifications' time span (at leas
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from postupload.core.calls import Call
-from postupload.core.decision import decide
 from postupload.core.envelope import Envelope
-
-if TYPE_CHECKING:
-    from postupload.core.ruleset import RuleSet
 
 # Add-on parameters of an explicit call, and how many billed uses each value is.
 ADDONS = {
@@ -70,10 +67,34 @@ class EnvironmentCost:
 
 @dataclass
 class Cost:
-    notifications: int
-    span: float  # seconds between the first and last recorded notification
-    budget: int  # Admin API calls an hour, per environment
-    environments: list[EnvironmentCost] = field(default_factory=list)
+    """Counted as `rules.preview.diff` decides each notification by both sets (once: the diff and
+    its cost come from the same decisions)."""
+
+    budget: int = ADMIN_BUDGET  # Admin API calls an hour, per environment
+    notifications: int = 0
+    earliest: float = math.inf  # when the first and last recorded notification came
+    latest: float = -math.inf
+    by_cloud: dict[str, EnvironmentCost] = field(default_factory=dict)
+
+    def count(self, envelope: Envelope, before: Iterable[Call], after: Iterable[Call]) -> None:
+        """One notification's calls under the live set and under the candidate."""
+        self.notifications += 1
+        self.earliest = min(self.earliest, envelope.received_at)
+        self.latest = max(self.latest, envelope.received_at)
+        entry = self.by_cloud.setdefault(envelope.cloud_name, EnvironmentCost(envelope.cloud_name))
+        for call in before:
+            entry.before.add(call)
+        for call in after:
+            entry.after.add(call)
+
+    @property
+    def environments(self) -> list[EnvironmentCost]:
+        return sorted(self.by_cloud.values(), key=lambda entry: entry.cloud)
+
+    @property
+    def span(self) -> float:
+        """Seconds between the first and last recorded notification."""
+        return self.latest - self.earliest if self.notifications else 0.0
 
     @property
     def per_hour(self) -> float | None:
@@ -97,21 +118,6 @@ class Cost:
             ],
             "over_budget": self.over_budget(),
         }
-
-
-def cost(live: RuleSet, candidate: RuleSet, envelopes: Iterable[Envelope], budget: int) -> Cost:
-    """What each set's calls spend on the recorded notifications, per environment."""
-    by_cloud: dict[str, EnvironmentCost] = {}
-    times: list[float] = []
-    for envelope in envelopes:
-        times.append(envelope.received_at)
-        entry = by_cloud.setdefault(envelope.cloud_name, EnvironmentCost(envelope.cloud_name))
-        for call in decide(live, envelope).calls:
-            entry.before.add(call)
-        for call in decide(candidate, envelope).calls:
-            entry.after.add(call)
-    span = max(times) - min(times) if times else 0.0
-    return Cost(len(times), span, budget, sorted(by_cloud.values(), key=lambda e: e.cloud))
 
 
 LABELS = {

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from postupload.core.calls import Call
 from postupload.core.decision import decide
 from postupload.core.envelope import Envelope
+from postupload.rules.cost import ADMIN_BUDGET, Cost
 
 if TYPE_CHECKING:  # the type only: loading rule files is not this module's business
     from postupload.core.ruleset import RuleSet
@@ -56,6 +57,7 @@ class Diff:
     changed: int = 0  # notifications whose calls differ
     rules: list[RuleCount] = field(default_factory=list)
     calls: list[CallChange] = field(default_factory=list)
+    cost: Cost = field(default_factory=Cost)
 
     @property
     def differs(self) -> bool:
@@ -71,10 +73,12 @@ class Diff:
         }
 
 
-def diff(live: RuleSet, candidate: RuleSet, envelopes: Iterable[Envelope]) -> Diff:
+def diff(
+    live: RuleSet, candidate: RuleSet, envelopes: Iterable[Envelope], admin_budget: int = ADMIN_BUDGET
+) -> Diff:
     """Run recorded notifications through both sets, each decided as the worker would; what the
-    candidate would do differently."""
-    report = Diff()
+    candidate would do differently, and what that costs (against `admin_budget` an hour)."""
+    report = Diff(cost=Cost(admin_budget))
     names = [rule.name for rule in live.rules]
     names += [rule.name for rule in candidate.rules if rule.name not in set(names)]
     counts = {name: RuleCount(name) for name in names}
@@ -82,6 +86,7 @@ def diff(live: RuleSet, candidate: RuleSet, envelopes: Iterable[Envelope]) -> Di
     for envelope in envelopes:
         report.notifications += 1
         before_plan, after_plan = decide(live, envelope), decide(candidate, envelope)
+        report.cost.count(envelope, before_plan.calls, after_plan.calls)
         for name in before_plan.rules:
             counts[name].before += 1
         for name in after_plan.rules:

@@ -14,7 +14,7 @@ from postupload.core.decision import decide
 from postupload.core.envelope import Envelope
 from postupload.core.notification import load_json
 from postupload.errors import BadNotification, RuleSetError
-from postupload.rules.cost import ADMIN_BUDGET, cost
+from postupload.rules.cost import ADMIN_BUDGET
 from postupload.rules.cost import render as render_cost
 from postupload.rules.explain import decisions
 from postupload.rules.loading import load_ruleset
@@ -129,9 +129,9 @@ def preview() -> str:
     report, spent = None, None
     if running is not None and on_disk is not None:
         envelopes = latest(connection, max(1, min(recent, settings.preview_keep or 1)))
-        report = diff(running, on_disk, envelopes)
         budget = request.args.get("admin_budget", ADMIN_BUDGET, type=int) or ADMIN_BUDGET
-        spent = render_cost(cost(running, on_disk, envelopes, budget))
+        report = diff(running, on_disk, envelopes, budget)
+        spent = render_cost(report.cost)
     return render_template(
         "preview.html",
         running=running,
