@@ -6,6 +6,7 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import redis
 from click.testing import CliRunner
@@ -224,17 +225,25 @@ def test_rules_diff_on_what_the_web_received(
     assert code == 1 and "unknown operator 'prefx'" in output
 
 
-def test_the_console_previews_the_rules_on_disk_against_the_running_set(
-    tmp_path: Path, settings: Settings, redis_conn: redis.Redis
-) -> None:
-    directory = ruleset(tmp_path, "on-disk", LIVE)
-    (directory / "tests").mkdir()
+def _console_after_sample(
+    settings: Settings, directory: Path, redis_conn: redis.Redis
+) -> tuple[Any, dict[str, str]]:
+    """A test client of the web running `directory`'s rules, once SAMPLE was delivered to it, and the
+    console's Authorization header."""
     token = "console-token-for-tests-0123456789"
     client = create_app(replace(settings, rules_dir=directory, console_token=token), redis_conn).test_client()
     for body in SAMPLE:
         raw = json.dumps(body).encode()
         client.post("/webhooks/cloudinary", data=raw, headers=signed_headers(raw))
-    bearer = {"Authorization": f"Bearer {token}"}
+    return client, {"Authorization": f"Bearer {token}"}
+
+
+def test_the_console_previews_the_rules_on_disk_against_the_running_set(
+    tmp_path: Path, settings: Settings, redis_conn: redis.Redis
+) -> None:
+    directory = ruleset(tmp_path, "on-disk", LIVE)
+    (directory / "tests").mkdir()
+    client, bearer = _console_after_sample(settings, directory, redis_conn)
     page = client.get("/console/preview", headers=bearer).get_data(as_text=True)
     assert "are the ones running" in page and "No call would change." in page
     # An edit whose test fails is kept out, and the preview shows what it would change.
@@ -313,3 +322,32 @@ def test_the_cost_of_a_change_at_the_recorded_rate_against_the_admin_budget(tmp_
     assert render_cost(tight)[-1].startswith(
         "warning: test-cloud: the candidate would spend 60 Admin API calls an hour"
     )
+
+
+def test_once_a_change_is_live_the_console_offers_to_replay_the_recorded_notifications(
+    tmp_path: Path, settings: Settings, redis_conn: redis.Redis
+) -> None:
+    from postupload.store.queue import notification_queue
+
+    client, bearer = _console_after_sample(settings, ruleset(tmp_path, "on-disk", LIVE), redis_conn)
+    page = client.get("/console/preview", headers=bearer).get_data(as_text=True)
+    assert 'id="replay-form"' in page and 'id="replay-start"' not in page
+    dry = client.get("/console/preview?replay=dry-run&since=6h&uploads=1&rule=thumbs", headers=bearer)
+    page = dry.get_data(as_text=True)
+    assert "<strong>9</strong> notifications recorded from" in page
+    assert "<strong>5</strong> <code>explicit (rule thumbs)</code> calls" in page and "has-sku" not in page
+    assert 'id="replay-start"' in page and '<input type="hidden" name="rule" value="thumbs">' in page
+    assert notification_queue(redis_conn).count == len(SAMPLE)  # a dry run queues nothing
+    wrong = client.get("/console/preview?replay=dry-run&since=1y", headers=bearer).get_data(as_text=True)
+    assert "since &#39;1y&#39;: choose one of 1h, 6h, 24h, 7d" in wrong
+    started = client.post(
+        "/console/replay", data={"since": "6h", "uploads": "1", "rule": "thumbs"}, headers=bearer
+    )
+    assert started.status_code == 303 and started.headers["Location"].endswith("/console/backfills")
+    queue = notification_queue(redis_conn)
+    replayed = [job for job in (queue.fetch_job(i) for i in queue.job_ids) if job.args[0].get("backfill")]
+    assert len(replayed) == len(SAMPLE) and all(job.args[0]["only_rules"] == ["thumbs"] for job in replayed)
+    listed = client.get("/console/backfills", headers=bearer).get_data(as_text=True)
+    assert "replay of the notifications of type upload recorded from" in listed and ", rules thumbs" in listed
+    refused = client.post("/console/replay", data={"since": "6h", "rule": "nope"}, headers=bearer)
+    assert refused.status_code == 400 and "no rule named nope is running" in refused.get_data(as_text=True)

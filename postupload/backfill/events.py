@@ -64,6 +64,9 @@ class Backfill:
             del fields["cloud_name"]  # the key a backfill had before there were several
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
+    def arguments(self) -> dict[str, Any]:
+        return asdict(self)
+
     def describe(self) -> str:
         source = self.source
         what = (

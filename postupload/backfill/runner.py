@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 import redis
@@ -19,12 +19,16 @@ from rq import Queue
 
 from postupload import backoff
 from postupload.backfill.events import AssetSource, Backfill, envelope
+from postupload.backfill.replay import Bound, Replay, Supersession, Window
+from postupload.backfill.replay import job as replay_job
+from postupload.core.calls import Plan
 from postupload.core.client import RateLimit
 from postupload.core.decision import decide
 from postupload.core.ruleset import RuleSet
 from postupload.errors import ActionError, RateLimitError
 from postupload.store import keys
 from postupload.store.budget import AdminBudget
+from postupload.store.kept_notifications import between, oldest
 from postupload.store.metrics import Counts
 from postupload.store.queue import enqueue_notification
 
@@ -47,7 +51,8 @@ class Progress:
     pages: int = 0
     listed: int = 0
     queued: int = 0
-    skipped: int = 0  # listed but not wanted (--since), or queued by an earlier run
+    skipped: int = 0  # listed but not wanted (--since, --type), or queued by an earlier run
+    superseded: int = 0  # a replay's: about an asset since overwritten, deleted or renamed
     done: int = 0  # counted by the workers
     failed: int = 0
     started_at: float = 0.0
@@ -60,13 +65,24 @@ class Progress:
         return self.state != "listing" and self.done + self.failed >= self.queued
 
 
-class Checkpoint:
-    """A backfill's progress in Redis (and in the list of backfills the console shows)."""
+class Run(Protocol):
+    """A backfill or a replay, as its checkpoint knows it."""
 
-    def __init__(self, connection: redis.Redis, backfill: Backfill) -> None:
+    @property
+    def key(self) -> str: ...
+
+    def describe(self) -> str: ...
+
+    def arguments(self) -> dict[str, Any]: ...
+
+
+class Checkpoint:
+    """A backfill's (or replay's) progress in Redis, and in the list of backfills the console shows."""
+
+    def __init__(self, connection: redis.Redis, run: Run) -> None:
         self.connection = connection
-        self.key = keys.backfill(backfill.key)
-        self.backfill = backfill
+        self.key = keys.backfill(run.key)
+        self.run = run
 
     def load(self) -> Progress | None:
         stored = cast(dict[bytes, bytes], self.connection.hgetall(self.key))
@@ -74,9 +90,9 @@ class Checkpoint:
 
     def start(self, now: float) -> Progress:
         self.connection.delete(self.key)
-        progress = Progress(started_at=now, updated_at=now, description=self.backfill.describe())
+        progress = Progress(started_at=now, updated_at=now, description=self.run.describe())
         self.save(progress, now)
-        self.connection.zadd(keys.BACKFILLS, {self.backfill.key: now})
+        self.connection.zadd(keys.BACKFILLS, {self.run.key: now})
         return progress
 
     def save(self, progress: Progress, now: float) -> None:
@@ -89,10 +105,11 @@ class Checkpoint:
             "listed": progress.listed,
             "queued": progress.queued,
             "skipped": progress.skipped,
+            "superseded": progress.superseded,
             "started_at": progress.started_at,
             "updated_at": now,
             "description": progress.description,
-            "arguments": json.dumps(asdict(self.backfill)),
+            "arguments": json.dumps(self.run.arguments()),
         }
         self.connection.hset(self.key, mapping=fields)
 
@@ -125,12 +142,79 @@ def _progress(raw: dict[str, str]) -> Progress:
         listed=number("listed"),
         queued=number("queued"),
         skipped=number("skipped"),
+        superseded=number("superseded"),
         done=number("done"),
         failed=number("failed"),
         started_at=float(raw.get("started_at", 0)),
         updated_at=float(raw.get("updated_at", 0)),
         description=raw.get("description", ""),
     )
+
+
+def paged(
+    checkpoint: Checkpoint,
+    progress: Progress,
+    last: bool,
+    now: float,
+    counts: Counts | None,
+    report: Callable[[Progress], None],
+) -> None:
+    """A page is queued: checkpoint it (queueing is over after the `last`), flush the counts, report."""
+    progress.pages += 1
+    if last:
+        progress.state = "queued"
+    checkpoint.save(progress, now)
+    if counts is not None:
+        counts.flush()
+    report(checkpoint.counts(progress))
+
+
+def wait(
+    checkpoint: Checkpoint,
+    report: Callable[[Progress], None],
+    sleep: Callable[[float], None] = time.sleep,
+    every: float = 1.0,
+) -> Progress:
+    """Until the workers have done (or failed) everything queued; reporting as they go."""
+    while True:
+        progress = checkpoint.load()
+        if progress is None:
+            raise KeyError(checkpoint.run.key)
+        report(progress)
+        if progress.finished:
+            if progress.state != "done":
+                checkpoint.connection.hset(checkpoint.key, "state", "done")
+                progress.state = "done"
+            return progress
+        sleep(every)
+
+
+@dataclass
+class Tally:
+    """A dry run's count: the notifications that would be worked, by rule, and their calls by kind,
+    with a few examples each. A call already made for that asset occurrence (its done mark is there)
+    is counted apart, as `made`: the run skips it, so `calls` is what the run would send."""
+
+    connection: redis.Redis
+    examples: int = 3
+    notifications: int = 0
+    rules: dict[str, int] = field(default_factory=dict)
+    calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, planned: Plan) -> None:
+        self.notifications += 1
+        for name in planned.rules:
+            self.rules[name] = self.rules.get(name, 0) + 1
+        made = self.connection.mget([keys.done(call.key) for call in planned.calls]) if planned.calls else []
+        for call, mark in zip(planned.calls, made, strict=True):
+            name = f"{call.endpoint} (rule {', '.join(call.rules)})"
+            entry = self.calls.setdefault(name, {"calls": 0, "made": 0, "examples": []})
+            if mark is not None:
+                entry["made"] += 1
+                continue
+            entry["calls"] += 1
+            if len(entry["examples"]) < self.examples:
+                entry["examples"].append({"public_ids": list(call.public_ids), "params": call.params})
 
 
 @dataclass
@@ -172,68 +256,32 @@ class Runner:
                 if self.counts is not None:
                     answer = "queued" if queued else "duplicate"
                     self.counts.notification("backfill", answer, self.cloud_name)
-            progress.pages += 1
             progress.cursor = cursor
             full = backfill.max is not None and progress.queued >= backfill.max
-            if cursor is None or full:
-                progress.state = "queued"
-            checkpoint.save(progress, self.clock())
-            if self.counts is not None:
-                self.counts.flush()
-            self.report(checkpoint.counts(progress))
+            paged(checkpoint, progress, cursor is None or full, self.clock(), self.counts, self.report)
         return checkpoint.counts(progress)
 
     def wait(self, backfill: Backfill, every: float = 1.0) -> Progress:
         """Until the workers have done (or failed) every queued asset; reporting as they go."""
-        checkpoint = Checkpoint(self.connection, backfill)
-        while True:
-            progress = checkpoint.load()
-            if progress is None:
-                raise KeyError(backfill.key)
-            self.report(progress)
-            if progress.finished:
-                if progress.state != "done":
-                    self.connection.hset(checkpoint.key, "state", "done")
-                    progress.state = "done"
-                return progress
-            self.sleep(every)
+        return wait(Checkpoint(self.connection, backfill), self.report, self.sleep, every)
 
-    def dry_run(self, backfill: Backfill, ruleset: RuleSet, examples: int = 3) -> dict[str, Any]:
-        """What the backfill would cause, by rule and call kind, with a few assets each; queues nothing.
-        A call already made for that asset version (its done mark is there) is counted apart, as
-        `made`: the run skips it, so `calls` is what the run would send."""
-        per_rule: dict[str, int] = {}
-        per_call: dict[str, dict[str, Any]] = {}
-        listed = wanted = 0
+    def dry_run(self, backfill: Backfill, ruleset: RuleSet) -> dict[str, Any]:
+        """What the backfill would cause, by rule and call kind, with a few assets each; queues nothing."""
+        tally = Tally(self.connection)
+        listed = 0
         cursor: str | None = None
         while True:
             resources, cursor = self._page(backfill.source, cursor)
             for resource in resources:
                 listed += 1
-                if not backfill.wants(resource) or (backfill.max is not None and wanted >= backfill.max):
+                if not backfill.wants(resource) or (
+                    backfill.max is not None and tally.notifications >= backfill.max
+                ):
                     continue
-                wanted += 1
-                job = envelope(backfill, resource, self.clock(), self.cloud_name)
-                planned = decide(ruleset, job)
-                for name in planned.rules:
-                    per_rule[name] = per_rule.get(name, 0) + 1
-                made = (
-                    self.connection.mget([keys.done(call.key) for call in planned.calls])
-                    if planned.calls
-                    else []
-                )
-                for call, mark in zip(planned.calls, made, strict=True):
-                    name = f"{call.endpoint} (rule {', '.join(call.rules)})"
-                    entry = per_call.setdefault(name, {"calls": 0, "made": 0, "examples": []})
-                    if mark is not None:
-                        entry["made"] += 1
-                        continue
-                    entry["calls"] += 1
-                    if len(entry["examples"]) < examples:
-                        entry["examples"].append({"public_ids": list(call.public_ids), "params": call.params})
-            if cursor is None or (backfill.max is not None and wanted >= backfill.max):
+                tally.add(decide(ruleset, envelope(backfill, resource, self.clock(), self.cloud_name)))
+            if cursor is None or (backfill.max is not None and tally.notifications >= backfill.max):
                 break
-        return {"listed": listed, "wanted": wanted, "rules": per_rule, "calls": per_call}
+        return {"listed": listed, "wanted": tally.notifications, "rules": tally.rules, "calls": tally.calls}
 
     def _page(self, source: AssetSource, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
         """One page, within the shared Admin budget: waits for its reset rather than failing."""
@@ -258,3 +306,110 @@ class Runner:
                 continue
             self.budget.learn(rate_limit)
             return resources, next_cursor
+
+
+@dataclass
+class Replayer:
+    """Replays: the notifications kept for previews, read a page at a time from Redis's stream
+    within a window and queued again for the workers under the current rules (`replay.job`)."""
+
+    connection: redis.Redis
+    queue: Queue
+    retries: int = 6
+    counts: Counts | None = None
+    report: Callable[[Progress], None] = lambda progress: None
+    page_size: int = PAGE
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+
+    def bind(self, replay: Replay, restart: bool = False) -> tuple[Bound, Progress]:
+        """The replay with its window: the window of a stopped run of the same replay (it goes on
+        where it was), else one fixed now (a finished replay run again is done again: its effects
+        are single all the same). ValueError when the window is not one."""
+        stored = Checkpoint(self.connection, Bound(replay, Window(0, 0)))
+        progress = stored.load()
+        window = stored.connection.hget(stored.key, "arguments")
+        if progress is not None and window and not restart and not progress.finished:
+            since, until = json.loads(window)["window"]
+            bound = Bound(replay, Window(since, until))
+            return bound, progress
+        bound = Bound(replay, replay.window(self.clock()))
+        return bound, Checkpoint(self.connection, bound).start(self.clock())
+
+    def run(self, bound: Bound, progress: Progress) -> Progress:
+        """Queue every wanted notification of the window from the checkpoint on."""
+        checkpoint = Checkpoint(self.connection, bound)
+        supersession = self._supersession(bound.window)
+        end = str(int(bound.window.until * 1000))
+        while progress.state == "listing":
+            start = f"({progress.cursor}" if progress.cursor else str(int(bound.window.since * 1000))
+            page = between(self.connection, start, end, self.page_size)
+            for entry, recorded in page:
+                progress.listed += 1
+                if not bound.replay.wants(recorded):
+                    progress.skipped += 1
+                    continue
+                if supersession.fate(entry, recorded):
+                    progress.superseded += 1
+                    continue
+                job_id, replayed = replay_job(bound.replay, recorded, str(progress.started_at), self.clock())
+                queued = enqueue_notification(self.queue, replayed, self.retries, job_id=job_id)
+                progress.queued += 1
+                if self.counts is not None:
+                    self.counts.notification(
+                        "replay", "queued" if queued else "duplicate", recorded.cloud_name
+                    )
+            if page:
+                progress.cursor = page[-1][0]
+            last = len(page) < self.page_size
+            paged(checkpoint, progress, last, self.clock(), self.counts, self.report)
+        return checkpoint.counts(progress)
+
+    def wait(self, bound: Bound, every: float = 1.0) -> Progress:
+        return wait(Checkpoint(self.connection, bound), self.report, self.sleep, every)
+
+    def dry_run(self, replay: Replay, ruleset: RuleSet) -> dict[str, Any]:
+        """What the replay would cause, by rule and call kind; queues nothing and keeps no checkpoint."""
+        window = replay.window(self.clock())
+        supersession = self._supersession(window)
+        tally = Tally(self.connection)
+        read = skipped = 0
+        superseded: dict[str, int] = {}
+        start, end = str(int(window.since * 1000)), str(int(window.until * 1000))
+        while True:
+            page = between(self.connection, start, end, self.page_size)
+            for entry, recorded in page:
+                read += 1
+                if not replay.wants(recorded):
+                    skipped += 1
+                    continue
+                fate = supersession.fate(entry, recorded)
+                if fate:
+                    superseded[fate] = superseded.get(fate, 0) + 1
+                    continue
+                tally.add(decide(ruleset, replay_job(replay, recorded, "", self.clock())[1]))
+            if len(page) < self.page_size:
+                break
+            start = f"({page[-1][0]}"
+        return {
+            "window": window,
+            "read": read,
+            "skipped": skipped,
+            "superseded": superseded,
+            "wanted": tally.notifications,
+            "rules": tally.rules,
+            "calls": tally.calls,
+            "oldest": oldest(self.connection),
+        }
+
+    def _supersession(self, window: Window) -> Supersession:
+        """What later notifications say of the assets, read from the window's start to now."""
+        supersession = Supersession()
+        start = str(int(window.since * 1000))
+        while True:
+            page = between(self.connection, start, "+", self.page_size)
+            for entry, recorded in page:
+                supersession.add(entry, recorded)
+            if len(page) < self.page_size:
+                return supersession
+            start = f"({page[-1][0]}"

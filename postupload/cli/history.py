@@ -45,7 +45,7 @@ def history(settings: Settings, asset: str, output: str, cloud: str | None) -> N
         if entry["event"] == "notification":
             rules = ", ".join(entry["rules"]) or "no rule matched"
             kind = f"{entry['notification_type']} notification" + (
-                " (backfill)" if entry.get("backfill") else ""
+                " (backfill)" if entry.get("backfill") else " (replay)" if entry.get("replay") else ""
             )
             where = f" in {entry['cloud_name']}" if len(settings.all_accounts()) > 1 else ""
             click.echo(f"{when}  {kind}{where} {entry['notification']}: {rules}")

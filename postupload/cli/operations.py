@@ -1,4 +1,4 @@
-"""Operations on a deployment: `notify` (send a signed notification) and `backfill`."""
+"""Operations on a deployment: `notify` (send a signed notification), `backfill` and `replay`."""
 
 from __future__ import annotations
 
@@ -114,10 +114,7 @@ def backfill(
         except ValueError:
             raise click.BadParameter("expected a date, YYYY-MM-DD", param_hint="--since") from None
     ruleset = load_ruleset(directory or settings.rules_dir)
-    unknown = sorted(set(rule_names) - {rule.name for rule in ruleset.rules})
-    if unknown:
-        known = ", ".join(rule.name for rule in ruleset.rules)
-        raise PostuploadError(f"no rule named {', '.join(unknown)}; the rules are: {known}")
+    _known_rules(ruleset, rule_names)
     source = AssetSource(prefix, tag, expression, resource_type, delivery_type)
     account = settings.require_account(cloud)
     several = len(settings.all_accounts()) > 1
@@ -138,26 +135,128 @@ def backfill(
     if dry_run:
         report = runner.dry_run(job, ruleset)
         click.echo(f"{report['listed']} assets listed, {report['wanted']} wanted; nothing queued (dry run).")
-        for name, count in sorted(report["rules"].items()):
-            click.echo(f"  rule {name}: would act on {count} assets")
-        for name, entry in sorted(report["calls"].items()):
-            made = f" ({entry['made']} more made already: skipped)" if entry["made"] else ""
-            click.echo(f"  {entry['calls']} {name} calls{made}{', e.g.' if entry['examples'] else ''}")
-            for example in entry["examples"]:
-                click.echo(f"      {', '.join(example['public_ids'])}: {json.dumps(example['params'])}")
+        _tally_lines(report, "assets")
         return
+    _carry_out(
+        lambda: runner.run(job, restart=restart),
+        lambda: runner.wait(job),
+        no_wait,
+        "assets",
+        lambda progress: f"{progress.listed} listed, {progress.queued} queued, {progress.skipped} skipped",
+    )
+
+
+@main.command()
+@click.option(
+    "--since",
+    required=True,
+    help="Notifications recorded from this time: a time ago (24h, 90m, 7d) or ISO 8601 (2026-12-05T14:00Z).",
+)
+@click.option("--until", help="...and before this time (same forms) [default: now].")
+@click.option("--rule", "rule_names", multiple=True, help="Only this rule acts (repeatable; default: all).")
+@click.option(
+    "--type", "types", multiple=True, help="Only notifications of this notification_type (repeatable)."
+)
+@click.option("--rules", "directory", type=click.Path(path_type=Path), help="Rule directory (default: env).")
+@click.option("--dry-run", is_flag=True, help="Show what would be called; queue nothing.")
+@click.option("--restart", is_flag=True, help="Start again from the window's start, not from the checkpoint.")
+@click.option("--no-wait", is_flag=True, help="Return once everything is queued; workers go on.")
+@click.option("--cloud", help="Only notifications of this product environment (POSTUPLOAD_ACCOUNTS).")
+@pass_local_settings
+def replay(
+    settings: Settings,
+    since: str,
+    until: str | None,
+    rule_names: tuple[str, ...],
+    types: tuple[str, ...],
+    directory: Path | None,
+    dry_run: bool,
+    restart: bool,
+    no_wait: bool,
+    cloud: str | None,
+) -> None:
+    """Run the notifications recorded in a window again, through the current rules, as the workers
+    would: a call already made for the same asset occurrence is not made again, so a notification
+    already fully applied makes none. Reads the notifications kept for previews (no Admin API
+    listing); skips those about an asset since overwritten, deleted or renamed. Resumable: run the
+    same command again after a stop."""
+    from postupload.backfill.replay import Replay, moment, utc
+    from postupload.backfill.runner import Replayer
+    from postupload.parts import Parts
+    from postupload.rules.loading import load_ruleset
+    from postupload.store.kept_notifications import oldest
+
+    now = time.time()
+    for name, value in (("--since", since), ("--until", until)):
+        try:
+            if value is not None:
+                moment(value, now)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint=name) from None
+    ruleset = load_ruleset(directory or settings.rules_dir)
+    _known_rules(ruleset, rule_names)
+    cloud_name = settings.require_account(cloud).cloud_name if cloud else ""
+    asked = Replay(since, until, tuple(rule_names), tuple(types), cloud_name)
+    parts = Parts(settings, metrics_every=0.0)
+    replayer = Replayer(
+        parts.connection,
+        parts.queue,
+        settings.retries,
+        parts.counts,
+        _progress_reporter(unit="notifications"),
+    )
     try:
-        progress = runner.run(job, restart=restart)
+        window = asked.window(now)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    kept_from = oldest(parts.connection)
+    if kept_from is None or kept_from > window.since:
+        click.echo(
+            f"note: the oldest notification kept is from {utc(kept_from)}: none older can be replayed"
+            if kept_from
+            else "note: no notification is kept (POSTUPLOAD_PREVIEW_KEEP): there is nothing to replay",
+            err=True,
+        )
+    if dry_run:
+        report = replayer.dry_run(asked, ruleset)
+        click.echo(f"replay from {utc(report['window'].since)} to {utc(report['window'].until)} (dry run)")
+        superseded = ", ".join(f"{count} {fate}" for fate, count in sorted(report["superseded"].items()))
+        click.echo(
+            f"{report['read']} recorded notifications read, {report['wanted']} wanted"
+            f"{f' ({superseded} since: left out)' if superseded else ''}; nothing queued (dry run)."
+        )
+        _tally_lines(report, "notifications")
+        return
+    bound, progress = replayer.bind(asked, restart)
+    click.echo(f"{bound.key}: {bound.describe()}")
+    _carry_out(
+        lambda: replayer.run(bound, progress),
+        lambda: replayer.wait(bound),
+        no_wait,
+        "notifications",
+        lambda progress: (
+            f"{progress.listed} read, {progress.queued} queued, {progress.skipped} not wanted,"
+            f" {progress.superseded} superseded"
+        ),
+    )
+
+
+def _carry_out(
+    queue: Callable[[], Any], wait: Callable[[], Any], no_wait: bool, unit: str, counts: Callable[[Any], str]
+) -> None:
+    """Queue (and unless `no_wait`, wait for the workers), then say what became of it all; exit 130
+    when stopped, 1 when anything failed."""
+    try:
+        progress = queue()
         if not no_wait:
-            progress = runner.wait(job)
+            progress = wait()
     except KeyboardInterrupt:
         click.echo(
-            "\nstopped: run the same command again to go on from here (queued assets are still worked)"
+            f"\nstopped: run the same command again to go on from here (queued {unit} are still worked)"
         )
         raise SystemExit(130) from None
     click.echo(
-        f"\n{progress.listed} listed, {progress.queued} queued, {progress.skipped} skipped,"
-        f" {progress.done} done, {progress.failed} failed"
+        f"\n{counts(progress)}, {progress.done} done, {progress.failed} failed"
         + (" (workers go on)" if no_wait and not progress.finished else "")
     )
     if progress.failed:
@@ -165,8 +264,26 @@ def backfill(
         raise SystemExit(1)
 
 
+def _known_rules(ruleset: Any, rule_names: tuple[str, ...]) -> None:
+    unknown = sorted(set(rule_names) - {rule.name for rule in ruleset.rules})
+    if unknown:
+        known = ", ".join(rule.name for rule in ruleset.rules)
+        raise PostuploadError(f"no rule named {', '.join(unknown)}; the rules are: {known}")
+
+
+def _tally_lines(report: dict[str, Any], unit: str) -> None:
+    """A dry run's count (`runner.Tally`), by rule and by call."""
+    for name, count in sorted(report["rules"].items()):
+        click.echo(f"  rule {name}: would act on {count} {unit}")
+    for name, entry in sorted(report["calls"].items()):
+        made = f" ({entry['made']} more made already: skipped)" if entry["made"] else ""
+        click.echo(f"  {entry['calls']} {name} calls{made}{', e.g.' if entry['examples'] else ''}")
+        for example in entry["examples"]:
+            click.echo(f"      {', '.join(example['public_ids'])}: {json.dumps(example['params'])}")
+
+
 def _progress_reporter(
-    stream: Any = None, clock: Callable[[], float] = time.monotonic
+    stream: Any = None, clock: Callable[[], float] = time.monotonic, unit: str = "assets"
 ) -> Callable[[Any], None]:
     """tqdm's bar on a terminal; off one (a log, CI), a plain line a page or every 5 s, made by
     tqdm's own format_meter."""
@@ -182,7 +299,7 @@ def _progress_reporter(
         if said["worked"] is None:  # a resumed backfill: the rate is of what is worked from now on
             said["worked"] = worked
         if terminal:
-            bar = said["bar"] or tqdm(file=stream, initial=worked, unit=" assets", dynamic_ncols=True)
+            bar = said["bar"] or tqdm(file=stream, initial=worked, unit=f" {unit}", dynamic_ncols=True)
             said["bar"] = bar
             bar.total = progress.queued if progress.state != "listing" else None
             bar.n = worked
@@ -191,7 +308,7 @@ def _progress_reporter(
             if progress.state == "done":
                 bar.close()
             return
-        line = progress_line(progress, clock() - started, said["worked"])
+        line = progress_line(progress, clock() - started, said["worked"], unit)
         if line != said["line"] and (clock() - said["at"] >= 5 or progress.state != "queued"):
             stream.write(line + "\n")
             stream.flush()
@@ -207,7 +324,7 @@ def _counts(progress: Any) -> str:
     )
 
 
-def progress_line(progress: Any, elapsed: float, worked_before: int) -> str:
+def progress_line(progress: Any, elapsed: float, worked_before: int, unit: str = "assets") -> str:
     """A backfill's progress as a plain line: where it is, the rate the workers go at since we
     started watching, and when they should be through. While pages are still being listed the total
     is not known, so the time is for what is queued so far: at least that long."""
@@ -225,6 +342,6 @@ def progress_line(progress: Any, elapsed: float, worked_before: int) -> str:
         elapsed,
         rate=rate or None,
         ascii=".#",
-        unit=" assets",
+        unit=f" {unit}",
         bar_format=f"{where}  {_counts(progress)}  {{rate_fmt}}  {eta}",
     )

@@ -10,6 +10,8 @@ from postupload.core.notification import Notification, notification_id, parse_no
 from postupload.core.signature import verify_notification
 from postupload.errors import BadNotification
 
+REPLAY_PREFIX = "replay-"  # a replay's key; a backfill's is bare hex
+
 
 @dataclass(frozen=True)
 class Envelope:
@@ -19,7 +21,8 @@ class Envelope:
     received_at: float
     cloud_name: str
     notification: Notification
-    backfill: str | None = None  # the backfill that made it from an existing asset, if one did
+    backfill: str | None = None  # the backfill that made it from an existing asset, or the replay
+    # that queued it again, if one did: what counts its done and failed jobs
     only_rules: tuple[str, ...] | None = None  # a backfill's --rule: only these rules act on it
 
     @classmethod
@@ -56,6 +59,13 @@ class Envelope:
         """What rules match and placeholders fill: the notification, with the `cloud_name` of the
         product environment it came from (the one whose secret verified it)."""
         return {**self.notification, "cloud_name": self.cloud_name} if self.cloud_name else self.notification
+
+    @property
+    def run_kind(self) -> str | None:
+        """ "backfill" or "replay" when one of them queued it (its history entry says which)."""
+        if self.backfill is None:
+            return None
+        return "replay" if self.backfill.startswith(REPLAY_PREFIX) else "backfill"
 
     @property
     def notification_type(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import redis
 
@@ -70,10 +70,31 @@ def trim_to_memory(connection: redis.Redis, keep: Keep) -> None:
 def latest(connection: redis.Redis, count: int | None = None) -> list[Envelope]:
     """The recorded notifications, newest first (all that are kept, or the latest `count`)."""
     entries = cast(list[tuple[bytes, dict[bytes, bytes]]], connection.xrevrange(keys.RECORDED, count=count))
+    return [envelope for _, envelope in _envelopes(entries)]
+
+
+def between(connection: redis.Redis, start: str, end: str, count: int) -> list[tuple[str, Envelope]]:
+    """At most `count` recorded notifications, oldest first, each with its stream entry id, from
+    `start` to `end` (entry ids or milliseconds; `(` before one leaves it out, `-` and `+` are the
+    ends): a window read a page at a time."""
+    entries = cast(
+        list[tuple[bytes, dict[bytes, bytes]]],
+        connection.xrange(keys.RECORDED, min=start, max=end, count=count),
+    )
+    return _envelopes(entries)
+
+
+def oldest(connection: redis.Redis) -> float | None:
+    """When the oldest notification still kept was received (seconds since the epoch), or None."""
+    entries = cast(list[tuple[bytes, Any]], connection.xrange(keys.RECORDED, count=1))
+    return int(entries[0][0].split(b"-")[0]) / 1000 if entries else None
+
+
+def _envelopes(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[str, Envelope]]:
     found = []
-    for _, fields in entries:
+    for entry, fields in entries:
         try:
-            found.append(Envelope.from_job(json.loads(fields[b"envelope"])))
+            found.append((entry.decode(), Envelope.from_job(json.loads(fields[b"envelope"]))))
         except (KeyError, ValueError, TypeError, BadNotification):
             continue  # not ours
     return found

@@ -130,6 +130,7 @@ def enqueue_notification(
     retries: int = 6,
     keep: kept_notifications.Keep | None = None,
     replicas: int = 0,
+    job_id: str | None = None,
 ) -> bool:
     """Store the notification as a job unless an identical body was stored before; True if queued.
 
@@ -139,12 +140,13 @@ def enqueue_notification(
     have the writes too (NotReplicated otherwise): a primary that fails over cannot take a
     notification answered 200 with it.
     """
-    key = keys.dedupe(envelope.id)
+    job_id = job_id or envelope.id  # a replay's job is not the notification's first one
+    key = keys.dedupe(job_id)
     with queue.connection.pipeline() as writes:  # only records the commands: never executed
         queue.enqueue_call(
             JOB_FUNCTION,
             args=(envelope.to_job(),),
-            job_id=envelope.id,
+            job_id=job_id,
             timeout=keys.JOB_TIMEOUT,
             result_ttl=keys.FINISHED_JOB_TTL,
             failure_ttl=keys.FAILED_JOB_TTL,
@@ -155,7 +157,7 @@ def enqueue_notification(
         trim_to_memory = keep is not None and kept_notifications.keep_copy(
             writes, envelope, keep, envelope.received_at
         )
-        words: list[Any] = [envelope.id, keys.DEDUPE_TTL]
+        words: list[Any] = [job_id, keys.DEDUPE_TTL]
         for command, _options in writes.command_stack:
             words += [len(command), *command]
         writes.reset()

@@ -123,8 +123,8 @@ class Executor:
                     "notification_type": envelope.notification_type,
                     "rules": list(plan.rules),
                 }
-                if envelope.backfill:
-                    entry["backfill"] = envelope.backfill
+                if envelope.backfill and envelope.run_kind:
+                    entry[envelope.run_kind] = envelope.backfill
                 run.told.append((entry, self.clock()))
                 run.refuse()
                 calls = run.within_cap(run.not_done())

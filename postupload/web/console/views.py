@@ -9,7 +9,8 @@ from typing import Any
 from flask import redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from postupload.backfill.runner import recent_backfills
+from postupload.backfill.replay import Replay, utc
+from postupload.backfill.runner import Replayer, recent_backfills
 from postupload.core.decision import decide
 from postupload.core.envelope import Envelope
 from postupload.core.notification import load_json
@@ -31,6 +32,12 @@ PLAYGROUND_RECENT = 20  # the latest kept notifications the playground offers
 PREVIEW_RECENT = 1000  # recorded notifications a console preview runs through, unless asked otherwise
 PLAYGROUND_LIMIT = 262_144  # bytes of a pasted notification
 SHOWN = 200  # failed and waiting jobs listed on a page (the counts are of all)
+REPLAY_SINCE = {
+    "1h": "the last hour",
+    "6h": "the last 6 hours",
+    "24h": "the last day",
+    "7d": "the last 7 days",
+}
 
 
 @console.get("/")
@@ -126,12 +133,19 @@ def preview() -> str:
         on_disk, problems = load_ruleset(rules.directory), []
     except RuleSetError as error:
         on_disk, problems = None, error.problems
-    report, spent = None, None
+    report, spent, replayed, problem = None, None, None, None
     if running is not None and on_disk is not None:
         envelopes = latest(connection, max(1, min(recent, settings.preview_keep or 1)))
         budget = request.args.get("admin_budget", ADMIN_BUDGET, type=int) or ADMIN_BUDGET
         report = diff(running, on_disk, envelopes, budget)
         spent = render_cost(report.cost)
+        if on_disk.version == running.version and request.args.get("replay") == "dry-run":
+            try:
+                replayed = Replayer(connection, web().parts.queue).dry_run(
+                    _asked_replay(request.args), running
+                )
+            except ValueError as error:
+                problem = str(error)
     return render_template(
         "preview.html",
         running=running,
@@ -141,7 +155,40 @@ def preview() -> str:
         report=report,
         cost=spent,
         recent=recent,
+        replay_since=REPLAY_SINCE,
+        asked=request.args,
+        replayed=replayed,
+        replay_problem=problem,
+        utc=utc,
     )
+
+
+@console.post("/replay")
+def start_replay() -> BaseResponse | tuple[str, int]:
+    """Queue the recorded notifications of a window again under the running rules (`postupload
+    replay`); the Backfills page follows it."""
+    parts = web().parts
+    try:
+        asked = _asked_replay(request.form)
+        replayer = Replayer(parts.connection, parts.queue, parts.settings.retries, parts.counts)
+        bound, progress = replayer.bind(asked)
+    except ValueError as error:
+        return message("Not replayed", str(error), 400)
+    replayer.run(bound, progress)
+    return redirect(url_for("console.backfills"), code=303)
+
+
+def _asked_replay(values: Any) -> Replay:
+    """The replay a form asks for; ValueError when it is not one."""
+    since = values.get("since", "24h")
+    if since not in REPLAY_SINCE:
+        raise ValueError(f"since {since!r}: choose one of {', '.join(REPLAY_SINCE)}")
+    rules = web().parts.rules.current()
+    names = tuple(values.getlist("rule"))
+    unknown = set(names) - {rule.name for rule in rules.rules} if rules else set(names)
+    if unknown:
+        raise ValueError(f"no rule named {', '.join(sorted(unknown))} is running")
+    return Replay(since, rules=names, types=("upload",) if values.get("uploads") else ())
 
 
 @console.get("/backfills")
