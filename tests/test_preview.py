@@ -345,7 +345,7 @@ def test_once_a_change_is_live_the_console_offers_to_replay_the_recorded_notific
     )
     assert started.status_code == 303 and started.headers["Location"].endswith("/console/backfills")
     queue = notification_queue(redis_conn)
-    replayed = [job for job in (queue.fetch_job(i) for i in queue.job_ids) if job.args[0].get("backfill")]
+    replayed = [job for job in queue.get_jobs() if job.args[0].get("backfill")]
     assert len(replayed) == len(SAMPLE) and all(job.args[0]["only_rules"] == ["thumbs"] for job in replayed)
     listed = client.get("/console/backfills", headers=bearer).get_data(as_text=True)
     assert "replay of the notifications of type upload recorded from" in listed and ", rules thumbs" in listed

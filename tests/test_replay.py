@@ -231,6 +231,6 @@ def test_a_stopped_replay_goes_on_from_its_checkpoint_and_queues_each_notificati
     assert resumed.window == bound.window and progress.queued == 6
     progress = second.run(resumed, progress)
     assert progress.queued == 7 and progress.listed == 7 and progress.state == "queued"
-    jobs = [queue.fetch_job(job_id) for job_id in queue.job_ids]
+    jobs = queue.get_jobs()
     assert sorted(job.args[0]["id"] for job in jobs) == [f"n{n}" for n in range(7)]
     assert all(job.args[0]["backfill"] == asked.key for job in jobs)
