@@ -360,6 +360,21 @@ class Stack:
         processes.env["CLOUDINARY_URL"] = self.emulator.account.to_url()
         self.workers: list[subprocess.Popen[bytes]] = []
 
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web.server_port}"
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """`postupload ARGS` against this stack, as ops would run it."""
+        return subprocess.run(
+            [sys.executable, "-m", "postupload", *args],
+            env=self.processes.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
     def start_workers(self, count: int = 1, prelude: str = "") -> None:
         for _ in range(count):
             self.workers.append(self.processes.start("worker", prelude=prelude))

@@ -415,6 +415,57 @@ rules:
 """
 
 
+BUSY_ID = "0dc33ec778ae7748dcbe08b3ca5e7730"  # an overwrite keeps the asset's id
+BUSY = """
+rules:
+  - name: seen
+    match: {public_id: [busy]}
+    actions:
+      - tags: {add: [seen]}
+      - context: {set: {state: seen}}
+"""
+
+
+def test_a_user_changing_an_asset_all_day_is_no_loop_but_what_our_key_causes_is_capped(
+    make_stack: Any,
+) -> None:
+    """Cloudinary's triggered_by (https://cloudinary.com/documentation/notifications): the emulator
+    sends {source: ui, id: user} for a Console user's upload, {source: api, id: <key>} for an API
+    call. The loop guard counts only what this deployment's key (or nobody) caused."""
+    stack: Stack = make_stack(BUSY, env={"POSTUPLOAD_ASSET_ACTION_CAP": "2"})
+    stack.start_workers(1)
+    for version in range(1001, 1005):  # 4 versions, 2 actions each: 8 actions past a cap of 2
+        stack.upload(
+            public_id="busy", asset_id=BUSY_ID, version=version, triggered_by={"source": "ui", "id": "user-1"}
+        )
+    assert wait_until(lambda: len([c for c in stack.calls("context") if c["status"] == 200]) == 4, 30)
+    assert wait_until(stack.idle, 30)
+    story = history.read(stack.redis, "busy", [ACCOUNT.cloud_name])
+    assert not [e for e in story if e.get("status") == "capped"]
+    assert [
+        e["origin"] for e in story if e["event"] == "notification" and e["notification_type"] == "upload"
+    ] == ["other"] * 4
+    # The same asset changed by an API call made with this deployment's key: counted, and capped.
+    for version in range(2001, 2003):
+        stack.upload(
+            public_id="busy",
+            asset_id=BUSY_ID,
+            version=version,
+            triggered_by={"source": "api", "id": ACCOUNT.api_key},
+        )
+    assert wait_until(
+        lambda: [
+            e for e in history.read(stack.redis, "busy", [ACCOUNT.cloud_name]) if e.get("status") == "capped"
+        ],
+        30,
+    )
+    samples = metric_samples(requests.get(f"{stack.web_url}/metrics", timeout=5).text)
+    assert sample(samples, "postupload_notifications_total", type="upload", origin="other") == 4
+    assert sample(samples, "postupload_notifications_total", type="upload", origin="own") == 2
+    shown = stack.cli("history", "busy")
+    assert "upload notification caused by our API key" in shown.stdout, shown.stdout
+
+
 def test_a_runaway_chain_is_stopped_by_the_cap_with_a_record(make_stack: Any) -> None:
     stack: Stack = make_stack(PING_PONG, env={"POSTUPLOAD_ASSET_ACTION_CAP": "2"})
     stack.start_workers(1)
@@ -437,7 +488,9 @@ def test_a_runaway_chain_is_stopped_by_the_cap_with_a_record(make_stack: Any) ->
         for e in history.read(stack.redis, "loop", [ACCOUNT.cloud_name])
         if e.get("event") == "action" and e["status"] == "batched"
     }
-    assert len(ran) == 2  # two actions (the second's remove and add are a call each)
+    # Three actions: the Console user's upload started the chain and is not counted; then ping and
+    # pong, caused by our own calls, made the cap of 2 (each a remove and an add: a call each).
+    assert len(ran) == 3
 
 
 def signed_post(stack: Stack, notification: dict[str, Any]) -> None:

@@ -161,6 +161,12 @@ def test_log_in_look_around_and_replay_a_failed_job_in_chromium(
     # under load is counted too, as it was answered: seen once as 8 for 7).
     shown = re.search(r"Notifications per minute \(last hour: (\d+)\)", text)
     assert shown and int(shown.group(1)) >= received, text[:600]
+    # ...and who caused them: the 3 uploads a Console user; the context changes this deployment's
+    # API key (its calls); the one posted by hand says nothing.
+    origins = re.search(
+        r"(\d+) this deployment's API key .*, (\d+) the Console or other API keys, (\d+) not told", text
+    )
+    assert origins and int(origins[1]) >= received - 4 and (origins[2], origins[3]) == ("3", "1"), text[:900]
     assert find("#rules").text == "1 rule"
     browser.save_screenshot(str(shots / "console-overview.png"))
 

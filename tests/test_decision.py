@@ -113,3 +113,25 @@ def test_every_path_finds_the_calls_the_worker_makes(
         assert sorted(map(shown, evaluated["plan"].calls)) == made
         seen = observed(rules, {**job.notification, "cloud_name": job.cloud_name})
         assert sorted(map(shown, seen["calls"])) == made
+
+
+@pytest.mark.parametrize(
+    ("context", "expected"),
+    [
+        ({"triggered_by": {"source": "api", "id": "111222333444555"}}, "own"),
+        ({"triggered_by": {"source": "api", "id": "999888777666555"}}, "other"),  # another key
+        ({"triggered_by": {"source": "ui", "id": "111222333444555"}}, "other"),  # a user, not a key
+        ({"triggered_by": {"source": "api"}}, "other"),
+        ({"triggered_at": "2026-12-06T10:00:00Z"}, "untold"),
+        ("api", "untold"),
+        (None, "untold"),
+    ],
+)
+def test_who_caused_a_notification_is_what_triggered_by_says(context: Any, expected: str) -> None:
+    from postupload.core.notification import origin
+
+    notification = {"notification_type": "resource_tags_changed"}
+    if context is not None:
+        notification["notification_context"] = context
+    assert origin(notification, "111222333444555") == expected
+    assert origin(notification, "") in ("other", "untold")  # no key of ours: nothing is ours

@@ -41,6 +41,19 @@ rules:
 """
 
 
+OUR_KEY = "111222333444555"
+
+
+def by(source: str, key: str) -> dict[str, Any]:
+    """Cloudinary's notification_context: who triggered the notification."""
+    return {
+        "notification_context": {
+            "triggered_at": "2026-12-06T10:00:00Z",
+            "triggered_by": {"source": source, "id": key},
+        }
+    }
+
+
 class Harness:
     def __init__(self, connection: redis.Redis, rules: RuleSet, cap: int = 100) -> None:
         self.connection = connection
@@ -57,6 +70,7 @@ class Harness:
             lambda envelope, when: self.scheduled.append((envelope.id, when)),
             cap,
             self.clock,
+            api_key=OUR_KEY,
         )
 
     def run(
@@ -479,3 +493,24 @@ def test_a_failed_call_lets_go_of_its_claim_only_while_it_is_still_its_own(harne
     harness.client.fail = taken_over_then_failed
     harness.executor.execute(envelope, planned, "n1")
     assert harness.connection.get(keys.done(explicit.key)) == other.encode()
+
+
+def test_the_loop_guard_counts_only_what_our_api_key_or_nobody_said_caused(
+    redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    """A user in the Console, or another API key, may change an asset all day: that is no loop. What
+    this deployment's key caused, and what comes without triggered_by, is counted."""
+    (tmp_path / "rules.yaml").write_text(RULES)
+    harness = Harness(redis_conn, load_ruleset(tmp_path), cap=5)
+    for version in range(1, 5):  # 4 notifications of 5 actions each: 20 actions, none counted
+        others = harness.run(notification_id=f"ui-{version}", version=version, **by("ui", "user-1"))
+        assert "capped" not in {o["status"] for o in others}
+    another = harness.run(notification_id="app-5", version=5, **by("api", "999888777666555"))
+    assert "capped" not in {o["status"] for o in another}
+    ours = harness.run(notification_id="own-6", version=6, **by("api", OUR_KEY))
+    assert [o["status"] for o in ours].count("capped") == 0  # 5 actions: the first 5 counted
+    untold = harness.run(notification_id="untold-7", version=7)
+    assert {o["status"] for o in untold} == {"capped"}  # counted: nobody said who caused it
+    story = history.read(redis_conn, "shoe", ["test-cloud"])
+    told = [e["origin"] for e in story if e["event"] == "notification"]
+    assert told == ["other"] * 5 + ["own", "untold"]

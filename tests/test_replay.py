@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import re
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from postupload.core.envelope import Envelope
 from postupload.store import history, keys
 from postupload.store.kept_notifications import latest
 from postupload.store.queue import notification_queue
-from tests.conftest import ACCOUNT, ROOT, Stack, wait_until
+from tests.conftest import ACCOUNT, Stack, wait_until
 
 NOW = datetime.datetime(2026, 12, 6, 12, 0, tzinfo=datetime.UTC).timestamp()
 
@@ -115,14 +114,7 @@ ADDED = """
 
 
 def replay(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "postupload", "replay", *args],
-        env=stack.processes.env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return stack.cli("replay", *args)
 
 
 def _effects(stack: Stack) -> Counter[str]:
@@ -177,14 +169,7 @@ def test_a_rule_added_today_acts_on_the_recorded_uploads_once_as_the_dry_run_say
     story = history.read(stack.redis, "products/p0", [ACCOUNT.cloud_name])
     (replayed,) = [entry for entry in story if entry.get("replay")]
     assert replayed["rules"] == ["seen", "thumbnails"] and replayed["replay"].startswith("replay-")
-    shown = subprocess.run(
-        [sys.executable, "-m", "postupload", "history", "products/p0"],
-        env=stack.processes.env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    shown = stack.cli("history", "products/p0")
     assert "upload notification (replay)" in shown.stdout, shown.stdout
 
     # A finished replay run again is done again, and every call is made already.
@@ -197,6 +182,9 @@ def test_a_rule_added_today_acts_on_the_recorded_uploads_once_as_the_dry_run_say
     assert wrong.returncode == 2 and "--since" in wrong.stderr and "'yesterday' is not a time" in wrong.stderr
     unknown = replay(stack, "--since", "1h", "--rule", "nope")
     assert unknown.returncode == 1 and "no rule named nope; the rules are: seen, thumbnails" in unknown.stderr
+    older = replay(stack, "--since", "8d", "--dry-run")  # 7 days are kept: older ones are gone
+    assert older.returncode == 0 and "note: the oldest notification kept is from" in older.stderr
+    assert "note:" not in dry.stderr  # a day ago: everything since is kept
     empty = replay(stack, "--since", "1h", "--until", "2h")
     assert empty.returncode == 2 and "the window is empty" in empty.stderr
 

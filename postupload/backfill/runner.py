@@ -28,7 +28,7 @@ from postupload.core.ruleset import RuleSet
 from postupload.errors import ActionError, RateLimitError
 from postupload.store import keys
 from postupload.store.budget import AdminBudget
-from postupload.store.kept_notifications import between, oldest
+from postupload.store.kept_notifications import between
 from postupload.store.metrics import Counts
 from postupload.store.queue import enqueue_notification
 
@@ -399,7 +399,6 @@ class Replayer:
             "wanted": tally.notifications,
             "rules": tally.rules,
             "calls": tally.calls,
-            "oldest": oldest(self.connection),
         }
 
     def _supersession(self, window: Window) -> Supersession:

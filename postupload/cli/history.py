@@ -47,6 +47,8 @@ def history(settings: Settings, asset: str, output: str, cloud: str | None) -> N
             kind = f"{entry['notification_type']} notification" + (
                 " (backfill)" if entry.get("backfill") else " (replay)" if entry.get("replay") else ""
             )
+            if entry.get("origin") == "own":
+                kind += " caused by our API key"
             where = f" in {entry['cloud_name']}" if len(settings.all_accounts()) > 1 else ""
             click.echo(f"{when}  {kind}{where} {entry['notification']}: {rules}")
             continue

@@ -184,7 +184,6 @@ def replay(
     from postupload.backfill.runner import Replayer
     from postupload.parts import Parts
     from postupload.rules.loading import load_ruleset
-    from postupload.store.kept_notifications import oldest
 
     now = time.time()
     for name, value in (("--since", since), ("--until", until)):
@@ -209,14 +208,9 @@ def replay(
         window = asked.window(now)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    kept_from = oldest(parts.connection)
-    if kept_from is None or kept_from > window.since:
-        click.echo(
-            f"note: the oldest notification kept is from {utc(kept_from)}: none older can be replayed"
-            if kept_from
-            else "note: no notification is kept (POSTUPLOAD_PREVIEW_KEEP): there is nothing to replay",
-            err=True,
-        )
+    note = _unkept(parts.connection, settings, window.since, now)
+    if note:
+        click.echo(f"note: {note}", err=True)
     if dry_run:
         report = replayer.dry_run(asked, ruleset)
         click.echo(f"replay from {utc(report['window'].since)} to {utc(report['window'].until)} (dry run)")
@@ -262,6 +256,27 @@ def _carry_out(
     if progress.failed:
         click.echo("see `postupload failed list` for what failed, and `postupload failed replay --all`")
         raise SystemExit(1)
+
+
+def _unkept(connection: Any, settings: Settings, since: float, now: float) -> str | None:
+    """What a replay from `since` cannot take because it is no longer kept, if anything may be."""
+    from postupload.backfill.replay import utc
+    from postupload.store import keys
+    from postupload.store.kept_notifications import oldest
+
+    if settings.preview_keep <= 0:
+        return "POSTUPLOAD_PREVIEW_KEEP is 0: no notification is kept, so none can be replayed"
+    kept_from = oldest(connection)
+    trimmed = since < now - settings.preview_days * keys.DAY or (
+        connection.xlen(keys.RECORDED) >= settings.preview_keep
+    )
+    if kept_from is None or kept_from <= since or not trimmed:
+        return None
+    return (
+        f"the oldest notification kept is from {utc(kept_from)}: none older can be replayed (the latest"
+        f" {settings.preview_keep} within {settings.preview_days:g} days and"
+        f" {settings.preview_megabytes:g} MiB are kept: POSTUPLOAD_PREVIEW_KEEP, _DAYS, _MB)"
+    )
 
 
 def _known_rules(ruleset: Any, rule_names: tuple[str, ...]) -> None:

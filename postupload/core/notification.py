@@ -130,6 +130,24 @@ def notification_id(body: bytes, cloud_name: str = "") -> str:
     return hashlib.sha256(f"{cloud_name}\n".encode() + body if cloud_name else body).hexdigest()[:32]
 
 
+# Who caused a notification, as Cloudinary's `notification_context.triggered_by` says
+# (https://cloudinary.com/documentation/notifications: `{"source": "api", "id": <API key>}` for an
+# API call, `{"source": "ui", "id": <user>}` for the Console).
+OWN = "own"  # an API call made with this deployment's API key: postupload's own, or its loop
+OTHER = "other"  # a user in the Console, or another API key
+UNTOLD = "untold"  # no triggered_by (older deliveries, backfills, some types)
+
+
+def origin(notification: Notification, api_key: str) -> str:
+    """OWN, OTHER or UNTOLD for a notification delivered to the product environment whose calls are
+    made with `api_key`."""
+    context = notification.get("notification_context")
+    by = context.get("triggered_by") if isinstance(context, dict) else None
+    if not isinstance(by, dict):
+        return UNTOLD
+    return OWN if api_key and by.get("source") == "api" and by.get("id") == api_key else OTHER
+
+
 @dataclass(frozen=True)
 class Target:
     """An asset a notification is about, as every Cloudinary call on it names it."""

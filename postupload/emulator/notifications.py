@@ -52,7 +52,9 @@ class Notifier:
         self.signature_algorithm = signature_algorithm
         self.sent: list[dict[str, Any]] = []
 
-    def upload(self, asset: Asset) -> dict[str, Any]:
+    def upload(self, asset: Asset, by: dict[str, Any] | None = None) -> dict[str, Any]:
+        """`by`: who uploaded it, as `triggered_by` says (an API call with the account's key unless
+        told)."""
         resource = asset.view(self.account.cloud_name)
         body = self.envelope("upload")
         for key in (
@@ -90,8 +92,8 @@ class Notifier:
             for newer in ("asset_folder", "display_name", "version_id"):
                 body.pop(newer, None)
             return body
-        body["api_key"] = self.account.api_key
-        return self.triggered(body)
+        body["api_key"] = by["id"] if by and by.get("source") == "api" else self.account.api_key
+        return self.triggered(body, by)
 
     def moderation(self, asset: Asset) -> dict[str, Any]:
         """As `samples/notifications/moderation-*.json`: no asset_id, resource_type or type (with
@@ -201,10 +203,13 @@ class Notifier:
             "request_id": secrets.token_hex(16),
         }
 
-    def triggered(self, body: dict[str, Any]) -> dict[str, Any]:
+    def triggered(self, body: dict[str, Any], by: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Who caused it, as Cloudinary says (https://cloudinary.com/documentation/notifications):
+        `{"source": "api", "id": <API key>}` for an API call (the account's own key here: the
+        emulator's APIs take that one), `{"source": "ui", "id": <user>}` for the Console."""
         body["notification_context"] = {
             "triggered_at": iso_now("Z"),
-            "triggered_by": {"source": "api", "id": self.account.api_key},
+            "triggered_by": by or {"source": "api", "id": self.account.api_key},
         }
         body["signature_key"] = self.account.api_key
         return body

@@ -41,6 +41,9 @@ AUTOMATIC_MODERATION = (
     "perception_point",
 )
 
+# Who `POST /emulator/upload` says uploaded (triggered_by), unless told: a user in the Console.
+CONSOLE_USER = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+
 
 def _eager(params: dict[str, Any]) -> list[str]:
     """The eager transformations asked for; 400, as Cloudinary answers, for one it has no meaning for."""
@@ -116,7 +119,10 @@ class Emulator:
         """Create an asset and send the upload notification Cloudinary would send."""
         asset = self.add_asset(values)
         if values.get("notify", True):
-            self.notifier.send(self.notifier.upload(asset), values.get("notification_url"))
+            # Someone's upload, not one of postupload's calls: a Console user's unless told
+            by = values.get("triggered_by")
+            by = by if isinstance(by, dict) else {"source": "ui", "id": CONSOLE_USER}
+            self.notifier.send(self.notifier.upload(asset, by), values.get("notification_url"))
             if asset.moderation_kind in AUTOMATIC_MODERATION:
                 self.notifier.send(self.notifier.moderation(asset), values.get("notification_url"))
         return asset.resource(self.account.cloud_name)

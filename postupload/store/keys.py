@@ -89,6 +89,11 @@ def notifications_in_minute(minute: int) -> str:
     return f"postupload:recent:notifications:{minute}"
 
 
+def origins_in_minute(minute: int) -> str:
+    """Hash: origin (own, other, untold) -> verified notifications within one minute."""
+    return f"postupload:recent:origins:{minute}"
+
+
 def matches_in_hour(hour: int) -> str:
     """Hash: rule -> notifications it matched within one hour (unix time // 3600)."""
     return f"postupload:recent:matches:{hour}"

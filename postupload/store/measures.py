@@ -34,9 +34,10 @@ MEASURES = {
         Measure(
             "postupload_notifications",
             "counter",
-            "Notifications received, by notification_type (other when unknown), the answer given and "
-            "the product environment (unknown when the path names none served)",
-            ("type", "answer", "cloud"),
+            "Notifications received, by notification_type (other when unknown), the answer given, "
+            "the product environment (unknown when the path names none served) and who caused them "
+            "(origin: own = this deployment's API key, other, untold, unknown before verification)",
+            ("type", "answer", "cloud", "origin"),
         ),
         Measure("postupload_rule_matches", "counter", "Notifications each rule matched", ("rule",)),
         Measure(

@@ -65,11 +65,15 @@ class Counts:
             self._fields[field(name, labels, bucket(name, value))] += 1
             self._fields[field(name, labels, "sum")] += value
 
-    def notification(self, notification_type: str, answer: str, cloud: str) -> None:
-        self.count("postupload_notifications", type=notification_type, answer=answer, cloud=cloud)
+    def notification(self, notification_type: str, answer: str, cloud: str, origin: str = "unknown") -> None:
+        self.count(
+            "postupload_notifications", type=notification_type, answer=answer, cloud=cloud, origin=origin
+        )
         minute = int(self.clock()) // 60
         with self._lock:
             self._recent[(keys.notifications_in_minute(minute), answer, keys.RECENT_MINUTES * 60)] += 1
+            if origin != "unknown":
+                self._recent[(keys.origins_in_minute(minute), origin, keys.RECENT_MINUTES * 60)] += 1
 
     def matched(self, rules: Iterable[str]) -> None:
         hour = int(self.clock()) // 3600

@@ -104,16 +104,29 @@ def notifications_per_minute(
     ]
 
 
+def origins_recent(
+    connection: redis.Redis, now: float | None = None, minutes: int = keys.RECENT_MINUTES
+) -> dict[str, int]:
+    """Verified notifications of the last `minutes` minutes by who caused them (own, other, untold)."""
+    last = int(time.time() if now is None else now) // 60
+    return _summed(connection, [keys.origins_in_minute(m) for m in range(last - minutes + 1, last + 1)])
+
+
 def matches_last_day(connection: redis.Redis, now: float | None = None) -> dict[str, int]:
     """Rule -> notifications it matched within the last RECENT_HOURS hours (by whole hours)."""
-    now = time.time() if now is None else now
-    last = int(now) // 3600
+    last = int(time.time() if now is None else now) // 3600
+    hours = range(last - keys.RECENT_HOURS + 1, last + 1)
+    return _summed(connection, [keys.matches_in_hour(hour) for hour in hours])
+
+
+def _summed(connection: redis.Redis, names: list[str]) -> dict[str, int]:
+    """The hashes' counts, field by field, summed (one round trip)."""
     with connection.pipeline(transaction=False) as pipe:
-        for hour in range(last - keys.RECENT_HOURS + 1, last + 1):
-            pipe.hgetall(keys.matches_in_hour(hour))
-        hours = pipe.execute()
+        for name in names:
+            pipe.hgetall(name)
+        found = pipe.execute()
     totals: dict[str, int] = {}
-    for found in hours:
-        for rule, count in found.items():
-            totals[_text(rule)] = totals.get(_text(rule), 0) + int(count)
+    for counts in found:
+        for field, count in counts.items():
+            totals[_text(field)] = totals.get(_text(field), 0) + int(count)
     return totals

@@ -61,7 +61,12 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         if request.endpoint == "webhooks.receive":
             answer = g.get("answer") or _answer_code(response)
             # the cloud label only takes the names served: a path's is anybody's to choose
-            counts.notification(g.get("notification_type", "unknown"), answer, g.get("cloud", "unknown"))
+            counts.notification(
+                g.get("notification_type", "unknown"),
+                answer,
+                g.get("cloud", "unknown"),
+                g.get("origin", "unknown"),
+            )
             if answer != "store_unavailable":  # Redis is away: kept for the next flush
                 counts.flush_soon()
         return response

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from postupload.core.envelope import Envelope
-from postupload.core.notification import WHERE_ASSETS
+from postupload.core.notification import WHERE_ASSETS, origin
 from postupload.errors import BadNotification, BodyTooLarge, UnsupportedMediaType
 from postupload.logs import printable
 from postupload.store.queue import enqueue_notification
@@ -59,6 +59,7 @@ def receive(cloud_name: str | None = None) -> tuple[Response, int]:
     )
     kind = envelope.notification_type
     g.notification_type = kind if kind in WHERE_ASSETS else "other"  # label values stay few
+    g.origin = origin(envelope.notification, account.api_key)
     try:
         queued = enqueue_notification(queue, envelope, settings.retries, shared.keep, settings.redis_replicas)
     except redis.RedisError as error:

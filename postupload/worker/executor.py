@@ -23,6 +23,7 @@ from handlers import ENDPOINTS
 from postupload.core.calls import ActionRef, AssetPlan, Call, Plan, Status
 from postupload.core.client import Client
 from postupload.core.envelope import Envelope
+from postupload.core.notification import OTHER, origin
 from postupload.errors import ActionError, RateLimitError
 from postupload.store import history, keys
 from postupload.store.batches import Spec, TagBatches
@@ -99,6 +100,7 @@ class Executor:
     schedule: Callable[[Envelope, float], None]  # run the notification again at a unix time
     cap: int = 100  # actions per asset per hour; 0 turns the loop guard off
     clock: Callable[[], float] = time.time
+    api_key: str = ""  # the one its calls are made with: what `triggered_by` names for them
 
     def execute(self, envelope: Envelope, plan: Plan, job_id: str | None = None) -> list[Outcome]:
         """Perform the plan on every asset of the notification; every outcome, in order. `job_id`
@@ -108,6 +110,7 @@ class Executor:
         Each asset's history first gets the notification and the rules it matched, then the outcomes.
         """
         outcomes: list[Outcome] = []
+        caused = origin(envelope.notification, self.api_key)
         stories: list[history.Story] = []
         retry_at = 0.0
         renamed = envelope.notification_type == "rename"  # each asset's public_id is new: map it now
@@ -122,12 +125,15 @@ class Executor:
                     "cloud_name": envelope.cloud_name,
                     "notification_type": envelope.notification_type,
                     "rules": list(plan.rules),
+                    "origin": caused,
                 }
                 if envelope.backfill and envelope.run_kind:
                     entry[envelope.run_kind] = envelope.backfill
                 run.told.append((entry, self.clock()))
                 run.refuse()
-                calls = run.within_cap(run.not_done())
+                # The loop guard counts what this deployment's calls may have caused: not what a user
+                # in the Console or another API key did, however often they do it.
+                calls = run.not_done() if caused == OTHER else run.within_cap(run.not_done())
                 # The last call sent leaves its done marks to the writes below: only Redis comes between.
                 last = max((i for i, call in enumerate(calls) if call.delivery != "batch"), default=-1)
                 retry_at = max([retry_at, *(run.perform(call, i != last) for i, call in enumerate(calls))])

@@ -61,6 +61,7 @@ class Runtime:
                 parts.budget(cloud_name),
                 again,
                 settings.asset_action_cap,
+                api_key=account.api_key,
             )
             for cloud_name, account in parts.accounts.items()
         }

@@ -24,7 +24,7 @@ from postupload.rules.source import RuleSource
 from postupload.store import history
 from postupload.store.failures import failed_job_ids, failed_jobs, replay, waiting_jobs
 from postupload.store.kept_notifications import latest
-from postupload.store.state import matches_last_day, notifications_per_minute, overview
+from postupload.store.state import matches_last_day, notifications_per_minute, origins_recent, overview
 from postupload.web.console.blueprint import console, message
 from postupload.web.state import web
 
@@ -57,6 +57,7 @@ def home() -> str:
         per_minute=[(stamp, count) for (stamp, _), count in zip(per_minute, counts, strict=True)],
         peak=max(counts) or 1,
         last_hour=sum(counts),
+        origins=origins_recent(connection, now),
         now=now,
     )
 
