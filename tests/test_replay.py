@@ -222,3 +222,23 @@ def test_a_stopped_replay_goes_on_from_its_checkpoint_and_queues_each_notificati
     jobs = queue.get_jobs()
     assert sorted(job.args[0]["id"] for job in jobs) == [f"n{n}" for n in range(7)]
     assert all(job.args[0]["backfill"] == asked.key for job in jobs)
+
+
+def test_a_replay_under_rule_files_the_workers_keep_out_is_refused(tmp_path: Path) -> None:
+    """The workers would run the last good set, not these files: the replay says so, and never
+    reaches Redis."""
+    from click.testing import CliRunner
+
+    from postupload.cli import main
+
+    (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "t.yaml").write_text(
+        "tests:\n  - name: uploads are seen\n    notification: {notification_type: upload, public_id: x}\n"
+        "    expect: {rules: [nothing]}\n"
+    )
+    env = {"REDIS_URL": "redis://127.0.0.1:1/0", "CLOUDINARY_URL": ACCOUNT.to_url()}
+    result = CliRunner().invoke(main, ["replay", "--since", "1h", "--rules", str(tmp_path)], env=env)
+    assert result.exit_code == 1, result.output
+    assert "the workers keep these rule files out (" in result.output and "uploads are seen" in result.output
+    assert "fix them first" in result.output

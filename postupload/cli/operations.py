@@ -182,8 +182,9 @@ def replay(
     same command again after a stop."""
     from postupload.backfill.replay import Replay, moment, utc
     from postupload.backfill.runner import Replayer
+    from postupload.errors import RuleSetError
     from postupload.parts import Parts
-    from postupload.rules.loading import load_ruleset
+    from postupload.rules.source import load_gated
 
     now = time.time()
     for name, value in (("--since", since), ("--until", until)):
@@ -192,7 +193,13 @@ def replay(
                 moment(value, now)
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint=name) from None
-    ruleset = load_ruleset(directory or settings.rules_dir)
+    try:  # the gate the workers apply: what they would run, or nothing
+        ruleset = load_gated(directory or settings.rules_dir, settings.rules_require_tests)
+    except RuleSetError as error:
+        raise PostuploadError(
+            f"the workers keep these rule files out ({error}): a replay would run under the last good"
+            " set, not these; fix them first (`postupload rules check`, `postupload rules test`)"
+        ) from None
     _known_rules(ruleset, rule_names)
     cloud_name = settings.require_account(cloud).cloud_name if cloud else ""
     asked = Replay(since, until, tuple(rule_names), tuple(types), cloud_name)
