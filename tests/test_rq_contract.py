@@ -183,3 +183,54 @@ def test_a_retry_writes_the_jobs_status_in_its_transaction_only(redis_conn: redi
             job.id, connection=redis_conn, serializer=queue.serializer
         ).get_status()
         assert status == (JobStatus.STARTED if retry is queue.job_class.retry else JobStatus.SCHEDULED)
+
+
+def test_a_job_stored_from_the_learnt_template_is_the_job_rq_itself_stores(
+    redis_server: Any, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The intake writes RQ's job from a template learnt from RQ (store/job_template.py): the same
+    job, enqueued by RQ in another database, is field for field the same, timestamps aside."""
+    from rq import Retry
+
+    from postupload.core.envelope import Envelope
+    from postupload.store import queue as queue_module
+    from postupload.store.queue import JOB_FUNCTION, enqueue_notification
+
+    retry = Retry(6, [2, 5, 9, 17, 40, 90])
+    monkeypatch.setattr(queue_module, "retry_policy", lambda attempts: retry)
+    envelope = Envelope(
+        "a1b2", time.time(), "test-cloud", {"notification_type": "upload", "public_id": "é/x"}
+    )
+    assert queue_module._template(notification_queue(redis_conn), 6) is not None
+    assert enqueue_notification(notification_queue(redis_conn), envelope, 6)
+    theirs = redis.Redis.from_url(redis_server.url, db=1)
+    theirs.flushdb()
+    notification_queue(theirs).enqueue_call(
+        JOB_FUNCTION,
+        args=(envelope.to_job(),),
+        job_id=envelope.id,
+        timeout=600,
+        result_ttl=0,
+        failure_ttl=7 * 86400,
+        description="notification upload",
+        retry=retry,
+    )
+
+    def stored(connection: redis.Redis) -> dict[Any, Any]:
+        job = connection.hgetall(b"rq:job:a1b2")
+        return {k: v for k, v in job.items() if k not in (b"created_at", b"enqueued_at")}
+
+    assert stored(redis_conn) == stored(theirs) and b"data" in stored(redis_conn)
+    assert redis_conn.lrange("rq:queue:postupload", 0, -1) == theirs.lrange("rq:queue:postupload", 0, -1)
+    assert redis_conn.smembers("rq:queues") == theirs.smembers("rq:queues")
+    job = notification_queue(redis_conn).fetch_job("a1b2")
+    assert job is not None and list(job.args) == [envelope.to_job()] and job.enqueued_at is not None
+
+
+def test_when_rq_writes_what_cannot_be_learnt_rq_builds_every_job(redis_conn: redis.Redis) -> None:
+    from postupload.store import job_template
+
+    def record(queue: Any, job: job_template.Job) -> job_template.Writes:
+        return [("HSET", f"rq:job:{job.id}", "nonce", str(time.time_ns()))]  # unexplained: differs
+
+    assert job_template.learn(notification_queue(redis_conn), "f", 6, record) is None

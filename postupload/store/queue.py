@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +20,7 @@ from rq.serializers import JSONSerializer
 from postupload import backoff
 from postupload.core.envelope import Envelope
 from postupload.logs import printable
-from postupload.store import kept_notifications, keys
+from postupload.store import job_template, kept_notifications, keys
 
 JOB_FUNCTION = "postupload.worker.process_notification"
 # Seconds a job may sit taken but not started before it counts as lost with its worker. A live
@@ -109,11 +111,12 @@ def retry_policy(attempts: int) -> Retry | None:
 
 # The dedupe mark and, only when it was not there, every write of the enqueue: one round trip, and
 # atomic. The writes are RQ's own (and the kept copy's), recorded from a pipeline as RQ made them,
-# so nothing of RQ's job format is written here. ARGV: the mark's value and TTL, then each command
-# as its number of words followed by its words.
-_STORE_UNLESS_SEEN = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
-local i = 3
+# so nothing of RQ's job format is written here. ARGV: the mark's value and TTL, then (`_ANY_WRITES`)
+# each command as its number of words followed by its words. A job template's script
+# (`job_template`) has RQ's writes written into it and takes only a job's values before those.
+_SET_MARK = "if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end"
+_ANY_WRITES = """
+local i = {first}
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
   redis.call(unpack(ARGV, i + 1, i + n))
@@ -121,7 +124,19 @@ while i <= #ARGV do
 end
 return 1
 """
-_STORE_UNLESS_SEEN_SHA = hashlib.sha1(_STORE_UNLESS_SEEN.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Script:
+    source: str
+    order: tuple[str, ...] = ()  # a template's values, from ARGV[3] on
+
+    @functools.cached_property
+    def sha(self) -> str:
+        return hashlib.sha1(self.source.encode()).hexdigest()
+
+
+_STORE_UNLESS_SEEN = _Script(_SET_MARK + _ANY_WRITES.format(first=3))
 
 
 def enqueue_notification(
@@ -142,26 +157,29 @@ def enqueue_notification(
     """
     job_id = job_id or envelope.id  # a replay's job is not the notification's first one
     key = keys.dedupe(job_id)
+    job = job_template.Job(
+        job_id,
+        envelope.to_job(),
+        f"notification {printable(envelope.notification_type)}",
+        retry_policy(retries),
+    )
+    learnt = _template(queue, retries)
+    words: list[Any] = [job_id, keys.DEDUPE_TTL]
+    if learnt is not None:
+        template, script = learnt
+        words += template.arguments(job, list(script.order))
+    else:
+        script = _STORE_UNLESS_SEEN
+        for command in _rq_writes(queue, job):
+            words += [len(command), *command]
     with queue.connection.pipeline() as writes:  # only records the commands: never executed
-        queue.enqueue_call(
-            JOB_FUNCTION,
-            args=(envelope.to_job(),),
-            job_id=job_id,
-            timeout=keys.JOB_TIMEOUT,
-            result_ttl=keys.FINISHED_JOB_TTL,
-            failure_ttl=keys.FAILED_JOB_TTL,
-            description=f"notification {printable(envelope.notification_type)}",
-            retry=retry_policy(retries),
-            pipeline=writes,
-        )
         trim_to_memory = keep is not None and kept_notifications.keep_copy(
             writes, envelope, keep, envelope.received_at
         )
-        words: list[Any] = [job_id, keys.DEDUPE_TTL]
         for command, _options in writes.command_stack:
             words += [len(command), *command]
         writes.reset()
-    if not _store_unless_seen(queue.connection, key, words, replicas):
+    if not _store_unless_seen(queue.connection, key, words, replicas, script):
         return False
     if trim_to_memory and keep is not None:
         try:
@@ -171,6 +189,44 @@ def enqueue_notification(
     return True
 
 
+def _rq_writes(queue: Queue, job: job_template.Job) -> job_template.Writes:
+    """The writes RQ makes to enqueue a notification job, recorded from a pipeline, not sent."""
+    with queue.connection.pipeline() as writes:
+        queue.enqueue_call(
+            JOB_FUNCTION,
+            args=(job.argument,),
+            job_id=job.id,
+            timeout=keys.JOB_TIMEOUT,
+            result_ttl=keys.FINISHED_JOB_TTL,
+            failure_ttl=keys.FAILED_JOB_TTL,
+            description=job.description,
+            retry=job.retry,
+            pipeline=writes,
+        )
+        recorded = [command for command, _options in writes.command_stack]
+        writes.reset()
+    return recorded
+
+
+_TEMPLATES: dict[tuple[str, str, int], tuple[job_template.Template, _Script] | None] = {}
+
+
+def _template(queue: Queue, retries: int) -> tuple[job_template.Template, _Script] | None:
+    """The queue's job template (`job_template`) and its script, learnt at its first job; None when
+    RQ's writes cannot be filled in, and RQ builds every job."""
+    found = (queue.name, type(queue).__name__, retries)
+    if found not in _TEMPLATES:
+        template = job_template.learn(queue, JOB_FUNCTION, retries, _rq_writes)
+        if template is None:
+            log.warning("RQ's job writes could not be learnt: RQ builds every job (slower)")
+            _TEMPLATES[found] = None
+        else:
+            source, order = template.script(_SET_MARK, 3)
+            script = _Script(source + _ANY_WRITES.format(first=3 + len(order)), tuple(order))
+            _TEMPLATES[found] = (template, script)
+    return _TEMPLATES[found]
+
+
 class NotReplicated(redis.RedisError):
     """Fewer replicas than asked for confirmed a notification's writes in REPLICA_WAIT_MS."""
 
@@ -178,12 +234,18 @@ class NotReplicated(redis.RedisError):
 REPLICA_WAIT_MS = 2000  # a replica on a network confirms in a millisecond or two; it is gone by then
 
 
-def _store_unless_seen(connection: redis.Redis, key: str, words: list[Any], replicas: int = 0) -> bool:
+def _store_unless_seen(
+    connection: redis.Redis,
+    key: str,
+    words: list[Any],
+    replicas: int = 0,
+    script: _Script = _STORE_UNLESS_SEEN,
+) -> bool:
     """Run the script; with `replicas`, WAIT for them in the same round trip (a pipeline)."""
     try:
-        answers = _script_and_wait(connection, replicas, _STORE_UNLESS_SEEN_SHA, key, words)
+        answers = _script_and_wait(connection, replicas, script, True, key, words)
     except redis.exceptions.NoScriptError:  # a Redis started since the last call: this loads it
-        answers = _script_and_wait(connection, replicas, None, key, words)
+        answers = _script_and_wait(connection, replicas, script, False, key, words)
     stored = bool(answers[0])
     if replicas and answers[1] < replicas:
         if stored:  # Cloudinary's retry must store it again, not be taken for a duplicate
@@ -196,17 +258,17 @@ def _store_unless_seen(connection: redis.Redis, key: str, words: list[Any], repl
 
 
 def _script_and_wait(
-    connection: redis.Redis, replicas: int, sha: str | None, key: str, words: list[Any]
+    connection: redis.Redis, replicas: int, script: _Script, by_sha: bool, key: str, words: list[Any]
 ) -> list[Any]:
     if not replicas:  # the script alone: no pipeline to make
-        if sha is not None:
-            return [connection.evalsha(sha, 1, key, *words)]
-        return [connection.eval(_STORE_UNLESS_SEEN, 1, key, *words)]
+        if by_sha:
+            return [connection.evalsha(script.sha, 1, key, *words)]
+        return [connection.eval(script.source, 1, key, *words)]
     with connection.pipeline(transaction=False) as pipe:
-        if sha is not None:
-            pipe.evalsha(sha, 1, key, *words)
+        if by_sha:
+            pipe.evalsha(script.sha, 1, key, *words)
         else:
-            pipe.eval(_STORE_UNLESS_SEEN, 1, key, *words)
+            pipe.eval(script.source, 1, key, *words)
         pipe.wait(replicas, REPLICA_WAIT_MS)
         return pipe.execute()
 

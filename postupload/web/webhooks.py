@@ -6,7 +6,7 @@ import logging
 import time
 
 import redis
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from postupload.core.envelope import Envelope
@@ -75,7 +75,9 @@ def receive(cloud_name: str | None = None) -> tuple[Response, int]:
         envelope.notification_type,
         extra={"notification": envelope.id, "cloud": account.cloud_name, "type": kind, "outcome": answer},
     )
-    return jsonify({"status": answer, "id": envelope.id}), 200
+    # The answer's JSON as a string: both values are words of ours (the id is hex), and jsonify
+    # cost a twentieth of the intake's time.
+    return Response(f'{{"id":"{envelope.id}","status":"{answer}"}}\n', mimetype="application/json"), 200
 
 
 def _read_body(limit: int) -> bytes:
