@@ -231,6 +231,21 @@ def test_log_in_look_around_and_replay_a_failed_job_in_chromium(
     browser.get(base + "/assets?q=late")
     assert "ok" in [tag.text for tag in browser.find_elements(By.CSS_SELECTOR, "#timeline .tag")]
 
+    # Preview: the files on disk are the running set, so it offers to replay the recorded uploads
+    # under them; every call they cause was made already, so the replay makes none.
+    follow(browser.find_element(By.LINK_TEXT, "Preview"))
+    assert "are the ones running" in find("#same-version").text
+    follow(find("#replay-dry-run"))
+    dry = find("#replay-dry").text
+    assert (
+        "4 would be replayed" in dry and "0 explicit (rule thumbnails) calls (4 made already: skipped)" in dry
+    )
+    made = len([call for call in stack.calls() if call["status"] == 200])
+    text = follow(find("#replay-start"))
+    assert "replay of the notifications of type upload recorded from" in find("#backfills").text, text
+    assert wait_until(lambda: "finished" in (browser.refresh() or find("#backfills").text), 20)
+    assert len([call for call in stack.calls() if call["status"] == 200]) == made
+
     # A POST without the page's CSRF field is refused, even with the session cookie.
     session = {"postupload_console": cookie["value"]}
     forged = requests.post(base + "/jobs/replay", data={"all": "1"}, cookies=session, timeout=5)
