@@ -73,7 +73,8 @@ def matches(expected: list[str], actual: str) -> bool:
 def _still_reading(command: str) -> bool:
     """Commands that only read what the stack did: asked again until the stack has done it."""
     reading = ("curl -s $POSTUPLOAD_WEB_URL", ".venv/bin/postupload history")
-    return command.startswith((*reading, ".venv/bin/postupload rules diff"))
+    dry_replay = command.startswith(".venv/bin/postupload replay") and "--dry-run" in command
+    return command.startswith((*reading, ".venv/bin/postupload rules diff")) or dry_replay
 
 
 @pytest.fixture
