@@ -97,6 +97,8 @@ def _taken_but_not_started(connection: redis.Redis, seen_ago: float) -> tuple[Jo
     connection.lmove(queue.key, taken.key, "RIGHT", "LEFT")
     first_seen = datetime.now(UTC).timestamp() - seen_ago
     connection.set(taken.get_first_seen_key(envelope.id), first_seen)
+    enqueued = datetime.fromtimestamp(first_seen - 0.5, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    connection.hset(Job.key_for(envelope.id), "enqueued_at", enqueued)  # before it was seen taken
     job = Job.fetch(envelope.id, connection=connection, serializer=JSONSerializer)
     return job, queue
 
@@ -107,6 +109,20 @@ def test_a_job_taken_by_a_worker_that_died_before_starting_it_runs_again(redis_c
     assert redis_conn.llen(queue.intermediate_queue.key) == 0
     assert job.get_status(refresh=True) in ("scheduled", "queued")  # its retry, not a failure
     assert job.retries_left is not None
+
+
+def test_a_retried_job_taken_again_is_not_found_stuck_by_its_earlier_take(redis_conn: redis.Redis) -> None:
+    """RQ keeps a job's first-seen mark a day: a retry of the same job, caught between being taken
+    and started, was failed as "stuck in intermediate queue" by the mark of its first take (a clean
+    clone's suite saw a retried job fail so, its Cloudinary error lost)."""
+    job, queue = _taken_but_not_started(redis_conn, seen_ago=STUCK_AFTER + 20)
+    again = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    redis_conn.hset(job.key, "enqueued_at", again)  # enqueued again for its retry, taken again
+    queue.intermediate_queue.cleanup(Worker([queue], connection=redis_conn), queue)
+    assert redis_conn.llen(queue.intermediate_queue.key) == 1
+    assert job.get_status(refresh=True) == "queued" and not queue.failed_job_registry.count
+    seen = queue.intermediate_queue.get_first_seen(job.id)
+    assert seen is not None and (datetime.now(UTC) - seen).total_seconds() < STUCK_AFTER  # this take's
 
 
 def test_a_job_taken_moments_ago_is_left_to_its_worker(redis_conn: redis.Redis) -> None:

@@ -325,7 +325,7 @@ def _progress_reporter(
             said["bar"] = bar
             bar.total = progress.queued if progress.state != "listing" else None
             bar.n = worked
-            bar.set_description_str(_counts(progress), refresh=False)
+            bar.set_description_str(_counts(progress, unit), refresh=False)
             bar.refresh()
             if progress.state == "done":
                 bar.close()
@@ -340,10 +340,10 @@ def _progress_reporter(
     return report
 
 
-def _counts(progress: Any) -> str:
-    return (
-        f"listed {progress.listed}  queued {progress.queued}  done {progress.done}  failed {progress.failed}"
-    )
+def _counts(progress: Any, unit: str = "assets") -> str:
+    listed = "read" if unit == "notifications" else "listed"  # a replay reads what was recorded
+    done, failed = progress.done, progress.failed
+    return f"{listed} {progress.listed}  queued {progress.queued}  done {done}  failed {failed}"
 
 
 def progress_line(progress: Any, elapsed: float, worked_before: int, unit: str = "assets") -> str:
@@ -365,5 +365,5 @@ def progress_line(progress: Any, elapsed: float, worked_before: int, unit: str =
         rate=rate or None,
         ascii=".#",
         unit=f" {unit}",
-        bar_format=f"{where}  {_counts(progress)}  {{rate_fmt}}  {eta}",
+        bar_format=f"{where}  {_counts(progress, unit)}  {{rate_fmt}}  {eta}",
     )

@@ -16,6 +16,7 @@ from rq import Queue, Retry
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
+from rq.utils import as_text, utcparse
 
 from postupload import backoff
 from postupload.core.envelope import Envelope
@@ -38,7 +39,16 @@ class TakenJobs(IntermediateQueue):
 
     def should_be_cleaned_up(self, job_id: str) -> bool:
         first_seen = self.get_first_seen(job_id)
-        return first_seen is not None and (datetime.now(UTC) - first_seen).total_seconds() > STUCK_AFTER
+        if first_seen is None:
+            return False
+        # RQ keeps a job's "first seen" a day and never clears it: a job retried (the same id, taken
+        # again) would be found "stuck" by the mark of its earlier take, and failed while a live
+        # worker was starting it. A mark older than the job's latest enqueue is that earlier one.
+        enqueued = self.connection.hget(Job.key_for(job_id), "enqueued_at")
+        if enqueued and utcparse(as_text(enqueued)) > first_seen:
+            self.connection.set(self.get_first_seen_key(job_id), datetime.now(UTC).timestamp(), ex=keys.DAY)
+            return False
+        return (datetime.now(UTC) - first_seen).total_seconds() > STUCK_AFTER
 
 
 class NotificationJob(Job):
