@@ -1,13 +1,42 @@
-"""Child processes that do not outlive the process that started them."""
+"""Child processes that do not outlive the process that started them, and stops asked for by signals."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import os
+import select
 import signal
 import subprocess
 import sys
 
 PR_SET_PDEATHSIG = 1
+
+
+class StopFlag:
+    """A stop asked for by a signal handler, and waited for. A handler runs between two bytecodes of
+    the main thread, whatever it was doing: a threading.Event's `set` there waited forever for the
+    lock its own `wait`, interrupted, held (a worker's scheduler was left so, orphaned and alive for
+    good). This one is set with no lock, and waited for on a pipe the setter writes a byte to."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+        with contextlib.suppress(OSError):  # the pipe is full: it wakes a waiter already
+            os.write(self._write, b"x")
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until set or `timeout` s; whether it is set."""
+        if not self._set:
+            select.select([self._read], [], [], timeout)
+        return self._set
 
 
 def die_with_parent() -> None:

@@ -4,6 +4,8 @@ jobs in hand finish, and a job lost between queue and worker comes back."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +19,7 @@ from postupload.core.envelope import Envelope
 from postupload.local.redis_server import RedisServer
 from postupload.store.queue import STUCK_AFTER, enqueue_notification, notification_queue
 from postupload.worker.rq_adapter import Worker
-from tests.conftest import Stack, wait_until
+from tests.conftest import ROOT, Stack, wait_until
 from tests.test_actions import EVERYDAY, _all_done, _faults, assert_exactly_once
 
 EXPLICIT_ONLY = """
@@ -152,3 +154,32 @@ def test_idle_workers_hardly_load_redis(own_redis: RedisServer, make_stack: Any)
     time.sleep(16)  # a whole idle cycle of every worker (IDLE_WAIT)
     rate = (commands() - before) / (time.monotonic() - started)
     assert rate < 27, f"{rate:.1f} Redis commands/s for 4 idle workers"
+
+
+STOP_UNDER_SIGNALS = """
+import signal, sys, time
+from postupload.processes import StopFlag
+flag = StopFlag()
+signal.signal(signal.SIGALRM, lambda signum, frame: flag.set())
+signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)  # a signal every half millisecond
+end = time.monotonic() + 1
+while time.monotonic() < end:
+    flag.wait(0)
+signal.setitimer(signal.ITIMER_REAL, 0)
+woken = StopFlag()
+signal.signal(signal.SIGALRM, lambda signum, frame: woken.set())
+signal.setitimer(signal.ITIMER_REAL, 0.2)
+started = time.monotonic()
+print("done", woken.wait(20), round(time.monotonic() - started, 1))
+"""
+
+
+def test_a_stop_set_by_a_signal_handler_never_waits_for_a_lock() -> None:
+    """A handler runs between two bytecodes of the main thread. With a threading.Event, a stop
+    signal that came while the main thread was inside the Event's `wait` blocked for good on the
+    lock that very `wait` held (this same loop never finishes with one: it hangs or dies), and a
+    worker's scheduler, orphaned, stayed alive. StopFlag takes no lock; and a long wait wakes."""
+    done = subprocess.run(
+        [sys.executable, "-c", STOP_UNDER_SIGNALS], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0 and done.stdout.startswith("done True 0."), done.stdout + done.stderr

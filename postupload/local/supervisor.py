@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ from postupload.config import DEV_ACCOUNT, Account, Settings, environment
 from postupload.errors import PostuploadError
 from postupload.local import run_env
 from postupload.local.redis_server import RedisServer, free_port
-from postupload.processes import die_with_parent
+from postupload.processes import StopFlag, die_with_parent
 from postupload.store.connection import connect
 
 EXAMPLE_NOTIFICATION = Path("examples/upload.json")
@@ -125,15 +124,15 @@ def _check_redis(url: str) -> None:
         raise PostuploadError(f"REDIS_URL {_masked(url)} does not answer: {error}") from None
 
 
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
+def _stop_on_signals() -> StopFlag:
+    stop = StopFlag()  # set by the handlers: no lock (processes.StopFlag)
     # Installed explicitly: a shell starting us in the background leaves SIGINT ignored.
     for signum in STOP_SIGNALS:
         signal.signal(signum, lambda signum, frame: stop.set())
     return stop
 
 
-def _wait_for_web(port: int, children: list[Child], stop: threading.Event, timeout: float = 30) -> bool:
+def _wait_for_web(port: int, children: list[Child], stop: StopFlag, timeout: float = 30) -> bool:
     """Until our web process answers /healthz (the port was free before it started: it is ours)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not stop.is_set():
@@ -182,7 +181,7 @@ def _banner(
     click.echo("\n".join(lines))
 
 
-def _supervise(children: list[Child], stop: threading.Event) -> None:
+def _supervise(children: list[Child], stop: StopFlag) -> None:
     """Until a stop signal: a child that dies is started again, unless it keeps dying."""
     while not stop.wait(0.2):
         for child in children:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import logging
 import signal
-import threading
 
 import redis
 from rq.serializers import JSONSerializer
@@ -14,6 +13,7 @@ from rq.serializers import JSONSerializer
 from postupload import backoff
 from postupload.cloudinary_api import widen_http_pools
 from postupload.config import Settings
+from postupload.processes import StopFlag
 from postupload.store.batches import Flusher
 from postupload.store.connection import waiting
 from postupload.store.queue import notification_queue
@@ -87,7 +87,7 @@ class _StopSignals:
     """SIGTERM and SIGINT while no RQ worker is working (waiting for Redis, or between two)."""
 
     def __init__(self) -> None:
-        self.stop = threading.Event()
+        self.stop = StopFlag()  # set by the handlers below: no lock (processes.StopFlag)
         self.reinstall()
 
     @property

@@ -47,7 +47,7 @@ from rq.utils import as_text
 from rq.utils import now as utcnow
 
 from postupload.errors import PostuploadError
-from postupload.processes import die_with_parent
+from postupload.processes import StopFlag, die_with_parent
 from postupload.store.connection import same_redis
 from postupload.store.queue import NotificationJob
 
@@ -90,7 +90,7 @@ class Worker(SimpleWorker):
     A stop request lets the jobs in hand finish and takes no new one; a second one stops at once
     (those jobs then run again elsewhere, and their done marks keep what they did single)."""
 
-    stopping: threading.Event | None = None  # set on SIGTERM/SIGINT, for whoever runs this worker
+    stopping: StopFlag | None = None  # set on SIGTERM/SIGINT, for whoever runs this worker
     on_failure: Callable[[Job, BaseException | None], None] | None = None  # after RQ's handlers
     death_penalty_class = TimerDeathPenalty  # a job's timeout: SIGALRM would reach only the main thread
     job_class = NotificationJob  # its retry is written in one transaction (store/queue.py)
@@ -352,7 +352,7 @@ class Scheduler(RQScheduler):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._stopping = threading.Event()
+        self._wake: StopFlag | None = None  # made in the scheduler's own process
         self._origin: redis.Redis = kwargs["connection"]
 
     @property
@@ -405,13 +405,17 @@ class Scheduler(RQScheduler):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a stop sent meanwhile comes now
 
     def request_stop(self, signum: Any = None, frame: Any = None) -> None:
+        """The SIGTERM handler: it takes no lock (`StopFlag`; a threading.Event here left a
+        scheduler orphaned by a killed worker alive for good, which a clean clone's suite saw)."""
         super().request_stop(signum, frame)
-        self._stopping.set()
+        if self._wake is not None:
+            self._wake.set()
 
     def work(self) -> None:
         """RQ's loop, its wait between two looks cut short by a stop. RQ sleeps, and a sleep resumes
         after the signal: each stop of a worker (which waits for its scheduler) took up to a second."""
         die_with_parent()
+        self._wake = wake = StopFlag()
         self._install_signal_handlers()
         self.register_birth()
         while not self._stop_requested:
@@ -419,7 +423,7 @@ class Scheduler(RQScheduler):
                 self.acquire_locks()
             self.heartbeat()
             self.enqueue_scheduled_jobs()
-            self._stopping.wait(self.interval)
+            wake.wait(self.interval)
         self.stop()
 
 
