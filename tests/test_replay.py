@@ -33,6 +33,10 @@ NOW = datetime.datetime(2026, 12, 6, 12, 0, tzinfo=datetime.UTC).timestamp()
         ("2026-12-06T10:30", NOW - 5400),
         ("2026-12-06T10:30Z", NOW - 5400),
         ("2026-12-06T11:30:00+01:00", NOW - 5400),
+        ("0h", NOW),
+        ("0001-01-01", 0.0),  # nothing is recorded before 1970: everything kept
+        ("99999999999w", 0.0),
+        ("9" * 400 + "w", 0.0),
     ],
 )
 def test_a_time_is_a_time_ago_or_iso_8601_in_utc_unless_told(text: str, expected: float) -> None:
@@ -185,6 +189,8 @@ def test_a_rule_added_today_acts_on_the_recorded_uploads_once_as_the_dry_run_say
     older = replay(stack, "--since", "8d", "--dry-run")  # 7 days are kept: older ones are gone
     assert older.returncode == 0 and "note: the oldest notification kept is from" in older.stderr
     assert "note:" not in dry.stderr  # a day ago: everything since is kept
+    everything = replay(stack, "--since", "0001-01-01", "--type", "upload", "--dry-run")  # all kept
+    assert everything.returncode == 0 and "5 wanted (1 deleted" in everything.stdout, everything.stderr
     empty = replay(stack, "--since", "1h", "--until", "2h")
     assert empty.returncode == 2 and "the window is empty" in empty.stderr
 
@@ -242,3 +248,20 @@ def test_a_replay_under_rule_files_the_workers_keep_out_is_refused(tmp_path: Pat
     assert result.exit_code == 1, result.output
     assert "the workers keep these rule files out (" in result.output and "uploads are seen" in result.output
     assert "fix them first" in result.output
+
+
+def test_a_redis_that_refuses_a_command_is_told_apart_from_one_that_does_not_answer(
+    redis_server: Any, redis_conn: Any, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from postupload.cli import main
+
+    (tmp_path / "rules.yaml").write_text(RULES)
+    redis_conn.set(keys.RECORDED, "not a stream")  # WRONGTYPE for the stream commands
+    env = {"REDIS_URL": redis_server.url, "CLOUDINARY_URL": ACCOUNT.to_url()}
+    args = ["replay", "--since", "1h", "--dry-run", "--rules", str(tmp_path)]
+    refused = CliRunner().invoke(main, args, env=env)
+    assert refused.exit_code == 1 and "Redis (REDIS_URL) refused a command: WRONGTYPE" in refused.output
+    away = CliRunner().invoke(main, args, env={**env, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert away.exit_code == 1 and "Redis (REDIS_URL) does not answer" in away.output

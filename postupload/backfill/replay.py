@@ -26,11 +26,13 @@ _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 def moment(text: str, now: float) -> float:
     """A point in time as `--since`/`--until` take it: a time ago (`24h`, `90m`, `7d`, `1d12h`) or an
     ISO 8601 date or time (`2026-12-05`, `2026-12-05T14:00`, `…Z`, `…+01:00`; UTC when no offset is
-    given). ValueError says what is expected."""
+    given). ValueError says what is expected. Nothing is recorded before 1970: an earlier time is
+    taken as 1970 (`--since 0001-01-01`, `--since 99999w`: everything kept)."""
     text = text.strip()
     parts = _AGO.findall(text)
     if parts and "".join(number + unit for number, unit in parts) == text:
-        return now - sum(int(number) * _SECONDS[unit] for number, unit in parts)
+        ago = sum(int(number) * _SECONDS[unit] for number, unit in parts)
+        return max(0.0, now - ago) if ago < now else 0.0  # a float holds no 400-digit number
     try:
         when = datetime.datetime.fromisoformat(text)
     except ValueError:
@@ -40,7 +42,7 @@ def moment(text: str, now: float) -> float:
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.UTC)
-    return when.timestamp()
+    return max(0.0, when.timestamp())
 
 
 def utc(seconds: float) -> str:

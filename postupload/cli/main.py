@@ -49,7 +49,10 @@ class Group(click.Group):
             if not isinstance(error, redis.RedisError):
                 raise
             # a command that reads Redis (history, failed, ...)
-            click.echo(f"postupload: error: Redis (REDIS_URL) does not answer: {error}", err=True)
+            if isinstance(error, redis.ResponseError):  # it answered: with a refusal, not silence
+                click.echo(f"postupload: error: Redis (REDIS_URL) refused a command: {error}", err=True)
+            else:
+                click.echo(f"postupload: error: Redis (REDIS_URL) does not answer: {error}", err=True)
             raise SystemExit(1) from None
 
 
