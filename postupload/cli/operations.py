@@ -150,9 +150,10 @@ def backfill(
 @click.option(
     "--since",
     required=True,
+    metavar="TIME",
     help="Notifications recorded from this time: a time ago (24h, 90m, 7d) or ISO 8601 (2026-12-05T14:00Z).",
 )
-@click.option("--until", help="...and before this time (same forms) [default: now].")
+@click.option("--until", metavar="TIME", help="...up to this time, included (same forms) [default: now].")
 @click.option("--rule", "rule_names", multiple=True, help="Only this rule acts (repeatable; default: all).")
 @click.option(
     "--type", "types", multiple=True, help="Only notifications of this notification_type (repeatable)."
