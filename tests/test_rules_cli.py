@@ -458,3 +458,44 @@ def test_coverage_never_rounds_a_miss_away() -> None:
     report = Coverage(0, [RuleCoverage(f"r{n}", "f", 1, 0, n != 0) for n in range(1000)])
     assert report.percent() == "99.9%"  # 999 of 1,000: never shown as 100%
     assert report.below(Decimal(100)) and not report.below(Decimal("99.9"))
+
+
+def test_what_a_review_is_given_that_is_not_what_it_takes_is_a_clear_error(tmp_path: Path) -> None:
+    """Tracebacks before: a --fail-under of nan, an export with bytes that are not UTF-8 or nested a
+    thousand deep; Redis's refusal for a --recent past its range."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text(COVERED)
+    recorded = exported(tmp_path, ["products/1"])
+    code, output = run(
+        "rules", "coverage", str(rules), "--notifications", str(recorded), "--fail-under", "nan"
+    )
+    assert code == 2 and "not a number: give a percentage from 0 to 100" in output
+    code, output = run("rules", "coverage", str(rules), "--recent", "9" * 20)
+    assert code == 2 and "is not in the range 1<=x<=" in output
+    broken = tmp_path / "broken.jsonl"
+    for content, said in (
+        (recorded.read_bytes() + b"\xff\xfe garbage\n", "broken.jsonl:2: not UTF-8 text"),
+        (b"[" * 5000 + b"]" * 5000 + b"\n", "broken.jsonl:1: nested too deep to be a notification"),
+    ):
+        broken.write_bytes(content)
+        for command in (["coverage", str(rules)], ["diff", str(rules)]):
+            code, output = run("rules", *command, "--notifications", str(broken))
+            assert code == 1 and said in output and "Traceback" not in output, output
+
+
+def test_a_notification_as_deep_as_the_intake_takes_reads_back_from_an_export(tmp_path: Path) -> None:
+    """Its envelope nests it one level deeper than the intake's limit: the export must still read."""
+    from postupload.core.envelope import Envelope
+    from postupload.core.notification import MAX_DEPTH, load_json
+    from postupload.store.kept_notifications import export_line, read_exported
+
+    value: Any = "leaf"
+    for _ in range(MAX_DEPTH - 1):
+        value = {"x": value}
+    body = {"notification_type": "upload", "public_id": "deep", "deep": value}
+    raw = json.dumps(body).encode()
+    load_json(raw)  # the intake takes it
+    line = export_line(Envelope.of(raw, load_json(raw), "test-cloud")).encode()
+    (found,) = read_exported([line], "export")
+    assert found.notification == body

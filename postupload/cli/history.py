@@ -10,7 +10,7 @@ from dataclasses import asdict
 import click
 
 from postupload import logs
-from postupload.cli.main import main, pass_local_settings, redis_connection
+from postupload.cli.main import RECENT, main, pass_local_settings, redis_connection
 from postupload.config import Settings
 
 
@@ -148,7 +148,7 @@ def notifications() -> None:
 
 
 @notifications.command("export")
-@click.option("--recent", type=click.IntRange(min=1), help="Only the latest N.")
+@click.option("--recent", type=RECENT, help="Only the latest N.")
 @pass_local_settings
 def export_notifications(settings: Settings, recent: int | None) -> None:
     """Print the kept notifications as JSON lines, newest first: for `rules diff --notifications`

@@ -73,3 +73,8 @@ def redis_connection(settings: Settings) -> Any:
     from postupload.store.connection import connect
 
     return connect(settings.require_redis_url())
+
+
+# How many recorded notifications a command takes: any count Redis can be asked for (COUNT is a
+# signed 64-bit number; a larger one was Redis's refusal, not ours).
+RECENT = click.IntRange(min=1, max=2**62)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
@@ -11,7 +12,7 @@ from typing import Any
 
 import click
 
-from postupload.cli.main import main, pass_local_settings, pass_settings, redis_connection
+from postupload.cli.main import RECENT, main, pass_local_settings, pass_settings, redis_connection
 from postupload.config import Settings
 from postupload.errors import BadNotification, PostuploadError, RuleSetError
 
@@ -33,9 +34,7 @@ def recorded_options(command: Callable[..., Any]) -> Callable[..., Any]:
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
         help="Notifications from `postupload notifications export` (JSON lines) instead of this Redis's.",
     )(command)
-    return click.option(
-        "--recent", type=click.IntRange(min=1), help="Only the latest N recorded notifications."
-    )(command)
+    return click.option("--recent", type=RECENT, help="Only the latest N recorded notifications.")(command)
 
 
 def output_format(*formats: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -280,6 +279,7 @@ def diff_rules(
 @click.option(
     "--fail-under",
     type=click.FloatRange(0, 100),
+    callback=lambda ctx, param, value: _a_number(value, param),
     help="Exit 1 when the tests make fewer than PCT% of the rules match (compared exactly).",
 )
 @output_format("text", "json")
@@ -326,12 +326,19 @@ def coverage_of_rules(
         raise SystemExit(1)
 
 
+def _a_number(value: float | None, param: Any) -> float | None:
+    """click's FloatRange takes "nan" (every comparison with it is false): refuse it."""
+    if value is not None and math.isnan(value):
+        raise click.BadParameter("not a number: give a percentage from 0 to 100", param=param)
+    return value
+
+
 def _recorded(settings: Settings, exported: Path | None, recent: int | None) -> list[Any]:
     """The notifications received: an export's, or those this deployment's Redis keeps."""
     from postupload.store.kept_notifications import latest, read_exported
 
     if exported is not None:
-        with exported.open(encoding="utf-8") as lines:
+        with exported.open("rb") as lines:  # decoded a line at a time: a bad one is named
             return read_exported(lines, str(exported))[:recent]
     return latest(redis_connection(settings), recent)
 

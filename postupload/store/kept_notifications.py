@@ -105,15 +105,22 @@ def export_line(envelope: Envelope) -> str:
     return json.dumps(envelope.to_job(), separators=(",", ":"), ensure_ascii=False)
 
 
-def read_exported(lines: Iterable[str], where: str) -> list[Envelope]:
-    """The notifications of an export, in its order (newest first); a line that is not one is a
-    PostuploadError naming `where` and the line."""
+def read_exported(lines: Iterable[bytes], where: str) -> list[Envelope]:
+    """The notifications of an export (its lines, as bytes), in its order (newest first); a line
+    that is not one (not UTF-8, not JSON, nested too deep, not an envelope) is a PostuploadError
+    naming `where` and the line."""
     found = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            found.append(Envelope.from_job(json.loads(line)))
+            # json's own parser, not the intake's bounded one: a notification at the intake's depth
+            # limit is one level deeper in its envelope, and must read back
+            found.append(Envelope.from_job(json.loads(line.decode("utf-8"))))
+        except UnicodeDecodeError:
+            raise PostuploadError(f"{where}:{number}: not UTF-8 text (an export is JSON lines)") from None
+        except RecursionError:
+            raise PostuploadError(f"{where}:{number}: nested too deep to be a notification") from None
         except (KeyError, ValueError, TypeError, BadNotification) as error:
             raise PostuploadError(
                 f"{where}:{number}: not a notification of `postupload notifications export` ({error})"
