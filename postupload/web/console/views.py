@@ -138,6 +138,7 @@ def preview() -> str:
     if running is not None and on_disk is not None:
         envelopes = latest(connection, max(1, min(recent, settings.preview_keep or 1)))
         budget = request.args.get("admin_budget", ADMIN_BUDGET, type=int) or ADMIN_BUDGET
+        budget = budget if budget > 0 else ADMIN_BUDGET  # a budget of none or fewer: the default
         report = diff(running, on_disk, envelopes, budget)
         spent = render_cost(report.cost)
         if on_disk.version == running.version and request.args.get("replay") == "dry-run":
