@@ -52,6 +52,9 @@ def test_what_is_not_a_time_says_which_forms_are(text: str) -> None:
 def test_an_empty_window_is_refused_and_the_same_arguments_are_the_same_replay() -> None:
     with pytest.raises(ValueError, match="the window is empty: 2026-12-06 11:00:00 UTC is not before"):
         Replay("1h", "2h").window(NOW)
+    assert Replay("30d").window(NOW, oldest=NOW - 86400).since == NOW - 86400  # cut to `oldest`
+    with pytest.raises(ValueError, match="the window is empty"):
+        Replay("30d", "20d").window(NOW, oldest=NOW - 86400)
     assert Replay("24h", rules=("a", "b")).key == Replay("24h", rules=("b", "a")).key
     assert Replay("24h").key != Replay("25h").key and Replay("24h").key.startswith("replay-")
 
@@ -186,8 +189,16 @@ def test_a_rule_added_today_acts_on_the_recorded_uploads_once_as_the_dry_run_say
     assert wrong.returncode == 2 and "--since" in wrong.stderr and "'yesterday' is not a time" in wrong.stderr
     unknown = replay(stack, "--since", "1h", "--rule", "nope")
     assert unknown.returncode == 1 and "no rule named nope; the rules are: seen, thumbnails" in unknown.stderr
-    older = replay(stack, "--since", "8d", "--dry-run")  # 7 days are kept: older ones are gone
+    older = replay(stack, "--since", "7d12h", "--dry-run")  # 7 days are kept: older ones are gone
     assert older.returncode == 0 and "note: the oldest notification kept is from" in older.stderr
+    # Past the done marks' 8 days, a replay would make every call again: it goes back no further.
+    marks = replay(stack, "--since", "30d", "--dry-run")
+    assert (
+        marks.returncode == 0
+        and "are left out: the marks that keep each of their calls single" in marks.stderr
+    )
+    gone = replay(stack, "--since", "30d", "--until", "20d")
+    assert gone.returncode == 2 and "the window is empty" in gone.stderr
     assert "note:" not in dry.stderr  # a day ago: everything since is kept
     everything = replay(stack, "--since", "0001-01-01", "--type", "upload", "--dry-run")  # all kept
     assert everything.returncode == 0 and "5 wanted (1 deleted" in everything.stdout, everything.stderr

@@ -66,9 +66,10 @@ class Replay:
         text = json.dumps([self.since, self.until, sorted(self.rules), sorted(self.types), self.cloud_name])
         return REPLAY_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def window(self, now: float) -> Window:
-        """The window as of `now`; ValueError when a bound is not a time or the window is empty."""
-        since = moment(self.since, now)
+    def window(self, now: float, oldest: float = 0.0) -> Window:
+        """The window as of `now`, from `oldest` at the earliest; ValueError when a bound is not a
+        time or the window is empty."""
+        since = max(moment(self.since, now), oldest)
         until = moment(self.until, now) if self.until is not None else now
         if until <= since:
             raise ValueError(f"the window is empty: {utc(since)} is not before {utc(until)}")

@@ -308,6 +308,15 @@ class Runner:
             return resources, next_cursor
 
 
+# A replay goes back no further than the marks that keep each call single last (keys.DONE_TTL),
+# less an hour for the replay itself to be worked: older notifications would make their calls again.
+REPLAYABLE = keys.DONE_TTL - 3600
+
+
+def replayable_from(now: float) -> float:
+    return now - REPLAYABLE
+
+
 @dataclass
 class Replayer:
     """Replays: the notifications kept for previews, read a page at a time from Redis's stream
@@ -333,7 +342,7 @@ class Replayer:
             since, until = json.loads(window)["window"]
             bound = Bound(replay, Window(since, until))
             return bound, progress
-        bound = Bound(replay, replay.window(self.clock()))
+        bound = Bound(replay, replay.window(self.clock(), replayable_from(self.clock())))
         return bound, Checkpoint(self.connection, bound).start(self.clock())
 
     def run(self, bound: Bound, progress: Progress) -> Progress:
@@ -370,7 +379,7 @@ class Replayer:
 
     def dry_run(self, replay: Replay, ruleset: RuleSet) -> dict[str, Any]:
         """What the replay would cause, by rule and call kind; queues nothing and keeps no checkpoint."""
-        window = replay.window(self.clock())
+        window = replay.window(self.clock(), replayable_from(self.clock()))
         supersession = self._supersession(window)
         tally = Tally(self.connection)
         read = skipped = 0

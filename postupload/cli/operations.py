@@ -182,7 +182,7 @@ def replay(
     listing); skips those about an asset since overwritten, deleted or renamed. Resumable: run the
     same command again after a stop."""
     from postupload.backfill.replay import Replay, moment, utc
-    from postupload.backfill.runner import Replayer
+    from postupload.backfill.runner import REPLAYABLE, Replayer, replayable_from
     from postupload.errors import RuleSetError
     from postupload.parts import Parts
     from postupload.rules.source import load_gated
@@ -214,9 +214,16 @@ def replay(
     )
     try:
         window = asked.window(now)
+        asked.window(now, replayable_from(now))  # an empty window once cut: say so, not "0 read"
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    note = _unkept(parts.connection, settings, window.since, now)
+    if window.since < replayable_from(now):
+        click.echo(
+            f"note: notifications recorded before {utc(replayable_from(now))} are left out: the marks"
+            f" that keep each of their calls single last {REPLAYABLE // 3600} hours, and are gone",
+            err=True,
+        )
+    note = _unkept(parts.connection, settings, max(window.since, replayable_from(now)), now)
     if note:
         click.echo(f"note: {note}", err=True)
     if dry_run:
