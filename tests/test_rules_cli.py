@@ -499,3 +499,11 @@ def test_a_notification_as_deep_as_the_intake_takes_reads_back_from_an_export(tm
     line = export_line(Envelope.of(raw, load_json(raw), "test-cloud")).encode()
     (found,) = read_exported([line], "export")
     assert found.notification == body
+
+
+def test_a_rule_file_given_where_its_directory_is_wanted_is_told_so(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(COVERED)
+    code, output = run("rules", "check", str(tmp_path / "rules.yaml"))
+    assert code == 1 and "is a file, not a rule directory: give the directory" in output, output
+    code, output = run("rules", "check", str(tmp_path / "nowhere"))
+    assert code == 1 and "rule directory does not exist" in output, output

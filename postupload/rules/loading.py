@@ -47,7 +47,12 @@ KEY_PROBLEMS = {"E301", "E308", "W101"}  # problems with a key itself, shown whe
 def load_ruleset(directory: Path) -> RuleSet:
     """Every rule file of `directory`, checked; RuleSetError lists every problem found."""
     if not directory.is_dir():
-        raise RuleSetError([Problem(str(directory), "rule directory does not exist", "E001")])
+        said = (
+            "is a file, not a rule directory: give the directory that holds the rule files"
+            if directory.exists()
+            else "rule directory does not exist"
+        )
+        raise RuleSetError([Problem(str(directory), said, "E001")])
     sources: dict[str, str] = {}
     problems: list[Problem] = []
     for path in rule_files(directory):
