@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -24,6 +24,7 @@ from postupload.backfill.replay import job as replay_job
 from postupload.core.calls import Plan
 from postupload.core.client import RateLimit
 from postupload.core.decision import decide
+from postupload.core.envelope import Envelope
 from postupload.core.ruleset import RuleSet
 from postupload.errors import ActionError, RateLimitError
 from postupload.store import keys
@@ -348,17 +349,18 @@ class Replayer:
     def run(self, bound: Bound, progress: Progress) -> Progress:
         """Queue every wanted notification of the window from the checkpoint on."""
         checkpoint = Checkpoint(self.connection, bound)
+        if progress.state != "listing":  # all queued already: the workers go on
+            return checkpoint.counts(progress)
         supersession = self._supersession(bound.window)
-        end = str(int(bound.window.until * 1000))
-        while progress.state == "listing":
-            start = f"({progress.cursor}" if progress.cursor else str(int(bound.window.since * 1000))
-            page = between(self.connection, start, end, self.page_size)
+        start = f"({progress.cursor}" if progress.cursor else _stream_id(bound.window.since)
+        for page in self._pages(start, _stream_id(bound.window.until)):
             for entry, recorded in page:
                 progress.listed += 1
-                if not bound.replay.wants(recorded):
+                left_out = _left_out(bound.replay, supersession, entry, recorded)
+                if left_out == "not wanted":
                     progress.skipped += 1
                     continue
-                if supersession.fate(entry, recorded):
+                if left_out:
                     progress.superseded += 1
                     continue
                 job_id, replayed = replay_job(bound.replay, recorded, str(progress.started_at), self.clock())
@@ -384,22 +386,16 @@ class Replayer:
         tally = Tally(self.connection)
         read = skipped = 0
         superseded: dict[str, int] = {}
-        start, end = str(int(window.since * 1000)), str(int(window.until * 1000))
-        while True:
-            page = between(self.connection, start, end, self.page_size)
+        for page in self._pages(_stream_id(window.since), _stream_id(window.until)):
             for entry, recorded in page:
                 read += 1
-                if not replay.wants(recorded):
+                left_out = _left_out(replay, supersession, entry, recorded)
+                if left_out == "not wanted":
                     skipped += 1
-                    continue
-                fate = supersession.fate(entry, recorded)
-                if fate:
-                    superseded[fate] = superseded.get(fate, 0) + 1
-                    continue
-                tally.add(decide(ruleset, replay_job(replay, recorded, "", self.clock())[1]))
-            if len(page) < self.page_size:
-                break
-            start = f"({page[-1][0]}"
+                elif left_out:
+                    superseded[left_out] = superseded.get(left_out, 0) + 1
+                else:
+                    tally.add(decide(ruleset, replay_job(replay, recorded, "", self.clock())[1]))
         return {
             "window": window,
             "read": read,
@@ -413,11 +409,30 @@ class Replayer:
     def _supersession(self, window: Window) -> Supersession:
         """What later notifications say of the assets, read from the window's start to now."""
         supersession = Supersession()
-        start = str(int(window.since * 1000))
-        while True:
-            page = between(self.connection, start, "+", self.page_size)
+        for page in self._pages(_stream_id(window.since), "+"):
             for entry, recorded in page:
                 supersession.add(entry, recorded)
+        return supersession
+
+    def _pages(self, start: str, end: str) -> Iterator[list[tuple[str, Envelope]]]:
+        """The recorded notifications from `start` to `end` (stream ids), a page at a time; the last
+        page is the first shorter than a full one (it may be empty)."""
+        while True:
+            page = between(self.connection, start, end, self.page_size)
+            yield page
             if len(page) < self.page_size:
-                return supersession
+                return
             start = f"({page[-1][0]}"
+
+
+def _stream_id(seconds: float) -> str:
+    """The first stream id of a time (a stream's ids are milliseconds)."""
+    return str(int(seconds * 1000))
+
+
+def _left_out(replay: Replay, supersession: Supersession, entry: str, recorded: Envelope) -> str | None:
+    """Why a replay leaves a recorded notification out ("not wanted", or what became of its asset
+    since), or None when it replays it."""
+    if not replay.wants(recorded):
+        return "not wanted"
+    return supersession.fate(entry, recorded)

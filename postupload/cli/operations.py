@@ -212,18 +212,17 @@ def replay(
         parts.counts,
         _progress_reporter(unit="notifications"),
     )
-    try:
-        window = asked.window(now)
-        asked.window(now, replayable_from(now))  # an empty window once cut: say so, not "0 read"
+    try:  # an empty window, once cut to what can be replayed: say so, not "0 read"
+        window = asked.window(now, replayable_from(now))
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    if window.since < replayable_from(now):
+    if moment(since, now) < window.since:
         click.echo(
-            f"note: notifications recorded before {utc(replayable_from(now))} are left out: the marks"
+            f"note: notifications recorded before {utc(window.since)} are left out: the marks"
             f" that keep each of their calls single last {REPLAYABLE // 3600} hours, and are gone",
             err=True,
         )
-    note = _unkept(parts.connection, settings, max(window.since, replayable_from(now)), now)
+    note = _unkept(parts.connection, settings, window.since, now)
     if note:
         click.echo(f"note: {note}", err=True)
     if dry_run:
