@@ -32,6 +32,7 @@ class Job:
 
     id: str
     argument: Any  # the job function's one argument (an envelope's JSON value)
+    encoded: str  # that argument as JSON text (the caller has it: it keeps a copy too)
     description: str
     retry: Retry | None
 
@@ -44,19 +45,25 @@ def learn(queue: Queue, function: str, retries: int, record: RecordWrites) -> Te
     """The template of `queue`'s jobs of `function` with `retries` tries, or None when RQ writes
     something that cannot be filled in."""
     probes = [
-        Job(_PROBES[n], {"probe": n}, f"probe {n}", Retry(retries, [2 + n] * retries) if retries else None)
+        Job(
+            _PROBES[n],
+            {"probe": n},
+            json.dumps({"probe": n}),
+            f"probe {n}",
+            Retry(retries, [2 + n] * retries) if retries else None,
+        )
         for n in range(2)
     ]
     encode = queue.connection.get_encoder().encode
     recorded = [[[encode(word) for word in command] for command in record(queue, job)] for job in probes]
     if len(recorded[0]) != len(recorded[1]) or any(len(a) != len(b) for a, b in zip(*recorded, strict=True)):
         return None
-    template = Template(queue.serializer, function, [])
+    template = Template(function, [])
     values = [template.values(job, b"") for job in probes]
     for command_a, command_b in zip(*recorded, strict=True):
         slots: list[tuple[str, Any]] = []
         for word_a, word_b in zip(command_a, command_b, strict=True):
-            slot = _slot(word_a, word_b, values)
+            slot = _slot(word_a, word_b, values, queue.serializer)
             if slot is None:
                 return None
             slots.append(slot)
@@ -64,13 +71,15 @@ def learn(queue: Queue, function: str, retries: int, record: RecordWrites) -> Te
     return template
 
 
-def _slot(word_a: bytes, word_b: bytes, values: list[dict[str, bytes]]) -> tuple[str, Any] | None:
+def _slot(
+    word_a: bytes, word_b: bytes, values: list[dict[str, bytes]], serializer: Any
+) -> tuple[str, Any] | None:
     """How to make this word for a job: as recorded, or from one of its values (None: unknown)."""
     if _STAMP.fullmatch(word_a) and _STAMP.fullmatch(word_b):
         return ("stamp", None)  # even when both probes were made within one microsecond
     if word_a == word_b:
         return ("word", word_a)
-    if _inflated(word_a) == values[0]["raw"] and _inflated(word_b) == values[1]["raw"]:
+    if _same_data(word_a, values[0]["raw"], serializer) and _same_data(word_b, values[1]["raw"], serializer):
         return ("data", None)  # compressed by RQ at its level; by us at a faster one
     for name in ("description", "retry"):
         if word_a == values[0][name] and word_b == values[1][name]:
@@ -87,13 +96,13 @@ class Template:
     """A job's writes as `[command [word slot ...] ...]`: a slot is a recorded word, or the name of
     a value each job has its own of; `script` writes them into a Lua script."""
 
-    serializer: Any  # the queue's (RQ's JSONSerializer for ours)
     function: str
     commands: list[list[tuple[str, Any]]]
 
     def values(self, job: Job, stamp: bytes) -> dict[str, bytes]:
-        """The values a job's writes are made of, encoded as RQ writes them."""
-        data = self.serializer.dumps((self.function, None, (job.argument,), {}))
+        """The values a job's writes are made of, as RQ writes them; RQ's `data` is JSON made
+        around the argument's JSON text, not encoded again (`_same_data` checks RQ reads it)."""
+        data = f"[{json.dumps(self.function)},null,[{job.encoded}],{{}}]".encode()
         return {
             "id": job.id.encode(),
             "raw": data,
@@ -142,16 +151,18 @@ class Template:
         return any(kind == name for command in self.commands for kind, _ in command)
 
 
-def _inflated(word: bytes) -> bytes | None:
+def _same_data(word: bytes, ours: bytes, serializer: Any) -> bool:
+    """Whether RQ's `data` word and ours are the same job to RQ's serializer (which reads either)."""
     try:
-        return zlib.decompress(word)
-    except zlib.error:
-        return None
+        return bool(serializer.loads(zlib.decompress(word)) == serializer.loads(ours))
+    except Exception:  # not compressed, or not what this serializer reads (not JSON: a pickle)
+        return False
 
 
 def _now() -> bytes:
-    """Now, as RQ writes a timestamp (rq.utils.utcformat)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+    """Now, as RQ writes a timestamp (rq.utils.utcformat: "%Y-%m-%dT%H:%M:%S.%fZ", in a third of
+    strftime's time)."""
+    return (datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z").encode()
 
 
 _PLAIN = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_-./ ")

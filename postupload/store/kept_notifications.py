@@ -34,16 +34,19 @@ class Keep:
         return True
 
 
-def keep_copy(pipe: redis.client.Pipeline, envelope: Envelope, keep: Keep, now: float) -> bool:
+def keep_copy(
+    pipe: redis.client.Pipeline, envelope: Envelope, keep: Keep, now: float, encoded: str | None = None
+) -> bool:
     """Add the notification to the stream (in the caller's transaction), trimmed to its count and
     age; True when it is time to trim it to its memory too (`trim_to_memory`, after the transaction).
 
     The count is trimmed approximately (`~`: Redis drops whole blocks of about 100), so memory stays
     flat at about `count` entries whatever the load; the age exactly (entries leave one by one), once
-    a minute per process rather than with every notification (a Redis command each)."""
+    a minute per process rather than with every notification (a Redis command each). `encoded`: the
+    envelope's job as JSON, when the caller made it already."""
     if keep.count <= 0:
         return False
-    entry = json.dumps(envelope.to_job(), separators=(",", ":"))
+    entry = encoded or json.dumps(envelope.to_job(), separators=(",", ":"))
     pipe.xadd(keys.RECORDED, {"envelope": entry}, maxlen=keep.count, approximate=True)
     if keep.trim_by_age(now):
         oldest = int((now - keep.days * keys.DAY) * 1000)

@@ -8,6 +8,7 @@ web process answers a scrape with all of them. This module names the metrics and
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -92,7 +93,12 @@ MEASURES = {
 
 def field(name: str, labels: Mapping[str, str], part: str = "") -> str:
     """The hash field of one counter (part "") or one histogram bucket ("3"), "sum" or "count"."""
-    measure = MEASURES[name]
+    return _field(name, tuple(labels.items()), part)
+
+
+@functools.lru_cache(maxsize=4096)  # a few label sets come again and again (one per notification)
+def _field(name: str, label_items: tuple[tuple[str, str], ...], part: str) -> str:
+    measure, labels = MEASURES[name], dict(label_items)
     if set(labels) != set(measure.labels):
         raise ValueError(f"{name} takes labels {measure.labels}, got {tuple(labels)}")
     return json.dumps([name, [str(labels[label]) for label in measure.labels], part], separators=(",", ":"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from postupload import backoff
 from postupload.core.envelope import Envelope
 from postupload.logs import printable
 from postupload.store import job_template, kept_notifications, keys
+from postupload.store.group_commit import GroupCommit
 
 JOB_FUNCTION = "postupload.worker.process_notification"
 # Seconds a job may sit taken but not started before it counts as lost with its worker. A live
@@ -88,6 +90,11 @@ class NotificationQueue(Queue):
     @property
     def intermediate_queue(self) -> IntermediateQueue:
         return TakenJobs(self.key, connection=self.connection)
+
+    @functools.cached_property
+    def stores(self) -> GroupCommit[_Store]:
+        """Its notifications being stored at one moment, sent to Redis together (`group_commit`)."""
+        return GroupCommit(functools.partial(_send, self.connection))
 
 
 def notification_queue(connection: redis.Redis, name: str = keys.QUEUE) -> Queue:
@@ -167,9 +174,11 @@ def enqueue_notification(
     """
     job_id = job_id or envelope.id  # a replay's job is not the notification's first one
     key = keys.dedupe(job_id)
+    argument = envelope.to_job()
     job = job_template.Job(
         job_id,
-        envelope.to_job(),
+        argument,
+        json.dumps(argument, separators=(",", ":")),  # once, for the job and the kept copy
         f"notification {printable(envelope.notification_type)}",
         retry_policy(retries),
     )
@@ -184,12 +193,13 @@ def enqueue_notification(
             words += [len(command), *command]
     with queue.connection.pipeline() as writes:  # only records the commands: never executed
         trim_to_memory = keep is not None and kept_notifications.keep_copy(
-            writes, envelope, keep, envelope.received_at
+            writes, envelope, keep, envelope.received_at, job.encoded
         )
         for command, _options in writes.command_stack:
             words += [len(command), *command]
         writes.reset()
-    if not _store_unless_seen(queue.connection, key, words, replicas, script):
+    group = queue.stores if isinstance(queue, NotificationQueue) else None
+    if not _store_unless_seen(queue.connection, key, words, replicas, script, group):
         return False
     if trim_to_memory and keep is not None:
         try:
@@ -244,43 +254,67 @@ class NotReplicated(redis.RedisError):
 REPLICA_WAIT_MS = 2000  # a replica on a network confirms in a millisecond or two; it is gone by then
 
 
+@dataclass(frozen=True)
+class _Store:
+    """One notification's script run: its dedupe key, its words, and the replicas it waits for."""
+
+    script: _Script
+    key: str
+    words: list[Any]
+    replicas: int
+
+
 def _store_unless_seen(
     connection: redis.Redis,
     key: str,
     words: list[Any],
     replicas: int = 0,
     script: _Script = _STORE_UNLESS_SEEN,
+    group: GroupCommit[_Store] | None = None,
 ) -> bool:
-    """Run the script; with `replicas`, WAIT for them in the same round trip (a pipeline)."""
-    try:
-        answers = _script_and_wait(connection, replicas, script, True, key, words)
-    except redis.exceptions.NoScriptError:  # a Redis started since the last call: this loads it
-        answers = _script_and_wait(connection, replicas, script, False, key, words)
-    stored = bool(answers[0])
-    if replicas and answers[1] < replicas:
+    """Run the script (with `group`, in a round trip shared with the process's other notifications
+    being stored at that moment); with `replicas`, WAIT for them in the same round trip."""
+    store = _Store(script, key, words, replicas)
+    stored, confirmed = group(store) if group is not None else _send(connection, [store])[0]
+    if replicas and confirmed < replicas:
         if stored:  # Cloudinary's retry must store it again, not be taken for a duplicate
             with contextlib.suppress(redis.RedisError):
                 connection.delete(key)
         raise NotReplicated(
-            f"{answers[1]} of {replicas} replicas confirmed the notification in {REPLICA_WAIT_MS} ms"
+            f"{confirmed} of {replicas} replicas confirmed the notification in {REPLICA_WAIT_MS} ms"
         )
-    return stored
+    return bool(stored)
 
 
-def _script_and_wait(
-    connection: redis.Redis, replicas: int, script: _Script, by_sha: bool, key: str, words: list[Any]
-) -> list[Any]:
-    if not replicas:  # the script alone: no pipeline to make
-        if by_sha:
-            return [connection.evalsha(script.sha, 1, key, *words)]
-        return [connection.eval(script.source, 1, key, *words)]
+def _send(connection: redis.Redis, stores: list[_Store]) -> list[Any]:
+    """Each store's script, in one round trip; then, if any asks, a WAIT for the most replicas any
+    asks for, which covers every write before it. Each store's answer: (stored, replicas that
+    confirmed), or the error its script met. A script Redis does not have (a Redis started since it
+    was loaded: nothing ran) is loaded, and those stores sent again."""
+    replicas = max(store.replicas for store in stores)
+    if len(stores) == 1 and not replicas:  # alone: the script by itself, no pipeline to make
+        store = stores[0]
+        try:
+            return [(connection.evalsha(store.script.sha, 1, store.key, *store.words), 0)]
+        except redis.exceptions.NoScriptError:
+            return [(connection.eval(store.script.source, 1, store.key, *store.words), 0)]
     with connection.pipeline(transaction=False) as pipe:
-        if by_sha:
-            pipe.evalsha(script.sha, 1, key, *words)
-        else:
-            pipe.eval(script.source, 1, key, *words)
-        pipe.wait(replicas, REPLICA_WAIT_MS)
-        return pipe.execute()
+        for store in stores:
+            pipe.evalsha(store.script.sha, 1, store.key, *store.words)
+        if replicas:
+            pipe.wait(replicas, REPLICA_WAIT_MS)
+        answers: list[Any] = pipe.execute(raise_on_error=False)
+    confirmed = answers.pop() if replicas else 0
+    if isinstance(confirmed, Exception):  # no WAIT on this Redis: every write's fate is unknown
+        return [confirmed] * len(stores)
+    unknown = [n for n, answer in enumerate(answers) if isinstance(answer, redis.exceptions.NoScriptError)]
+    for script in {stores[n].script for n in unknown}:
+        connection.script_load(script.source)
+    again = iter(_send(connection, [stores[n] for n in unknown]) if unknown else [])
+    return [
+        next(again) if n in unknown else answer if isinstance(answer, Exception) else (answer, confirmed)
+        for n, answer in enumerate(answers)
+    ]
 
 
 _DEFERRAL = re.compile(r"-at-\d+$")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import redis
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g
 from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -33,8 +33,8 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     if not logging.getLogger().handlers:  # under gunicorn's own entry point nothing set it up
         logs.configure(settings.log_level, settings.log_format)
     parts = Parts(settings, connection)
-    accounts, connection, counts, rules = parts.accounts, parts.connection, parts.counts, parts.rules
-    counts.flush_in_background()
+    accounts, connection, rules = parts.accounts, parts.connection, parts.rules
+    parts.counts.flush_in_background()
     keep = Keep(settings.preview_keep, settings.preview_days, settings.preview_megabytes)
     rules.current()  # at start, as every process does: siblings answer /readyz alike after a bad edit
     metrics = CollectorRegistry(auto_describe=False)
@@ -50,26 +50,6 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     app.register_blueprint(health)
     app.register_blueprint(metrics_page)
     app.register_blueprint(console)
-
-    @app.before_request
-    def own_counts_first() -> None:
-        if request.blueprint == "console":  # its pages show counts: this process's own are in them
-            counts.flush()
-
-    @app.after_request
-    def count_notification(response: Response) -> Response:
-        if request.endpoint == "webhooks.receive":
-            answer = g.get("answer") or _answer_code(response)
-            # the cloud label only takes the names served: a path's is anybody's to choose
-            counts.notification(
-                g.get("notification_type", "unknown"),
-                answer,
-                g.get("cloud", "unknown"),
-                g.get("origin", "unknown"),
-            )
-            if answer != "store_unavailable":  # Redis is away: kept for the next flush
-                counts.flush_soon()
-        return response
 
     @app.errorhandler(RequestRejected)
     def rejected(error: RequestRejected) -> tuple[Response, int]:
@@ -91,11 +71,3 @@ def close(app: Flask) -> None:
     """As a web process ends (gunicorn's worker_exit, postupload/web/serving.py): its last second of
     counts, which the background flusher has not added yet, goes to Redis instead of being lost."""
     app.extensions["postupload"].parts.counts.close()
-
-
-def _answer_code(response: Response) -> str:
-    """The error code of one of our JSON answers, or the status."""
-    body = response.get_json(silent=True) if response.is_json else None
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return str(body["error"].get("code", response.status_code))
-    return str(response.status_code)

@@ -26,6 +26,7 @@ def _token() -> str | None:
 
 @console.before_request
 def authenticate() -> tuple[str, int] | None:
+    web().parts.counts.flush()  # the pages show counts: this process's own are in them
     token = _token()
     if token is None:
         return message(
