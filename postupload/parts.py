@@ -8,7 +8,6 @@ from __future__ import annotations
 from functools import cached_property
 
 import redis
-from rq import Queue
 
 from postupload.cloudinary_api import CloudinaryClient
 from postupload.config import Account, Settings
@@ -18,7 +17,7 @@ from postupload.store.budget import AdminBudget
 from postupload.store.connection import connect
 from postupload.store.last_good import LastGood
 from postupload.store.metrics import Counts
-from postupload.store.queue import notification_queue
+from postupload.store.queue import NotificationQueue, notification_queue
 
 # Seconds between a long-running process's flushes of its counts to Redis (one transaction, not one
 # per notification). A command that ends soon (backfill) flushes as it goes.
@@ -35,7 +34,7 @@ class Parts:
             settings.require_account()  # raises, saying which variable to set
         self.connection = connection or connect(settings.require_redis_url())
         self.counts = Counts(self.connection, every=metrics_every)
-        self.queue: Queue = notification_queue(self.connection)
+        self.queue: NotificationQueue = notification_queue(self.connection)
 
     @cached_property
     def rules(self) -> RuleSource:

@@ -49,7 +49,7 @@ def _wait_for(condition: Any) -> None:
 def test_a_caller_alone_goes_at_once_in_a_round_trip_of_its_own() -> None:
     send = HeldSend()
     send.release.set()
-    group = GroupCommit(send)
+    group = GroupCommit(lambda: send)
     assert group("a") == "stored a"
     assert group("b") == "stored b"
     assert send.batches == [["a"], ["b"]]
@@ -57,7 +57,7 @@ def test_a_caller_alone_goes_at_once_in_a_round_trip_of_its_own() -> None:
 
 def test_callers_arriving_during_a_round_trip_go_together_next_each_with_its_own_answer() -> None:
     send = HeldSend()
-    group = GroupCommit(send)
+    group = GroupCommit(lambda: send)
     answers: dict[str, Any] = {}
 
     def call(item: str) -> None:
@@ -92,7 +92,7 @@ def test_a_round_trip_that_fails_fails_each_of_its_callers_and_the_next_one_goes
             raise redis.ConnectionError("Redis went away")
         return [f"stored {item}" for item in items]
 
-    group = GroupCommit(send)
+    group = GroupCommit(lambda: send)
     with pytest.raises(redis.ConnectionError, match="went away"):
         group("a")
     assert group("a") == "stored a"  # Cloudinary's retry: stored this time
@@ -100,7 +100,7 @@ def test_a_round_trip_that_fails_fails_each_of_its_callers_and_the_next_one_goes
 
 def test_no_more_than_most_items_go_in_one_round_trip() -> None:
     send = HeldSend()
-    group = GroupCommit(send, most=3)
+    group = GroupCommit(lambda: send, most=3)
     threads = [threading.Thread(target=group, args=("first",))]
     threads[0].start()
     assert send.sending.wait(10)
@@ -136,7 +136,7 @@ HELD = """
             release.wait()
     {at_end}
         return ["stored " + item for item in items]
-    group = GroupCommit(send)
+    group = GroupCommit(lambda: send)
     first = gevent.spawn(group, "first")
     gevent.sleep(0)  # first leads: its round trip is held
 """
@@ -185,16 +185,16 @@ def _envelope(number: int) -> Envelope:
 def test_notifications_stored_at_once_share_round_trips_and_each_is_stored_once(
     redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from postupload.store import queue as queue_module
+    from postupload.store.queue import _Storing
 
     sizes: list[int] = []
-    real_send = queue_module._send
+    real_send = _Storing.__call__
 
-    def counting_send(connection: redis.Redis, stores: list[Any]) -> list[Any]:
+    def counting_send(self: _Storing, stores: list[Any]) -> list[Any]:
         sizes.append(len(stores))
-        return real_send(connection, stores)
+        return real_send(self, stores)
 
-    monkeypatch.setattr(queue_module, "_send", counting_send)
+    monkeypatch.setattr(_Storing, "__call__", counting_send)
     queue = notification_queue(redis_conn)
     envelopes = [_envelope(n) for n in range(200)]
     answers: list[bool] = []

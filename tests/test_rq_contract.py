@@ -173,7 +173,8 @@ def test_a_retry_writes_the_jobs_status_in_its_transaction_only(redis_conn: redi
     from rq.job import Job, JobStatus
 
     queue = notification_queue(redis_conn, name="contract-retry")
-    for retry in (queue.job_class.retry, Job.retry):  # ours, then RQ's
+    retries: tuple[Any, ...] = (queue.job_class.retry, Job.retry)  # ours, then RQ's
+    for retry in retries:
         job = queue.enqueue_call("postupload.worker.process_notification", args=({},), retry=Retry(3, [5]))
         job.set_status(JobStatus.STARTED)
         with redis_conn.pipeline() as transaction:

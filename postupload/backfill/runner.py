@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 import redis
-from rq import Queue
 
 from postupload import backoff
 from postupload.backfill.events import AssetSource, Backfill, envelope
@@ -31,7 +30,7 @@ from postupload.store import keys
 from postupload.store.budget import AdminBudget
 from postupload.store.kept_notifications import between
 from postupload.store.metrics import Counts
-from postupload.store.queue import enqueue_notification
+from postupload.store.queue import NotificationQueue, enqueue_notification
 
 PAGE = 500  # the Admin API's largest page
 LIST_RETRIES = 6  # a page that fails for a transient reason is asked again this often, with backoff
@@ -223,7 +222,7 @@ class Runner:
     """What a backfill uses, each handed to it: Redis, the queue, the lister, the shared budget."""
 
     connection: redis.Redis
-    queue: Queue
+    queue: NotificationQueue
     lister: Lister
     budget: AdminBudget
     cloud_name: str
@@ -324,7 +323,7 @@ class Replayer:
     within a window and queued again for the workers under the current rules (`replay.job`)."""
 
     connection: redis.Redis
-    queue: Queue
+    queue: NotificationQueue
     retries: int = 6
     counts: Counts | None = None
     report: Callable[[Progress], None] = lambda progress: None

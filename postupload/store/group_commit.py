@@ -37,15 +37,19 @@ class _Caller(Generic[Item]):
 
 
 class GroupCommit(Generic[Item]):
-    """Calls `send` with the items of the callers waiting at that moment, one call at a time."""
+    """Calls `send` (made by `make_send` in each process) with the items of the callers waiting at
+    that moment, one call at a time."""
 
-    def __init__(self, send: Send[Item], most: int = MOST) -> None:
-        self._send = send
+    def __init__(self, make_send: Callable[[], Send[Item]], most: int = MOST) -> None:
+        self._make_send = make_send
         self._most = most
         self._start()
 
     def _start(self) -> None:
+        """This process's state: made again in a forked child (the parent's connection, lock and
+        callers are not the child's)."""
         self._pid = os.getpid()
+        self.send = self._make_send()
         self._lock = threading.Lock()
         self._waiting: list[_Caller[Item]] = []
         self._busy = False  # a round trip is in flight, or being handed over
@@ -57,7 +61,7 @@ class GroupCommit(Generic[Item]):
 
     def __call__(self, item: Item) -> Any:
         """`item`'s answer from `send`; the exception `send` raised or answered for it, raised."""
-        if os.getpid() != self._pid:  # made before a fork: the parent's callers are not ours
+        if os.getpid() != self._pid:
             self._start()
         me = _Caller(item)
         with self._lock:
@@ -82,7 +86,7 @@ class GroupCommit(Generic[Item]):
             batch = [me, *self._waiting[: self._most - 1]]
             del self._waiting[: self._most - 1]
         try:
-            answers = self._send([caller.item for caller in batch])
+            answers = self.send([caller.item for caller in batch])
             if len(answers) != len(batch):
                 raise RuntimeError(f"{len(answers)} answers for {len(batch)} items")
         except BaseException as error:  # the round trip failed: every caller in it hears why

@@ -10,7 +10,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import redis
 from rq import Queue, Retry
@@ -94,10 +94,10 @@ class NotificationQueue(Queue):
     @functools.cached_property
     def stores(self) -> GroupCommit[_Store]:
         """Its notifications being stored at one moment, sent to Redis together (`group_commit`)."""
-        return GroupCommit(functools.partial(_send, self.connection))
+        return GroupCommit(functools.partial(_Storing, self.connection))
 
 
-def notification_queue(connection: redis.Redis, name: str = keys.QUEUE) -> Queue:
+def notification_queue(connection: redis.Redis, name: str = keys.QUEUE) -> NotificationQueue:
     """Our queue: JSON job arguments, so any RQ tool can read them."""
     return NotificationQueue(name, connection=connection, serializer=JSONSerializer)
 
@@ -157,7 +157,7 @@ _STORE_UNLESS_SEEN = _Script(_SET_MARK + _ANY_WRITES.format(first=3))
 
 
 def enqueue_notification(
-    queue: Queue,
+    queue: NotificationQueue,
     envelope: Envelope,
     retries: int = 6,
     keep: kept_notifications.Keep | None = None,
@@ -198,8 +198,7 @@ def enqueue_notification(
         for command, _options in writes.command_stack:
             words += [len(command), *command]
         writes.reset()
-    group = queue.stores if isinstance(queue, NotificationQueue) else None
-    if not _store_unless_seen(queue.connection, key, words, replicas, script, group):
+    if not _store_unless_seen(queue.stores, _Store(script, key, words, replicas)):
         return False
     if trim_to_memory and keep is not None:
         try:
@@ -264,57 +263,77 @@ class _Store:
     replicas: int
 
 
-def _store_unless_seen(
-    connection: redis.Redis,
-    key: str,
-    words: list[Any],
-    replicas: int = 0,
-    script: _Script = _STORE_UNLESS_SEEN,
-    group: GroupCommit[_Store] | None = None,
-) -> bool:
-    """Run the script (with `group`, in a round trip shared with the process's other notifications
-    being stored at that moment); with `replicas`, WAIT for them in the same round trip."""
-    store = _Store(script, key, words, replicas)
-    stored, confirmed = group(store) if group is not None else _send(connection, [store])[0]
-    if replicas and confirmed < replicas:
+def _store_unless_seen(group: GroupCommit[_Store], store: _Store) -> bool:
+    """Run the store's script in a round trip shared with the process's other notifications being
+    stored at that moment (`group`); with `replicas`, WAIT for them in the same round trip."""
+    stored, confirmed = group(store)
+    if store.replicas and confirmed < store.replicas:
         if stored:  # Cloudinary's retry must store it again, not be taken for a duplicate
             with contextlib.suppress(redis.RedisError):
-                connection.delete(key)
+                group_connection(group).delete(store.key)
         raise NotReplicated(
-            f"{confirmed} of {replicas} replicas confirmed the notification in {REPLICA_WAIT_MS} ms"
+            f"{confirmed} of {store.replicas} replicas confirmed the notification in {REPLICA_WAIT_MS} ms"
         )
     return bool(stored)
 
 
-def _send(connection: redis.Redis, stores: list[_Store]) -> list[Any]:
-    """Each store's script, in one round trip; then, if any asks, a WAIT for the most replicas any
-    asks for, which covers every write before it. Each store's answer: (stored, replicas that
-    confirmed), or the error its script met. A script Redis does not have (a Redis started since it
-    was loaded: nothing ran) is loaded, and those stores sent again."""
-    replicas = max(store.replicas for store in stores)
-    if len(stores) == 1 and not replicas:  # alone: the script by itself, no pipeline to make
-        store = stores[0]
-        try:
-            return [(connection.evalsha(store.script.sha, 1, store.key, *store.words), 0)]
-        except redis.exceptions.NoScriptError:
-            return [(connection.eval(store.script.source, 1, store.key, *store.words), 0)]
-    with connection.pipeline(transaction=False) as pipe:
-        for store in stores:
-            pipe.evalsha(store.script.sha, 1, store.key, *store.words)
+class _Storing:
+    """A group commit's round trips, on a connection of its own. Only the caller whose turn it is
+    sends, one at a time, so the connection is taken from no pool: redis-py's work around a pooled
+    command (taking a connection, a system call to see it holds no stray reply, giving it back) was
+    a tenth of the intake's CPU. Made in each process (a group commit is made again in a forked
+    child), from the client's pool: the same Redis, or the sentinels' primary, and its retries."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.line: Any = client.connection_pool.make_connection()  # redis-py's Connection
+
+    def __call__(self, stores: list[_Store]) -> list[Any]:
+        """Each store's answer: (stored, replicas that confirmed), or the error its script met.
+        A lost connection is made again and the round trip sent again, as redis-py's retries say:
+        a script that ran the first time finds its mark and answers "seen"."""
+        line = self.line
+        return list(line.retry.call_with_retry(lambda: self._round_trip(stores), lambda _: line.disconnect()))
+
+    def _round_trip(self, stores: list[_Store]) -> list[Any]:
+        """Each store's script; then, if any asks, a WAIT for the most replicas any asks for, which
+        covers every write before it. A script Redis does not have (a Redis started since it was
+        loaded: nothing ran) is loaded, and those stores sent again."""
+        line = self.line
+        replicas = max(store.replicas for store in stores)
+        commands: list[tuple[Any, ...]] = [
+            ("EVALSHA", store.script.sha, 1, store.key, *store.words) for store in stores
+        ]
         if replicas:
-            pipe.wait(replicas, REPLICA_WAIT_MS)
-        answers: list[Any] = pipe.execute(raise_on_error=False)
-    confirmed = answers.pop() if replicas else 0
-    if isinstance(confirmed, Exception):  # no WAIT on this Redis: every write's fate is unknown
-        return [confirmed] * len(stores)
-    unknown = [n for n, answer in enumerate(answers) if isinstance(answer, redis.exceptions.NoScriptError)]
-    for script in {stores[n].script for n in unknown}:
-        connection.script_load(script.source)
-    again = iter(_send(connection, [stores[n] for n in unknown]) if unknown else [])
-    return [
-        next(again) if n in unknown else answer if isinstance(answer, Exception) else (answer, confirmed)
-        for n, answer in enumerate(answers)
-    ]
+            commands.append(("WAIT", replicas, REPLICA_WAIT_MS))
+        line.connect()  # if not connected: through sentinels, to the primary they name now
+        line.send_packed_command(line.pack_commands(commands))
+        answers = [self._reply() for _ in commands]
+        confirmed = answers.pop() if replicas else 0
+        if isinstance(confirmed, Exception):  # no WAIT on this Redis: every write's fate is unknown
+            return [confirmed] * len(stores)
+        unknown = [
+            n for n, answer in enumerate(answers) if isinstance(answer, redis.exceptions.NoScriptError)
+        ]
+        for script in {stores[n].script for n in unknown}:
+            line.send_command("SCRIPT", "LOAD", script.source)
+            line.read_response()
+        again = iter(self._round_trip([stores[n] for n in unknown]) if unknown else [])
+        return [
+            next(again) if n in unknown else answer if isinstance(answer, Exception) else (answer, confirmed)
+            for n, answer in enumerate(answers)
+        ]
+
+    def _reply(self) -> Any:
+        try:
+            return self.line.read_response()
+        except redis.ResponseError as error:  # this command's alone: the replies after it are read
+            return error
+
+
+def group_connection(group: GroupCommit[_Store]) -> redis.Redis:
+    """The client a queue's group commit stores through."""
+    return cast(_Storing, group.send).client
 
 
 _DEFERRAL = re.compile(r"-at-\d+$")
