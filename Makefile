@@ -43,6 +43,7 @@ bench: $(VENV)/.installed-test
 	@echo "== bench/redis_cost.py"; $(BIN)/python -m bench.redis_cost
 	@echo "== bench/redis_memory.py"; $(BIN)/python -m bench.redis_memory
 	@echo "== bench/intake.py"; $(BIN)/python -m bench.intake
+	@echo "== bench/group_commit.py"; $(BIN)/python -m bench.group_commit
 	@echo "== bench/capacity.py"; $(BIN)/python -m bench.capacity
 
 # The console screenshots in docs/operations.md, taken by the console's browser test.
