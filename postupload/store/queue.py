@@ -281,8 +281,9 @@ class _Storing:
     """A group commit's round trips, on a connection of its own. Only the caller whose turn it is
     sends, one at a time, so the connection is taken from no pool: redis-py's work around a pooled
     command (taking a connection, a system call to see it holds no stray reply, giving it back) was
-    about 4% of a web process's CPU in a profile under load. Made in each process (a group commit is made again in a forked
-    child), from the client's pool: the same Redis, or the sentinels' primary, and its retries."""
+    about 4% of a web process's CPU in a profile under load. Made in each process (a group commit
+    is made again in a forked child), from the client's pool: the same Redis, or the sentinels'
+    primary, and its retries."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
