@@ -114,9 +114,10 @@ def test_no_more_than_most_items_go_in_one_round_trip() -> None:
     assert [len(batch) for batch in send.batches] == [1, 3, 3, 1]
 
 
-def _gevent_script(body: str) -> str:
-    """Run `body` in a process patched by gevent, as gunicorn's gevent worker is."""
-    script = "from gevent import monkey\nmonkey.patch_all()\n" + textwrap.dedent(body)
+def _gevent_script(body: str, imported_first: str = "") -> str:
+    """Run `body` in a process patched by gevent, as gunicorn's gevent worker is (after importing
+    `imported_first`, as an app loaded before the patch is)."""
+    script = imported_first + "from gevent import monkey\nmonkey.patch_all()\n" + textwrap.dedent(body)
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
     )
@@ -175,6 +176,23 @@ def test_under_gevent_a_caller_killed_as_its_turn_to_send_comes_hands_the_turn_o
     """
     )
     assert said == "stored first | stored after | [['first'], ['after']]"
+
+
+def test_under_gevent_callers_wait_cooperatively_even_when_the_module_came_before_the_patch() -> None:
+    # gunicorn --preload imports the app, and so this module, before its gevent worker patches
+    # threading: a wait that blocked the process there would keep the leader's greenlet from
+    # ever ending its round trip.
+    said = _gevent_script(
+        HELD.format(at_end="")
+        + """
+    waiting = [gevent.spawn(group, name) for name in ("a", "b", "c")]
+    gevent.sleep(0)
+    release.set()
+    print(first.get(timeout=5), "|", [one.get(timeout=5) for one in waiting], "|", batches)
+    """,
+        imported_first="import postupload.store.group_commit\n",
+    )
+    assert said == "stored first | ['stored a', 'stored b', 'stored c'] | [['first'], ['a', 'b', 'c']]"
 
 
 def _envelope(number: int) -> Envelope:
